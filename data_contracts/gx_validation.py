@@ -1,0 +1,216 @@
+"""The one module of visionflow that talks to Great Expectations.
+
+Suites are version-controlled JSON files beside this module, one per dataset boundary. Each
+validation loads its suite into a fresh ephemeral GX context (nothing is written to disk, and
+no GX object is shared between threads, which GX does not support) and turns GX's result into
+a ContractReport: plain data a person, a log line, a JSON file or a Prefect artifact can use.
+Expectations carry meta.severity: "hard" failures stop a run, "soft" ones only warn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Usage statistics stay off in every GX version that reads this variable.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+logger = logging.getLogger(__name__)
+
+SUITES_DIR = Path(__file__).parent
+
+# How many example values of the identifying column a report shows per failed expectation.
+EXAMPLES_PER_FAILURE = 5
+
+# GX builds contexts and datasources with module-level state; one validation at a time keeps
+# concurrent Prefect tasks from corrupting each other's results.
+_GX_LOCK = threading.Lock()
+
+
+@dataclass
+class ExpectationOutcome:
+    """One expectation's result, in the words a report needs."""
+
+    expectation: str  # GX expectation type, e.g. "expect_column_values_to_be_in_set".
+    column: str | None  # The column it checks, or None for table-level checks.
+    severity: str  # "hard" stops the run, "soft" warns.
+    check: str  # What the expectation means for visionflow, in plain words.
+    success: bool
+    unexpected_count: int | None = None  # Rows that broke it, when the check is row by row.
+    element_count: int | None = None  # Rows it looked at.
+    observed: Any = None  # The observed value, for table-level checks such as row counts.
+    examples: list[str] = field(default_factory=list)  # A few offending rows, by their example column.
+
+    def describe(self) -> str:
+        """One line a person can act on: what broke, where, how much, and examples."""
+        where = f"column '{self.column}'" if self.column else "table"
+        amount = ""
+        if self.unexpected_count is not None:
+            amount = f": {self.unexpected_count} of {self.element_count} rows"
+        elif self.observed is not None:
+            amount = f": observed {self.observed}"
+        examples = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
+        return f"{self.expectation} on {where} failed{amount}{examples} — {self.check}"
+
+
+@dataclass
+class ContractReport:
+    """The outcome of validating one frame against one suite."""
+
+    suite: str  # Suite name, e.g. "raw_manifest".
+    contract_version: str  # The suite's meta.contract_version.
+    target: str  # What was validated, e.g. "manifest" or "train split".
+    outcomes: list[ExpectationOutcome]
+
+    @property
+    def hard_failures(self) -> list[ExpectationOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.success and outcome.severity == "hard"]
+
+    @property
+    def soft_failures(self) -> list[ExpectationOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.success and outcome.severity != "hard"]
+
+    @property
+    def success(self) -> bool:
+        """True when no hard expectation failed (soft failures only warn)."""
+        return not self.hard_failures
+
+    def to_dict(self) -> dict:
+        return {
+            "suite": self.suite,
+            "contract_version": self.contract_version,
+            "target": self.target,
+            "success": self.success,
+            "failed": [outcome.expectation for outcome in self.hard_failures],
+            "warnings": [outcome.expectation for outcome in self.soft_failures],
+            "outcomes": [asdict(outcome) for outcome in self.outcomes],
+        }
+
+
+def load_suite(name: str) -> dict:
+    """The suite's JSON document, as stored in data_contracts/<name>.json."""
+    path = SUITES_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(candidate.stem for candidate in SUITES_DIR.glob("*.json"))
+        raise ValueError(f"no data contract named {name!r}; known contracts: {', '.join(known)}")
+    return json.loads(path.read_text())
+
+
+def contract_version(name: str) -> str:
+    """The version string a suite declares in its meta."""
+    return str(load_suite(name)["meta"]["contract_version"])
+
+
+def validate(
+    frame: pd.DataFrame,
+    suite_name: str,
+    parameters: dict[str, Any],
+    target: str,
+    example_column: str = "path",
+) -> ContractReport:
+    """Validate frame against the named suite, filling its $PARAMETER values from parameters."""
+    document = load_suite(suite_name)
+    frame = frame.reset_index(drop=True)
+    with _GX_LOCK:
+        raw_results = _run_gx(frame, document, parameters, example_column)
+    outcomes = [
+        _outcome(expectation, result, example_column)
+        for expectation, result in zip(document["expectations"], raw_results, strict=True)
+    ]
+    return ContractReport(
+        suite=document["name"],
+        contract_version=str(document["meta"]["contract_version"]),
+        target=target,
+        outcomes=outcomes,
+    )
+
+
+def _run_gx(frame: pd.DataFrame, document: dict, parameters: dict[str, Any], example_column: str) -> list:
+    """Run the suite with GX in a fresh ephemeral context; results in the suite's order."""
+    import great_expectations as gx  # Imported here: it takes seconds, and only validation needs it.
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
+
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+            analytics_enabled=False,
+            progress_bars={"globally": False, "metric_calculations": False},
+        ),
+    )
+    datasource = context.data_sources.add_pandas(name="visionflow")
+    asset = datasource.add_dataframe_asset(name=document["name"])
+    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
+    # Each expectation is tagged with its position, so results map back to the JSON whatever order
+    # GX returns them in.
+    expectations = [
+        {**expectation, "meta": {**expectation.get("meta", {}), "position": position}}
+        for position, expectation in enumerate(document["expectations"])
+    ]
+    suite = gx.ExpectationSuite(name=document["name"], expectations=expectations)
+    if len(suite.expectations) != len(expectations):
+        # GX drops expectations of unknown type with only a log line; a contract must not shrink silently.
+        raise ValueError(f"data contract {document['name']}: some expectation types are unknown to Great Expectations")
+    result_format: dict[str, Any] = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": EXAMPLES_PER_FAILURE,
+        "return_unexpected_index_query": False,
+    }
+    if example_column in frame.columns:
+        result_format["unexpected_index_column_names"] = [example_column]
+    result = batch.validate(suite, expectation_parameters=parameters, result_format=result_format)
+    ordered: list = [None] * len(expectations)
+    for item in result.results:
+        ordered[item.expectation_config.meta["position"]] = item
+    return ordered
+
+
+def _outcome(expectation: dict, result, example_column: str) -> ExpectationOutcome:
+    """Turn one GX result into an ExpectationOutcome with a few example rows."""
+    details = result.result or {}
+    meta = expectation.get("meta", {})
+    examples = []
+    for index_entry in details.get("partial_unexpected_index_list") or []:
+        if isinstance(index_entry, dict) and example_column in index_entry:
+            examples.append(str(index_entry[example_column]))
+    exception = _exception_message(result.exception_info)
+    return ExpectationOutcome(
+        expectation=expectation["type"],
+        column=expectation["kwargs"].get("column"),
+        severity=meta.get("severity", "hard"),
+        check=meta.get("check", ""),
+        success=bool(result.success),
+        unexpected_count=details.get("unexpected_count"),
+        element_count=details.get("element_count"),
+        observed=_json_safe(details.get("observed_value")) if exception is None else f"error: {exception}",
+        examples=examples[:EXAMPLES_PER_FAILURE],
+    )
+
+
+def _exception_message(exception_info: Any) -> str | None:
+    """The message of an error GX hit while computing a check, if any (GX nests it two ways)."""
+    if not isinstance(exception_info, dict):
+        return None
+    candidates = [exception_info, *[value for value in exception_info.values() if isinstance(value, dict)]]
+    for candidate in candidates:
+        if candidate.get("raised_exception"):
+            return str(candidate.get("exception_message"))
+    return None
+
+
+def _json_safe(value: Any) -> Any:
+    """Observed values as plain JSON types (GX may return NumPy scalars or long lists)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return value[:20]
+    if hasattr(value, "item"):
+        return value.item()
+    return value

@@ -1,0 +1,169 @@
+"""The `visionflow` command line.
+
+Each command runs a Prefect flow and ends with either a short human summary or, with --json,
+one JSON object as the last line of stdout; logs go to stderr. Exit codes: 0 done, 1 an
+unexpected error, 2 a usage error, 3 a data contract breach, 4 unusable input.
+
+Heavy libraries (Prefect, pandas, TensorFlow) are imported inside the commands, after
+VISIONFLOW_HOME and the offline settings are in place, and so that `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="visionflow",
+    help="Batch image classification on Prefect: ingest and validate image folders, train, evaluate, score.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")]
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Where visionflow keeps everything it writes [default: $VISIONFLOW_HOME or ./visionflow-home]."),
+]
+
+
+@app.callback()
+def main() -> None:
+    """visionflow: workflow-orchestrated batch image classification."""
+
+
+@app.command()
+def ingest(
+    data: Annotated[
+        str,
+        typer.Option(help="An image folder (<class>/<images>, or train|val|test/<class>/<images>), 'cifar10' or 'demo'."),
+    ],
+    image_size: Annotated[int, typer.Option(help="Height and width, in pixels, every image is resized to.")] = 32,
+    channels: Annotated[
+        int | None, typer.Option(help="3 for RGB, 1 for grayscale [default: 1 for demo, else 3].")
+    ] = None,
+    max_pixels: Annotated[int, typer.Option(help="Largest source width*height accepted (decompression-bomb guard).")] = 50_000_000,
+    val_fraction: Annotated[float, typer.Option(help="Share of train carved out as validation when the source has no val.")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(help="Share carved out as test when the source has no test.")] = 0.2,
+    workers: Annotated[int | None, typer.Option(help="Processes for hashing and decoding [default: one per core].")] = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Turn a labelled image folder into validated, model-ready Parquet (one file per split)."""
+    layout = _prepare(home)
+    from flows.ingest import IngestConfig, ingest_flow
+
+    try:
+        config = IngestConfig.model_validate(
+            {
+                "decode": {"image_size": image_size, "channels": channels, "max_pixels": max_pixels}
+                | ({"workers": workers} if workers else {}),
+                "scan": {"workers": workers} if workers else {},
+                "split": {"val_fraction": val_fraction, "test_fraction": test_fraction},
+            }
+        )
+    except ValueError as error:
+        _fail(f"invalid option: {_first_pydantic_error(error)}", 2, json_output)
+    summary = _run(lambda: ingest_flow(data=data, config=config, home=str(layout.root), return_state=True), json_output)
+    _finish(summary, json_output, _ingest_lines)
+
+
+def _ingest_lines(summary: dict) -> list[str]:
+    """The human summary of an ingest."""
+    splits = ", ".join(f"{split} {rows:,}" for split, rows in summary["splits"].items())
+    lines = [
+        f"ingested {summary['source']}: {summary['files_found']:,} files, {summary['quarantined']:,} quarantined, "
+        f"in {summary['seconds']:.1f} s",
+        f"classes ({len(summary['classes'])}): {', '.join(summary['classes'])}",
+        f"image shape: {'x'.join(str(size) for size in summary['image_shape'])}; splits: {splits}",
+        f"dataset {summary['dataset_fingerprint'][:12]} in {summary['dataset_dir']}",
+    ]
+    for suite, outcome in summary["contracts"].items():
+        state = "passed" if outcome["success"] else "FAILED"
+        warnings = f" ({len(outcome['warnings'])} warnings)" if outcome["warnings"] else ""
+        lines.append(f"contract {suite}: {state}{warnings}")
+    for example in summary["quarantine_examples"][:5]:
+        lines.append(f"quarantined: {example['path']}: {example['reason']}")
+    if summary["quarantined"] > 5:
+        lines.append(f"... all {summary['quarantined']} quarantined files are listed in {summary['manifest']}")
+    return lines
+
+
+def _prepare(home: Path | None):
+    """Set up VISIONFLOW_HOME and the offline environment, then Prefect's logging."""
+    from flows.runtime import configure_environment
+
+    layout = configure_environment(home)
+    _configure_logging()
+    return layout
+
+
+def _configure_logging() -> None:
+    """Run logs at INFO on stderr, Prefect's own start-up chatter off, no tracebacks for user errors."""
+    import prefect  # noqa: F401  (importing Prefect installs its logging configuration)
+
+    from tasks.errors import VisionflowError
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+    class HideUserErrorTracebacks(logging.Filter):
+        """Errors a user can act on are reported in one message; their tracebacks only add noise."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], VisionflowError):
+                record.exc_info = None
+                record.exc_text = None
+            return True
+
+    for logger in [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]:
+        for handler in getattr(logger, "handlers", []):
+            handler.addFilter(HideUserErrorTracebacks())
+
+
+def _run(start_flow, json_output: bool) -> Any:
+    """Run a flow and return its result, or exit with the code and one-line reason of its error."""
+    from tasks.errors import VisionflowError
+
+    state = start_flow()
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, VisionflowError):
+        _fail(str(result), result.exit_code, json_output)
+    if isinstance(result, BaseException):
+        _fail(f"unexpected error: {type(result).__name__}: {result} (the log above has the details)", 1, json_output)
+    return result
+
+
+def _finish(summary: dict, json_output: bool, human_lines) -> None:
+    if json_output:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        typer.echo("\n".join(human_lines(summary)))
+
+
+def _fail(message: str, exit_code: int, json_output: bool) -> None:
+    """Report an error as the last word: a one-line reason on stderr (and JSON on stdout with --json)."""
+    if json_output:
+        typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
+    first_line, _, rest = message.partition("\n")
+    typer.echo(f"visionflow: {first_line}" + (f"\n{rest}" if rest else ""), err=True)
+    raise typer.Exit(exit_code)
+
+
+def _first_pydantic_error(error: ValueError) -> str:
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    return str(error)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,74 @@
+"""Where visionflow keeps its files, and the environment Prefect and Great Expectations run in.
+
+Everything visionflow writes lives under VISIONFLOW_HOME (default ./visionflow-home), Prefect's
+own database and task results included. configure_environment must run before Prefect is
+imported: Prefect reads these settings when it starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = "visionflow-home"
+
+# Settings that keep Prefect and Great Expectations offline and quiet. Values a user has set in
+# the environment win; these are only defaults.
+OFFLINE_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # No usage heartbeat from the Prefect server.
+    "DO_NOT_TRACK": "1",  # No client-side usage statistics (Prefect and other libraries).
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",  # No run telemetry.
+    "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",  # No remote content in the UI.
+    "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",  # No OS metrics collection in runs.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # Tasks run alone (tests, .fn) log locally.
+    "GX_ANALYTICS_ENABLED": "false",  # No Great Expectations usage statistics.
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter off; warnings and errors stay.
+}
+
+
+@dataclass(frozen=True)
+class HomeLayout:
+    """The folders under VISIONFLOW_HOME, each for one kind of output."""
+
+    root: Path
+
+    @property
+    def sources(self) -> Path:
+        """Built-in datasets exported as image folders (cifar10, demo)."""
+        return self.root / "sources"
+
+    @property
+    def decoded(self) -> Path:
+        """Decoded pixel shards, one folder per content-and-settings key (the decode cache)."""
+        return self.root / "cache" / "decoded"
+
+    @property
+    def datasets(self) -> Path:
+        """Model-ready Parquet datasets, one folder per dataset fingerprint."""
+        return self.root / "datasets"
+
+    @property
+    def prefect(self) -> Path:
+        """Prefect's home: its SQLite database and persisted task results."""
+        return self.root / "prefect"
+
+    def dataset_dir(self, source_name: str, fingerprint: str) -> Path:
+        return self.datasets / f"{source_name}-{fingerprint[:12]}"
+
+
+def resolve_home(home: str | Path | None = None) -> HomeLayout:
+    """The home given, else $VISIONFLOW_HOME, else ./visionflow-home; as an absolute path."""
+    chosen = home or os.environ.get("VISIONFLOW_HOME") or DEFAULT_HOME
+    return HomeLayout(Path(chosen).expanduser().resolve())
+
+
+def configure_environment(home: str | Path | None = None) -> HomeLayout:
+    """Point Prefect at VISIONFLOW_HOME and switch off telemetry; returns the home layout."""
+    layout = resolve_home(home)
+    layout.prefect.mkdir(parents=True, exist_ok=True)
+    os.environ["VISIONFLOW_HOME"] = str(layout.root)
+    os.environ.setdefault("PREFECT_HOME", str(layout.prefect))
+    for name, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    return layout

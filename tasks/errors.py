@@ -1,0 +1,21 @@
+"""Errors a visionflow user can act on, each with the exit code the CLI returns for it."""
+
+from __future__ import annotations
+
+
+class VisionflowError(Exception):
+    """Base class: the message says what was wrong, where, and what to do about it."""
+
+    exit_code = 1  # Process exit status the CLI uses when this error ends a command.
+
+
+class BadInputError(VisionflowError):
+    """The input a user pointed visionflow at cannot be used (missing, empty, wrong layout)."""
+
+    exit_code = 4
+
+
+class ContractBreachError(VisionflowError):
+    """A data contract's hard expectation failed, so the run stopped before using the data."""
+
+    exit_code = 3

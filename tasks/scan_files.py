@@ -1,0 +1,185 @@
+"""Stage 1 of ingestion: find every file under a data root and fingerprint its content.
+
+The result is the start of the raw manifest, one row per file found. Files that must not be
+read (hidden files, symlinks that leave the root, things that are not regular files, files
+outside any class folder) are listed as quarantined with a reason rather than dropped, so a
+person can always see what happened to each file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from tasks.errors import BadInputError
+from tasks.parallel import chunked, default_workers, map_chunks
+from tasks.workers import hash_files_chunk
+
+# Folder names that mark a source which is already split; anything else is a class folder.
+SPLIT_FOLDER_NAMES = ("train", "val", "test")
+
+# Manifest status values: "ok" rows go on to decoding, "quarantined" rows are never read again.
+STATUS_OK = "ok"
+STATUS_QUARANTINED = "quarantined"
+
+MANIFEST_SCAN_COLUMNS = ["path", "class_name", "source_split", "bytes", "sha256", "status", "reason"]
+
+
+class ScanConfig(BaseModel):
+    """How stage 1 walks and hashes a data root."""
+
+    workers: int = Field(default_factory=default_workers, ge=1)  # Processes that hash files.
+    files_per_chunk: int = Field(default=4096, ge=1)  # Files one worker hashes per task.
+
+
+def detect_layout(root: Path) -> str:
+    """Return "split" for root/{train,test[,val]}/<class>/..., else "flat" for root/<class>/..."""
+    top_folders = {entry.name for entry in root.iterdir() if entry.is_dir() and not entry.is_symlink()}
+    if "train" in top_folders and top_folders & {"test", "val"}:
+        return "split"
+    return "flat"
+
+
+def discover_files(root: Path) -> pd.DataFrame:
+    """List every file under root with its class, source split and a first status.
+
+    Nothing is read here. Symlinks are resolved only to check that they stay inside root;
+    folder symlinks are never followed, so a link loop cannot make the walk endless.
+    """
+    root = Path(root).resolve()
+    layout = detect_layout(root)
+    rows: list[dict] = []
+    _walk(str(root), "", layout, str(root), rows)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_SCAN_COLUMNS)
+    manifest["bytes"] = manifest["bytes"].astype("Int64")
+    return manifest
+
+
+def _walk(folder: str, relative_folder: str, layout: str, root: str, rows: list[dict]) -> None:
+    """Depth-first walk with os.scandir, whose entries carry file types without extra system calls."""
+    with os.scandir(folder) as iterator:
+        entries = sorted(iterator, key=lambda entry: entry.name)
+    for entry in entries:
+        relative_path = f"{relative_folder}{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            _walk(entry.path, relative_path + "/", layout, root, rows)
+        elif entry.is_symlink() and os.path.isdir(entry.path):
+            rows.append(_quarantined_row(relative_path, "symlinked folder, not followed"))
+        else:
+            rows.append(_describe_file(entry, relative_path, layout, root))
+
+
+def _describe_file(entry: os.DirEntry, relative_path: str, layout: str, root: str) -> dict:
+    """One manifest row for one file, quarantined if it must not be read."""
+    parts = relative_path.split("/")
+    source_split, class_parts = (parts[0], parts[1:]) if layout == "split" else (None, parts)
+    if any(part.startswith(".") for part in parts):
+        return _quarantined_row(relative_path, "hidden file or folder", source_split)
+    if layout == "split" and source_split not in SPLIT_FOLDER_NAMES:
+        return _quarantined_row(relative_path, "outside the train/val/test folders")
+    if len(class_parts) < 2:
+        return _quarantined_row(relative_path, "not inside a class folder", source_split)
+    class_name = class_parts[0]
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if os.path.commonpath([target, root]) != root:
+            return _quarantined_row(relative_path, "symlink leading outside the data root", source_split, class_name)
+    try:
+        status = entry.stat()
+    except OSError as error:
+        return _quarantined_row(relative_path, f"unreadable: {error.strerror or error}", source_split, class_name)
+    if not stat.S_ISREG(status.st_mode):
+        return _quarantined_row(relative_path, "not a regular file", source_split, class_name)
+    return {
+        "path": relative_path,
+        "class_name": class_name,
+        "source_split": source_split,
+        "bytes": status.st_size,
+        "sha256": None,
+        "status": STATUS_OK,
+        "reason": None,
+    }
+
+
+def _quarantined_row(
+    relative_path: str, reason: str, source_split: str | None = None, class_name: str | None = None
+) -> dict:
+    return {
+        "path": relative_path,
+        "class_name": class_name,
+        "source_split": source_split,
+        "bytes": None,
+        "sha256": None,
+        "status": STATUS_QUARANTINED,
+        "reason": reason,
+    }
+
+
+def hash_files(manifest: pd.DataFrame, root: Path, config: ScanConfig) -> pd.DataFrame:
+    """Fill in the sha256 of every row still "ok"; unreadable files become quarantined."""
+    manifest = manifest.copy()
+    readable = manifest.index[manifest["status"] == STATUS_OK]
+    root_text = str(Path(root).resolve())
+    paths = [f"{root_text}/{path}" for path in manifest.loc[readable, "path"]]
+    chunks = chunked(paths, config.files_per_chunk)
+    digests: list = [None] * len(chunks)
+    for index, result in map_chunks(hash_files_chunk, chunks, config.workers):
+        digests[index] = result
+    flat = [item for chunk in digests for item in chunk]
+    manifest.loc[readable, "sha256"] = [digest for digest, _ in flat]
+    errors = pd.Series([error for _, error in flat], index=readable)
+    failed = errors[errors.notna()].index
+    manifest.loc[failed, "status"] = STATUS_QUARANTINED
+    manifest.loc[failed, "reason"] = errors[failed]
+    return manifest
+
+
+def scan_dataset(root: Path, config: ScanConfig) -> pd.DataFrame:
+    """Discover and hash every file under root. Raises BadInputError for an unusable root."""
+    root = Path(root)
+    if not root.exists():
+        raise BadInputError(f"data folder {root} does not exist: check the path given to --data")
+    if not root.is_dir():
+        raise BadInputError(f"{root} is a file, not a folder: --data takes a folder of class folders")
+    manifest = hash_files(discover_files(root), root, config)
+    if not (manifest["status"] == STATUS_OK).any():
+        raise BadInputError(
+            f"no usable files under {root}: expected images in {root}/<class>/ "
+            f"or {root}/train/<class>/ and {root}/test/<class>/"
+        )
+    return manifest
+
+
+def content_fingerprint(manifest: pd.DataFrame) -> str:
+    """A sha256 over every file's relative path and content digest, in path order.
+
+    Renaming, moving, adding, removing or editing any file changes it; touching a file
+    without changing its bytes does not.
+    """
+    digest = hashlib.sha256()
+    ordered = manifest.sort_values("path")
+    for path, sha256, status in zip(ordered["path"], ordered["sha256"], ordered["status"], strict=True):
+        digest.update(f"{path}\0{sha256 if isinstance(sha256, str) else status}\n".encode())
+    return digest.hexdigest()
+
+
+@task(name="scan-files", cache_policy=NO_CACHE)
+def scan_files_task(root: Path, config: ScanConfig) -> pd.DataFrame:
+    """Prefect task: scan_dataset with a log line a person can read."""
+    log = get_run_logger()
+    started = time.perf_counter()
+    manifest = scan_dataset(root, config)
+    quarantined = int((manifest["status"] != STATUS_OK).sum())
+    log.info(
+        "found %d files under %s in %.1f s: %d to decode, %d quarantined",
+        len(manifest), root, time.perf_counter() - started, len(manifest) - quarantined, quarantined,
+    )
+    return manifest

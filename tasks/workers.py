@@ -1,0 +1,87 @@
+"""Per-chunk functions that run inside worker processes during ingestion.
+
+Kept apart from the stage modules so that a spawned worker imports only Pillow, NumPy and
+pyarrow, not pandas, Prefect or TensorFlow (which would add seconds to every worker's start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from tasks.imaging import ImageRejected, ImageSpec, decode_image
+
+# Files larger than this are hashed in pieces so that memory stays flat; 8 MiB, in bytes.
+HASH_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+def hash_files_chunk(paths: Sequence[str]) -> list[tuple[str | None, str | None]]:
+    """Return (sha256 hex digest, error) for each path; exactly one of the two is None."""
+    results: list[tuple[str | None, str | None]] = []
+    for path in paths:
+        try:
+            results.append((sha256_of_file(path), None))
+        except OSError as error:
+            results.append((None, f"unreadable: {error.strerror or error}"))
+    return results
+
+
+def sha256_of_file(path: str) -> str:
+    """The sha256 hex digest of a file's bytes, read in blocks."""
+    with open(path, "rb", buffering=0) as handle:
+        if os.fstat(handle.fileno()).st_size <= HASH_BLOCK_BYTES:
+            # Most image files fit in one read, several times faster than hashing in blocks.
+            return hashlib.sha256(handle.readall()).hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def decode_files_chunk(
+    rows: Sequence[tuple[int, str, str]], spec: ImageSpec, shard_path: str
+) -> list[tuple[int, str | None, int | None, int | None, str | None, str | None]]:
+    """Decode (row id, absolute path, expected sha256) rows; write pixels of good ones to a shard.
+
+    The shard is an Arrow IPC file with columns row_id and pixels. The return value has one
+    (row id, format, width, height, mode, rejection reason) tuple per input row, where the reason
+    is None for images that decoded. A file whose bytes no longer match the sha256 recorded by
+    the scan is rejected: it changed while the dataset was being ingested.
+    """
+    outcomes = []
+    good_ids: list[int] = []
+    good_pixels: list[bytes] = []
+    for row_id, path, expected_sha256 in rows:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            outcomes.append((row_id, None, None, None, None, f"unreadable: {error.strerror or error}"))
+            continue
+        if hashlib.sha256(data).hexdigest() != expected_sha256:
+            outcomes.append((row_id, None, None, None, None, "file changed while it was being ingested"))
+            continue
+        try:
+            decoded = decode_image(data, spec)
+        except ImageRejected as rejection:
+            outcomes.append((row_id, None, None, None, None, str(rejection)))
+            continue
+        good_ids.append(row_id)
+        good_pixels.append(decoded.pixels)
+        outcomes.append((row_id, decoded.format, decoded.width, decoded.height, decoded.mode, None))
+    _write_pixel_shard(shard_path, good_ids, good_pixels, spec.pixel_bytes)
+    return outcomes
+
+
+def _write_pixel_shard(shard_path: str, row_ids: list[int], pixels: list[bytes], pixel_bytes: int) -> None:
+    """Write an Arrow IPC shard atomically: a temporary name first, then a rename."""
+    table = pa.table(
+        {
+            "row_id": pa.array(row_ids, type=pa.int64()),
+            "pixels": pa.array(pixels, type=pa.binary(pixel_bytes)),
+        }
+    )
+    temporary_path = f"{shard_path}.tmp-{os.getpid()}"
+    with pa.OSFile(temporary_path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(temporary_path, shard_path)
