@@ -29,7 +29,9 @@ app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")]
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", help="Where visionflow keeps everything it writes [default: $VISIONFLOW_HOME or ./visionflow-home]."),
+    typer.Option(
+        "--home", help="Where visionflow keeps everything it writes [default: $VISIONFLOW_HOME or ./visionflow-home]."
+    ),
 ]
 
 
@@ -42,16 +44,24 @@ def main() -> None:
 def ingest(
     data: Annotated[
         str,
-        typer.Option(help="An image folder (<class>/<images>, or train|val|test/<class>/<images>), 'cifar10' or 'demo'."),
+        typer.Option(
+            help="An image folder (<class>/<images>, or train|val|test/<class>/<images>), 'cifar10' or 'demo'."
+        ),
     ],
     image_size: Annotated[int, typer.Option(help="Height and width, in pixels, every image is resized to.")] = 32,
     channels: Annotated[
         int | None, typer.Option(help="3 for RGB, 1 for grayscale [default: 1 for demo, else 3].")
     ] = None,
-    max_pixels: Annotated[int, typer.Option(help="Largest source width*height accepted (decompression-bomb guard).")] = 50_000_000,
-    val_fraction: Annotated[float, typer.Option(help="Share of train carved out as validation when the source has no val.")] = 0.1,
+    max_pixels: Annotated[
+        int, typer.Option(help="Largest source width*height accepted (decompression-bomb guard).")
+    ] = 50_000_000,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of train carved out as validation when the source has no val.")
+    ] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share carved out as test when the source has no test.")] = 0.2,
-    workers: Annotated[int | None, typer.Option(help="Processes for hashing and decoding [default: one per core].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes for hashing and decoding [default: one per core].")
+    ] = None,
     home: HomeOption = None,
     json_output: JsonOption = False,
 ) -> None:

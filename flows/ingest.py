@@ -11,7 +11,7 @@ import time
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from data_contracts.gx_validation import contract_version
+from data_contracts.gx_validation import contract_version, preload_in_background
 from flows.runtime import resolve_home
 from tasks.assign_splits import SplitConfig, assign_splits_task
 from tasks.decode_images import DecodeConfig, decode_images_task
@@ -43,6 +43,7 @@ class IngestConfig(BaseModel):
 def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: str | None = None) -> dict:
     """Ingest `data` (a folder, "cifar10" or "demo") into VISIONFLOW_HOME/datasets; return the summary."""
     started = time.perf_counter()
+    preload_in_background()  # Great Expectations imports in seconds' time; overlap that with decoding.
     config = config or IngestConfig()
     layout = resolve_home(home)
     source = prepare_source_task(data, layout.sources)
@@ -58,7 +59,10 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
         "classes": split.classes,
         "image_shape": list(spec.shape),
         "dataset_fingerprint": split.fingerprint,
-        "contract_versions": {RAW_SUITE: contract_version(RAW_SUITE), PROCESSED_SUITE: contract_version(PROCESSED_SUITE)},
+        "contract_versions": {
+            RAW_SUITE: contract_version(RAW_SUITE),
+            PROCESSED_SUITE: contract_version(PROCESSED_SUITE),
+        },
         "source": source.name,
     }
     parquet_paths = write_parquet_task(split.manifest, decode_dir, split.dataset_dir, spec, metadata, config.parquet)

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-from datetime import timedelta
 import shutil
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel, Field
 
 from tasks.imaging import ImageSpec
 from tasks.parallel import chunked, default_workers, map_chunks
 from tasks.scan_files import STATUS_OK, STATUS_QUARANTINED, content_fingerprint
-from tasks.workers import decode_files_chunk
+from tasks.workers import decode_chunk_to_shard
 
 # Bump when decode_image changes the pixels it produces, so old caches are not reused.
 DECODER_VERSION = 1
@@ -102,8 +102,8 @@ def decode_dataset(
     chunks = chunked(rows, config.files_per_chunk)
     shard_paths = [str(work_dir / "pixels" / f"shard-{index:05d}.arrow") for index in range(len(chunks))]
     outcomes: list = []
-    for index, chunk_outcomes in map_chunks(
-        _decode_chunk_at, list(zip(chunks, shard_paths, strict=True)), config.workers, (spec,), on_progress
+    for _chunk_index, chunk_outcomes in map_chunks(
+        decode_chunk_to_shard, list(zip(chunks, shard_paths, strict=True)), config.workers, (spec,), on_progress
     ):
         outcomes.extend(chunk_outcomes)
 
@@ -112,12 +112,6 @@ def decode_dataset(
     shutil.rmtree(output_dir, ignore_errors=True)
     work_dir.rename(output_dir)
     return decoded
-
-
-def _decode_chunk_at(chunk_and_shard: tuple, spec: ImageSpec) -> list:
-    """Adapter so map_chunks can pass each chunk together with its own shard path."""
-    chunk, shard_path = chunk_and_shard
-    return decode_files_chunk(chunk, spec, shard_path)
 
 
 def apply_decode_outcomes(manifest: pd.DataFrame, outcomes: list) -> pd.DataFrame:
@@ -154,17 +148,24 @@ def iterate_pixel_shards(decode_dir: Path):
         yield table.column("row_id").combine_chunks(), table.column("pixels").combine_chunks()
 
 
-def progress_logger(log: logging.Logger | logging.LoggerAdapter, total_files: int) -> Callable[[int, int, float], None]:
-    """A progress callback that logs files done, images per second and the time left."""
+def progress_reporter(log, total_files: int, artifact_id=None) -> Callable[[int, int, float], None]:
+    """A progress callback: a log line (files, images/s, time left) at every tenth of the work,
+    and the Prefect progress artifact, when one is given, updated to match."""
+    reported_tenths = {0}
 
     def report(chunks_done: int, chunks_total: int, seconds: float) -> None:
+        tenth = (10 * chunks_done) // max(chunks_total, 1)
+        if tenth in reported_tenths:
+            return
+        reported_tenths.add(tenth)
         files_done = round(total_files * chunks_done / max(chunks_total, 1))
         rate = files_done / seconds if seconds > 0 else 0.0
-        remaining = (total_files - files_done) / rate if rate > 0 else float("nan")
+        remaining = (total_files - files_done) / rate if rate > 0 else 0.0
         log.info("decoded %d/%d files, %.0f images/s, about %.0f s left", files_done, total_files, rate, remaining)
+        if artifact_id is not None:
+            update_progress_artifact(artifact_id=artifact_id, progress=100.0 * chunks_done / max(chunks_total, 1))
 
     return report
-
 
 
 def decode_dir_for(manifest: pd.DataFrame, config: DecodeConfig, decoded_root: Path) -> Path:
@@ -195,12 +196,17 @@ def decode_images_task(manifest: pd.DataFrame, root: Path, config: DecodeConfig,
     log = get_run_logger()
     output_dir = decode_dir_for(manifest, config, decoded_root)
     to_decode = int((manifest["status"] == STATUS_OK).sum())
+    progress = create_progress_artifact(progress=0.0, key="decode-progress", description="Images decoded, percent")
     started = time.perf_counter()
-    decoded = decode_dataset(manifest, root, config, output_dir, progress_logger(log, to_decode))
+    decoded = decode_dataset(manifest, root, config, output_dir, progress_reporter(log, to_decode, progress))
     seconds = time.perf_counter() - started
     rejected = int((decoded["status"] != STATUS_OK).sum() - (manifest["status"] != STATUS_OK).sum())
     log.info(
         "decoded %d files in %.1f s (%.0f images/s), %d rejected by the decoder; pixels in %s",
-        to_decode, seconds, to_decode / max(seconds, 1e-9), rejected, output_dir,
+        to_decode,
+        seconds,
+        to_decode / max(seconds, 1e-9),
+        rejected,
+        output_dir,
     )
     return str(output_dir)

@@ -88,7 +88,7 @@ def decode_image(data: bytes, spec: ImageSpec) -> DecodedImage:
                     f"{spec.max_pixels:,} pixels (raise max_pixels if this image is genuine)"
                 )
             source_mode = image.mode
-            if source_format == "JPEG":
+            if source_format == "JPEG" and width >= 2 * spec.width and height >= 2 * spec.height:
                 # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; this keeps large photos
                 # cheap while never going below the requested output size.
                 image.draft("RGB" if spec.channels == 3 else "L", (spec.width, spec.height))
@@ -126,6 +126,9 @@ def pixels_to_array(pixels: bytes, spec: ImageSpec) -> np.ndarray:
 
 def _apply_exif_orientation(image: Image.Image) -> Image.Image:
     """Rotate or flip the image as its EXIF orientation says, so it looks as the camera saw it."""
+    if "exif" not in image.info and image.format != "TIFF":
+        # Parsing EXIF costs half as much again as decoding a small JPEG; skip it when absent.
+        return image
     try:
         orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
     except Exception:  # A malformed EXIF block must not make a readable image unusable.

@@ -7,11 +7,14 @@ chunk functions live in modules that import nothing heavier than Pillow, NumPy a
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 Item = TypeVar("Item")
@@ -47,10 +50,41 @@ def map_chunks(
             if on_progress:
                 on_progress(index + 1, total, time.perf_counter() - started)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=context) as pool:
-        futures = {pool.submit(function, chunk, *extra_arguments): index for index, chunk in enumerate(chunks)}
+    pool = shared_pool(workers)
+    futures = {pool.submit(function, chunk, *extra_arguments): index for index, chunk in enumerate(chunks)}
+    try:
         for done, future in enumerate(as_completed(futures), start=1):
             yield futures[future], future.result()
             if on_progress:
                 on_progress(done, total, time.perf_counter() - started)
+    except BrokenProcessPool:
+        # A worker died (out of memory, a crash in a native decoder); start afresh next time.
+        with _POOLS_LOCK:
+            _POOLS.pop(workers, None)
+        raise
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool kept for the life of this process, one per worker count.
+
+    Starting workers costs about a second; hashing and decoding in one ingest share them.
+    """
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            _POOLS[workers] = pool
+        return pool
+
+
+@atexit.register
+def _shut_down_pools() -> None:
+    for pool in _POOLS.values():
+        pool.shutdown(wait=False, cancel_futures=True)

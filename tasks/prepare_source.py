@@ -35,7 +35,6 @@ CIFAR10_BATCHES = {"train": [f"data_batch_{index}" for index in range(1, 6)], "t
 DIGIT_NAMES = [str(digit) for digit in range(10)]  # Folder (class) name of each digit.
 
 
-
 def export_marker(target: Path) -> Path:
     """The file written beside an exported folder once it is complete (not inside: it is no image)."""
     return target.with_name(target.name + ".complete")

@@ -52,7 +52,9 @@ def dataset_summary(
         "quarantined": len(quarantined),
         "quarantine_examples": [
             {"path": path, "reason": reason}
-            for path, reason in zip(quarantined["path"][:QUARANTINE_EXAMPLES], quarantined["reason"][:QUARANTINE_EXAMPLES], strict=True)
+            for path, reason in zip(
+                quarantined["path"][:QUARANTINE_EXAMPLES], quarantined["reason"][:QUARANTINE_EXAMPLES], strict=True
+            )
         ],
         "manifest": str(dataset_dir / "manifest.parquet"),
         "parquet": parquet_paths,
@@ -65,7 +67,10 @@ def class_count_table(manifest: pd.DataFrame, classes: list[str]) -> list[dict]:
     usable = manifest[manifest["status"] == STATUS_OK]
     counts = usable.groupby(["class_name", "split"]).size().unstack(fill_value=0)
     return [
-        {"class": name, **{split: int(counts.loc[name].get(split, 0)) if name in counts.index else 0 for split in counts.columns}}
+        {
+            "class": name,
+            **{split: int(counts.loc[name].get(split, 0)) if name in counts.index else 0 for split in counts.columns},
+        }
         for name in classes
     ]
 

@@ -180,6 +180,10 @@ def scan_files_task(root: Path, config: ScanConfig) -> pd.DataFrame:
     quarantined = int((manifest["status"] != STATUS_OK).sum())
     log.info(
         "found %d files under %s in %.1f s: %d to decode, %d quarantined",
-        len(manifest), root, time.perf_counter() - started, len(manifest) - quarantined, quarantined,
+        len(manifest),
+        root,
+        time.perf_counter() - started,
+        len(manifest) - quarantined,
+        quarantined,
     )
     return manifest

@@ -84,7 +84,12 @@ def breach_message(reports: list[ContractReport]) -> str:
 
 def report_markdown(reports: list[ContractReport], title: str) -> str:
     """A markdown table of every expectation's outcome, for the Prefect UI."""
-    lines = [f"# {title}", "", "| suite | target | expectation | column | severity | result | detail |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| suite | target | expectation | column | severity | result | detail |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for report in reports:
         for outcome in report.outcomes:
             result = "pass" if outcome.success else ("FAIL" if outcome.severity == "hard" else "warn")

@@ -85,3 +85,9 @@ def _write_pixel_shard(shard_path: str, row_ids: list[int], pixels: list[bytes],
     with pa.OSFile(temporary_path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     os.replace(temporary_path, shard_path)
+
+
+def decode_chunk_to_shard(chunk_and_shard: tuple[Sequence[tuple[int, str, str]], str], spec: ImageSpec) -> list:
+    """decode_files_chunk for a (rows, shard path) pair, the form map_chunks hands out."""
+    rows, shard_path = chunk_and_shard
+    return decode_files_chunk(rows, spec, shard_path)
