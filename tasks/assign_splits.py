@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.decode_images import read_decoded_manifest
+from tasks.run_context import run_logger
 from tasks.scan_files import STATUS_OK
 
 SPLITS = ("train", "val", "test")
@@ -131,7 +132,7 @@ class SplitManifest:
 @task(name="assign-splits", cache_policy=NO_CACHE)
 def assign_splits_task(decode_dir: str, config: SplitConfig, datasets_root: Path, source_name: str) -> SplitManifest:
     """Prefect task: assign splits and labels, fingerprint the dataset, save the manifest beside it."""
-    log = get_run_logger()
+    log = run_logger(__name__)
     assigned, classes = assign_splits(read_decoded_manifest(Path(decode_dir)), config)
     fingerprint = dataset_fingerprint(Path(decode_dir), config)
     dataset_dir = Path(datasets_root) / f"{source_name}-{fingerprint[:12]}"

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect import task
 from pydantic import BaseModel, Field
 
 from tasks.imaging import ImageSpec
 from tasks.parallel import chunked, default_workers, map_chunks
+from tasks.run_context import run_logger, start_progress, update_progress
 from tasks.scan_files import STATUS_OK, STATUS_QUARANTINED, content_fingerprint
 from tasks.workers import decode_chunk_to_shard
 
@@ -163,7 +163,7 @@ def progress_reporter(log, total_files: int, artifact_id=None) -> Callable[[int,
         remaining = (total_files - files_done) / rate if rate > 0 else 0.0
         log.info("decoded %d/%d files, %.0f images/s, about %.0f s left", files_done, total_files, rate, remaining)
         if artifact_id is not None:
-            update_progress_artifact(artifact_id=artifact_id, progress=100.0 * chunks_done / max(chunks_total, 1))
+            update_progress(artifact_id, 100.0 * chunks_done / max(chunks_total, 1))
 
     return report
 
@@ -193,10 +193,10 @@ def _decode_cache_key(context, parameters: dict) -> str | None:
 )
 def decode_images_task(manifest: pd.DataFrame, root: Path, config: DecodeConfig, decoded_root: Path) -> str:
     """Prefect task: decode on every core, logging progress; returns the decode folder's path."""
-    log = get_run_logger()
+    log = run_logger(__name__)
     output_dir = decode_dir_for(manifest, config, decoded_root)
     to_decode = int((manifest["status"] == STATUS_OK).sum())
-    progress = create_progress_artifact(progress=0.0, key="decode-progress", description="Images decoded, percent")
+    progress = start_progress("decode-progress", "Images decoded, percent")
     started = time.perf_counter()
     decoded = decode_dataset(manifest, root, config, output_dir, progress_reporter(log, to_decode, progress))
     seconds = time.perf_counter() - started

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import BadInputError
+from tasks.run_context import run_logger
 
 logger = logging.getLogger(__name__)
 
@@ -182,5 +183,5 @@ def _export_once(target: Path, write: Callable[[Path], None]) -> Path:
 def prepare_source_task(data: str, sources_dir: Path) -> Source:
     """Prefect task: resolve --data to an image folder, exporting a built-in dataset when needed."""
     source = resolve_source(data, Path(sources_dir))
-    get_run_logger().info("source %s: images in %s", source.name, source.root)
+    run_logger(__name__).info("source %s: images in %s", source.name, source.root)
     return source

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from data_contracts.gx_validation import ContractReport
+from tasks.run_context import publish_table
 from tasks.scan_files import STATUS_OK
 
 # How many quarantined files the summary names; the manifest lists them all.
@@ -97,9 +97,9 @@ def record_dataset_task(
     """Prefect task: write dataset.json and publish the class-count table artifact."""
     summary = dataset_summary(manifest, classes, fingerprint, image_shape, parquet_paths, reports, Path(dataset_dir))
     write_dataset_record(summary, Path(dataset_dir))
-    create_table_artifact(
-        key="dataset-class-counts",
-        table=class_count_table(manifest, classes),
-        description=f"Images per class and split, dataset {fingerprint[:12]}",
+    publish_table(
+        "dataset-class-counts",
+        class_count_table(manifest, classes),
+        f"Images per class and split, dataset {fingerprint[:12]}",
     )
     return summary

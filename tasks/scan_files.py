@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.errors import BadInputError
 from tasks.parallel import chunked, default_workers, map_chunks
+from tasks.run_context import run_logger
 from tasks.workers import hash_files_chunk
 
 # Folder names that mark a source which is already split; anything else is a class folder.
@@ -174,7 +175,7 @@ def content_fingerprint(manifest: pd.DataFrame) -> str:
 @task(name="scan-files", cache_policy=NO_CACHE)
 def scan_files_task(root: Path, config: ScanConfig) -> pd.DataFrame:
     """Prefect task: scan_dataset with a log line a person can read."""
-    log = get_run_logger()
+    log = run_logger(__name__)
     started = time.perf_counter()
     manifest = scan_dataset(root, config)
     quarantined = int((manifest["status"] != STATUS_OK).sum())

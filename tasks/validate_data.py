@@ -15,14 +15,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from data_contracts.gx_validation import ContractReport, validate
 from tasks.errors import ContractBreachError
 from tasks.imaging import ACCEPTED_FORMATS
+from tasks.run_context import publish_markdown, run_logger
 from tasks.scan_files import STATUS_OK
 
 RAW_SUITE = "raw_manifest"
@@ -111,9 +111,9 @@ def write_report(reports: list[ContractReport], path: Path) -> None:
 
 def _publish(reports: list[ContractReport], report_path: Path, artifact_key: str, title: str) -> None:
     """Write the JSON report and the Prefect artifact; warn on soft breaches; raise on hard ones."""
-    log = get_run_logger()
+    log = run_logger(__name__)
     write_report(reports, report_path)
-    create_markdown_artifact(key=artifact_key, markdown=report_markdown(reports, title), description=title)
+    publish_markdown(artifact_key, report_markdown(reports, title), title)
     for report in reports:
         for warning in report.soft_failures:
             log.warning("data contract warning [%s / %s] %s", report.suite, report.target, warning.describe())

@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.assign_splits import SPLITS
 from tasks.decode_images import iterate_pixel_shards
 from tasks.imaging import ImageSpec
+from tasks.run_context import run_logger
 from tasks.scan_files import STATUS_OK
 
 # Key of the JSON document stored in each Parquet file's Arrow schema metadata.
@@ -153,7 +154,7 @@ def write_parquet_task(
     config: ParquetConfig,
 ) -> dict[str, str]:
     """Prefect task: write the split files; a retry covers a transient file-system error."""
-    log = get_run_logger()
+    log = run_logger(__name__)
     started = time.perf_counter()
     paths = write_split_parquet(manifest, Path(decode_dir), Path(output_dir), spec, metadata, config)
     log.info(
