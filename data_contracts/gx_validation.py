@@ -47,6 +47,7 @@ class ExpectationOutcome:
     element_count: int | None = None  # Rows it looked at.
     observed: Any = None  # The observed value, for table-level checks such as row counts.
     examples: list[str] = field(default_factory=list)  # A few offending rows, by their example column.
+    unexpected_values: list[Any] = field(default_factory=list)  # A few distinct offending values.
 
     def describe(self) -> str:
         """One line a person can act on: what broke, where, how much, and examples."""
@@ -56,8 +57,9 @@ class ExpectationOutcome:
             amount = f": {self.unexpected_count} of {self.element_count} rows"
         elif self.observed is not None:
             amount = f": observed {self.observed}"
+        values = f", values {self.unexpected_values}" if self.unexpected_values else ""
         examples = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
-        return f"{self.expectation} on {where} failed{amount}{examples} — {self.check}"
+        return f"{self.expectation} on {where} failed{amount}{values}{examples} — {self.check}"
 
 
 @dataclass
@@ -205,7 +207,18 @@ def _outcome(expectation: dict, result, example_column: str) -> ExpectationOutco
         element_count=details.get("element_count"),
         observed=_json_safe(details.get("observed_value")) if exception is None else f"error: {exception}",
         examples=examples[:EXAMPLES_PER_FAILURE],
+        unexpected_values=_distinct(details.get("partial_unexpected_list") or []),
     )
+
+
+def _distinct(values: list) -> list:
+    """The first few distinct values, as JSON-friendly Python values, in order of appearance."""
+    seen: list = []
+    for value in values:
+        value = _json_safe(value)
+        if value not in seen:
+            seen.append(value)
+    return seen[:EXAMPLES_PER_FAILURE]
 
 
 def _exception_message(exception_info: Any) -> str | None:

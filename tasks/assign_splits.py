@@ -46,7 +46,8 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig) -> tuple[pd.DataF
 
     Added columns: split (train/val/test, null for quarantined rows), label (class index, null
     when the class is not a training class), class_count and class_balance (images of the
-    row's class in its split, and that count over the largest class's), duplicate_in_split
+    row's class in its split, and that count over the largest class's), classes_missing_from_split
+    (training classes with no image in the row's split, comma-separated), duplicate_in_split
     (the same content appears again in the same split) and in_other_split (the same content
     appears in another split: leakage).
     """
@@ -56,7 +57,7 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig) -> tuple[pd.DataF
     class_index = {name: index for index, name in enumerate(classes)}
     assigned["label"] = assigned["class_name"].map(class_index).astype("Int64")
     assigned.loc[assigned["status"] != STATUS_OK, "label"] = pd.NA
-    return _add_contract_columns(assigned), classes
+    return _add_contract_columns(assigned, classes), classes
 
 
 def _splits_for(manifest: pd.DataFrame, config: SplitConfig) -> pd.Series:
@@ -85,7 +86,7 @@ def _carve(rows: pd.DataFrame, test_fraction: float, val_fraction: float, salt: 
         val_count = round(len(contents) * val_fraction)
         content_split = {digest: "test" for digest in contents[:test_count]}
         content_split.update({digest: "val" for digest in contents[test_count : test_count + val_count]})
-        result[class_rows.index] = class_rows["sha256"].map(content_split).fillna("train")
+        result[class_rows.index] = [content_split.get(digest, "train") for digest in class_rows["sha256"]]
     return result
 
 
@@ -93,9 +94,16 @@ def _order_key(digest: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}:{digest}".encode()).hexdigest()
 
 
-def _add_contract_columns(assigned: pd.DataFrame) -> pd.DataFrame:
+def _add_contract_columns(assigned: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     """Counts and flags the raw-manifest contract checks row by row."""
     usable = assigned[assigned["status"] == STATUS_OK]
+    # A class with no image in a split has no row of its own to fail a check, so every row of
+    # the split carries the names of the training classes the split lacks.
+    present = usable.groupby("split")["class_name"].agg(lambda names: set(names))
+    missing = {split: ",".join(sorted(set(classes) - names)) for split, names in present.items()}
+    assigned["classes_missing_from_split"] = assigned["split"].map(missing).astype("str").where(
+        assigned["status"] == STATUS_OK
+    )
     counts = usable.groupby(["split", "class_name"]).size().rename("class_count")
     largest = counts.groupby(level="split").transform("max")
     balance = (counts / largest).rename("class_balance")

@@ -91,7 +91,9 @@ def decode_image(data: bytes, spec: ImageSpec) -> DecodedImage:
             if source_format == "JPEG" and width >= 2 * spec.width and height >= 2 * spec.height:
                 # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; this keeps large photos
                 # cheap while never going below the requested output size.
-                image.draft("RGB" if spec.channels == 3 else "L", (spec.width, spec.height))
+                # The requested size is square because EXIF orientation may still swap the sides.
+                longest_side = max(spec.width, spec.height)
+                image.draft("RGB" if spec.channels == 3 else "L", (longest_side, longest_side))
             image.load()
     except ImageRejected:
         raise
@@ -103,18 +105,17 @@ def decode_image(data: bytes, spec: ImageSpec) -> DecodedImage:
         raise ImageRejected(f"corrupt or truncated image: {error}") from None
 
     try:
-        image = _apply_exif_orientation(image)
+        image, sides_swapped = _apply_exif_orientation(image)
         image = _to_channels(image, spec.channels)
         if image.size != (spec.width, spec.height):
             image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
     except (OSError, ValueError) as error:
         raise ImageRejected(f"unsupported image mode {source_mode}: {error}") from None
-    oriented_width, oriented_height = _oriented_size(width, height, image)
     return DecodedImage(
         pixels=image.tobytes(),
         format=source_format,
-        width=oriented_width,
-        height=oriented_height,
+        width=height if sides_swapped else width,
+        height=width if sides_swapped else height,
         mode=source_mode,
     )
 
@@ -124,23 +125,22 @@ def pixels_to_array(pixels: bytes, spec: ImageSpec) -> np.ndarray:
     return np.frombuffer(pixels, dtype=np.uint8).reshape(spec.shape)
 
 
-def _apply_exif_orientation(image: Image.Image) -> Image.Image:
-    """Rotate or flip the image as its EXIF orientation says, so it looks as the camera saw it."""
+def _apply_exif_orientation(image: Image.Image) -> tuple[Image.Image, bool]:
+    """Rotate or flip the image as its EXIF orientation says, so it looks as the camera saw it.
+
+    Returns the image and whether its width and height were swapped (orientations 5 to 8).
+    """
     if "exif" not in image.info and image.format != "TIFF":
         # Parsing EXIF costs half as much again as decoding a small JPEG; skip it when absent.
-        return image
+        return image, False
     try:
         orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
     except Exception:  # A malformed EXIF block must not make a readable image unusable.
-        return image
-    if orientation in (None, 1):
-        return image
-    transposed = _ORIENTATION_TRANSPOSE.get(orientation)
-    if transposed is None:
-        return image
-    result = image.transpose(transposed)
-    result.info["visionflow_transposed"] = orientation in (5, 6, 7, 8)
-    return result
+        return image, False
+    transpose = _ORIENTATION_TRANSPOSE.get(orientation)
+    if transpose is None:
+        return image, False
+    return image.transpose(transpose), orientation in (5, 6, 7, 8)
 
 
 _ORIENTATION_TRANSPOSE = {
@@ -152,13 +152,6 @@ _ORIENTATION_TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-
-
-def _oriented_size(width: int, height: int, image: Image.Image) -> tuple[int, int]:
-    """The source size after EXIF orientation: rotations by 90 degrees swap width and height."""
-    if image.info.get("visionflow_transposed"):
-        return height, width
-    return width, height
 
 
 def _to_channels(image: Image.Image, channels: int) -> Image.Image:

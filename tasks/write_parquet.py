@@ -63,7 +63,7 @@ def write_split_parquet(
 
     manifest must be indexed by the decode stage's row ids. Only accepted rows (status "ok"
     with a split and a label) are written. metadata (classes, image shape, fingerprint,
-    contract version) is stored in every file's schema, with the file's split added.
+    contract version) is stored in every file's schema, with the image shape and split added.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     accepted = manifest[(manifest["status"] == STATUS_OK) & manifest["split"].notna() & manifest["label"].notna()]
@@ -81,7 +81,7 @@ def write_split_parquet(
     temporary_paths = {split: output_dir / f".{split}.parquet.tmp-{os.getpid()}" for split in splits}
     try:
         for split in splits:
-            schema = parquet_schema(spec, {**metadata, "split": split})
+            schema = parquet_schema(spec, {**metadata, "image_shape": list(spec.shape), "split": split})
             writers[split] = pq.ParquetWriter(temporary_paths[split], schema, compression=config.compression)
         for row_ids, pixels in iterate_pixel_shards(decode_dir):
             _write_shard(row_ids, pixels, lookup, writers, config.row_group_rows)

@@ -58,7 +58,9 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
                 write_image(folder / f"{index:03d}.{extension}", color, size, mode, seed := seed + 1)
             if layout == "split":
                 for index in range(test_per_class):
-                    write_image(root / "test" / class_name / f"{index:03d}.{extension}", color, size, mode, seed := seed + 1)
+                    write_image(
+                        root / "test" / class_name / f"{index:03d}.{extension}", color, size, mode, seed := seed + 1
+                    )
         return root
 
     return build
