@@ -116,9 +116,11 @@ def _prepare(home: Path | None):
 
 def _configure_logging() -> None:
     """Run logs at INFO on stderr, Prefect's own start-up chatter off, no tracebacks for user errors."""
-    import prefect  # noqa: F401  (importing Prefect installs its logging configuration)
+    from prefect.logging.configuration import ensure_logging_setup
 
     from tasks.errors import VisionflowError
+
+    ensure_logging_setup()  # Prefect configures logging lazily; do it now so the changes below stick.
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
     for name in ("prefect.flow_runs", "prefect.task_runs"):
@@ -133,16 +135,30 @@ def _configure_logging() -> None:
                 record.exc_text = None
             return True
 
-    for logger in [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]:
-        for handler in getattr(logger, "handlers", []):
-            handler.addFilter(HideUserErrorTracebacks())
+    handlers = {
+        handler
+        for logger in [
+            logging.getLogger(),
+            *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict)),
+        ]
+        for handler in getattr(logger, "handlers", [])
+    }
+    for handler in handlers:
+        handler.addFilter(HideUserErrorTracebacks())
 
 
 def _run(start_flow, json_output: bool) -> Any:
     """Run a flow and return its result, or exit with the code and one-line reason of its error."""
     from tasks.errors import VisionflowError
 
-    state = start_flow()
+    try:
+        state = start_flow()
+    except Exception as error:  # The flow never started: the Prefect server could not be reached.
+        _fail(
+            f"could not start the flow run ({type(error).__name__}: {error}); is PREFECT_API_URL reachable?",
+            1,
+            json_output,
+        )
     result = state.result(raise_on_failure=False)
     if isinstance(result, VisionflowError):
         _fail(str(result), result.exit_code, json_output)

@@ -23,6 +23,9 @@ OFFLINE_DEFAULTS = {
     "PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS": "false",  # No OS metrics collection in runs.
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # Tasks run alone (tests, .fn) log locally.
     "GX_ANALYTICS_ENABLED": "false",  # No Great Expectations usage statistics.
+    # Prefect's temporary server builds its database on first use, which takes longer than
+    # Prefect's default 20 s wait on a busy two-core machine; 120 s, in seconds.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter off; warnings and errors stay.
 }
 

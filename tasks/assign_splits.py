@@ -101,8 +101,8 @@ def _add_contract_columns(assigned: pd.DataFrame, classes: list[str]) -> pd.Data
     # the split carries the names of the training classes the split lacks.
     present = usable.groupby("split")["class_name"].agg(lambda names: set(names))
     missing = {split: ",".join(sorted(set(classes) - names)) for split, names in present.items()}
-    assigned["classes_missing_from_split"] = assigned["split"].map(missing).astype("str").where(
-        assigned["status"] == STATUS_OK
+    assigned["classes_missing_from_split"] = (
+        assigned["split"].map(missing).astype("str").where(assigned["status"] == STATUS_OK)
     )
     counts = usable.groupby(["split", "class_name"]).size().rename("class_count")
     largest = counts.groupby(level="split").transform("max")

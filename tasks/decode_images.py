@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 from prefect import task
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tasks.imaging import ImageSpec
 from tasks.parallel import chunked, default_workers, map_chunks
@@ -45,14 +45,21 @@ class DecodeConfig(BaseModel):
     workers: int = Field(default_factory=default_workers, ge=1)  # Decoding processes.
     files_per_chunk: int = Field(default=2048, ge=1)  # Files per worker task and per pixel shard.
 
+    @field_validator("channels")
+    @classmethod
+    def _one_or_three_channels(cls, channels: int | None) -> int | None:
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), not {channels}")
+        return channels
+
     def for_source(self, suggested_channels: int) -> DecodeConfig:
         """These settings with channels filled in from the source when the user left them open."""
         return self if self.channels else self.model_copy(update={"channels": suggested_channels})
 
     def image_spec(self) -> ImageSpec:
         """The ImageSpec that decode_image and scoring use for these settings."""
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), not {self.channels}")
+        if self.channels is None:
+            raise ValueError("channels is not set: call for_source first, or set 1 or 3")
         return ImageSpec(self.image_size, self.image_size, self.channels, self.max_pixels)
 
 
@@ -196,6 +203,9 @@ def decode_images_task(manifest: pd.DataFrame, root: Path, config: DecodeConfig,
     log = run_logger(__name__)
     output_dir = decode_dir_for(manifest, config, decoded_root)
     to_decode = int((manifest["status"] == STATUS_OK).sum())
+    if (output_dir / DECODED_MANIFEST_NAME).exists():
+        log.info("reusing the pixels already decoded for this content and these settings in %s", output_dir)
+        return str(output_dir)
     progress = start_progress("decode-progress", "Images decoded, percent")
     started = time.perf_counter()
     decoded = decode_dataset(manifest, root, config, output_dir, progress_reporter(log, to_decode, progress))

@@ -90,7 +90,7 @@ def test_decode_key_changes_with_content_and_pixel_settings(make_image_folder):
 @pytest.mark.parametrize("channels", [0, 2, 4])
 def test_channels_other_than_one_or_three_are_refused(channels):
     with pytest.raises(ValueError, match="channels must be 1"):
-        DecodeConfig(channels=channels).image_spec()
+        DecodeConfig(channels=channels)
 
 
 def test_task_decodes_with_worker_processes_into_its_keyed_folder(make_image_folder, tmp_path):
