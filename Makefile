@@ -1,0 +1,39 @@
+# visionflow: `make demo` runs the main job on data that needs no download, `make test` runs the suite.
+# Both create the virtual environment in .venv on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-fast lint bench-ingest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(VENV)/.installed $@
+
+demo: $(VENV)/.installed
+	$(BIN)/visionflow ingest --data demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check flows tasks data_contracts deployments tests benchmarks
+	$(BIN)/ruff format --check flows tasks data_contracts deployments tests benchmarks
+
+bench-ingest: $(VENV)/.installed
+	$(BIN)/python benchmarks/ingest_benchmark.py --data ../shared/datasets/cifar10 --repeats 3
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
