@@ -96,20 +96,6 @@ class ContractReport:
         }
 
 
-def preload_in_background() -> None:
-    """Start importing Great Expectations in a daemon thread.
-
-    The import takes seconds; a flow that calls this first has it done by the time its
-    validation runs, because the work before (decoding) happens in other processes. A
-    validation that starts earlier simply waits for the import to finish.
-    """
-    threading.Thread(target=_import_great_expectations, name="gx-preload", daemon=True).start()
-
-
-def _import_great_expectations() -> None:
-    import great_expectations  # noqa: F401
-
-
 def load_suite(name: str) -> dict:
     """The suite's JSON document, as stored in data_contracts/<name>.json."""
     path = SUITES_DIR / f"{name}.json"

@@ -11,7 +11,7 @@ import time
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from data_contracts.gx_validation import contract_version, preload_in_background
+from data_contracts.gx_validation import contract_version
 from flows.runtime import resolve_home
 from tasks.assign_splits import SplitConfig, assign_splits_task
 from tasks.decode_images import DecodeConfig, decode_images_task
@@ -43,7 +43,6 @@ class IngestConfig(BaseModel):
 def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: str | None = None) -> dict:
     """Ingest `data` (a folder, "cifar10" or "demo") into VISIONFLOW_HOME/datasets; return the summary."""
     started = time.perf_counter()
-    preload_in_background()  # Great Expectations imports in seconds' time; overlap that with decoding.
     config = config or IngestConfig()
     layout = resolve_home(home)
     source = prepare_source_task(data, layout.sources)
