@@ -272,3 +272,17 @@ def test_formats_pillow_opens_but_visionflow_refuses(fmt):
     assert Image.open(io.BytesIO(data)).format == fmt
     reason = rejection(data)
     assert "unsupported" in reason and fmt in reason
+
+
+@pytest.mark.parametrize("source_mode", ["RGB", "L"])
+@pytest.mark.parametrize(("source_size", "channels"), [((32, 32), 3), ((40, 30), 3), ((40, 30), 1), ((20, 50), 1)])
+def test_the_fast_jpeg_path_gives_exactly_pillows_pixels(monkeypatch, source_mode, source_size, channels):
+    """Small ordinary JPEGs skip Pillow's plugin; the pixels must not depend on which path ran."""
+    generator = np.random.default_rng(7)
+    noise = generator.integers(0, 256, size=(source_size[1], source_size[0], 3), dtype=np.uint8)
+    data = encode(Image.fromarray(noise).convert(source_mode), "JPEG")
+    spec = ImageSpec(16, 16, channels)
+    fast = decode_image(data, spec)
+    monkeypatch.setattr("tasks.imaging._decode_plain_jpeg", lambda data, spec: None)
+    pillow = decode_image(data, spec)
+    assert fast == pillow
