@@ -73,8 +73,8 @@ def ingest(
         config = IngestConfig.model_validate(
             {
                 "decode": {"image_size": image_size, "channels": channels, "max_pixels": max_pixels}
-                | ({"workers": workers} if workers else {}),
-                "scan": {"workers": workers} if workers else {},
+                | ({"workers": workers} if workers is not None else {}),
+                "scan": {"workers": workers} if workers is not None else {},
                 "split": {"val_fraction": val_fraction, "test_fraction": test_fraction},
             }
         )
@@ -105,11 +105,65 @@ def _ingest_lines(summary: dict) -> list[str]:
     return lines
 
 
+@app.command()
+def train(
+    data: Annotated[
+        str, typer.Option(help="An image folder, 'cifar10' or 'demo' (ingested first, reusing earlier work).")
+    ] = "demo",
+    preset: Annotated[
+        str, typer.Option(help="Training recipe: 'seed' (the classic Keras CIFAR-10 CNN), 'default', 'tiny'.")
+    ] = "default",
+    epochs: Annotated[int | None, typer.Option(help="Train for this many epochs instead of the preset's.")] = None,
+    image_size: Annotated[int, typer.Option(help="Height and width, in pixels, images are resized to.")] = 32,
+    channels: Annotated[
+        int | None, typer.Option(help="3 for RGB, 1 for grayscale [default: 1 for demo, else 3].")
+    ] = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Ingest, train, evaluate and register a model; promote it to champion if it passes the gate."""
+    layout = _prepare(home)
+    from flows.ingest import IngestConfig
+    from flows.train import train_flow
+
+    try:
+        ingest_config = IngestConfig.model_validate({"decode": {"image_size": image_size, "channels": channels}})
+    except ValueError as error:
+        _fail(f"invalid option: {_first_pydantic_error(error)}", 2, json_output)
+    summary = _run(
+        lambda: train_flow(
+            data=data, preset=preset, epochs=epochs, ingest=ingest_config, home=str(layout.root), return_state=True
+        ),
+        json_output,
+    )
+    _finish(summary, json_output, _train_lines)
+
+
+def _train_lines(summary: dict) -> list[str]:
+    """The human summary of a training run."""
+    verdict = "promoted to champion" if summary["promoted"] else "registered, not promoted"
+    return [
+        f"model {summary['model_version']} ({summary['preset']}, {summary['epochs_run']} epochs, "
+        f"{summary['train_images_per_second']:,.0f} images/s): test accuracy {summary['test_accuracy']:.4f}, "
+        f"macro F1 {summary['macro_f1']:.4f}",
+        f"{verdict}: {summary['gate_reason']}",
+        f"champion: {summary['champion_version'] or 'none'}; model file {summary['model_path']}",
+        f"done in {summary['seconds']:.0f} s",
+    ]
+
+
 def _prepare(home: Path | None):
     """Set up VISIONFLOW_HOME and the offline environment, then Prefect's logging."""
     from flows.runtime import configure_environment
 
-    layout = configure_environment(home)
+    try:
+        layout = configure_environment(home)
+    except OSError as error:
+        _fail(
+            f"cannot use {error.filename or home} as VISIONFLOW_HOME ({error.strerror}); choose a writable --home",
+            4,
+            False,
+        )
     _configure_logging()
     return layout
 

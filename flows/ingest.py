@@ -49,7 +49,7 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
     decode_config = config.decode.for_source(source.suggested_channels)
     scanned = scan_files_task(source.root, config.scan)
     decode_dir = decode_images_task(scanned, source.root, decode_config, layout.decoded)
-    split = assign_splits_task(decode_dir, config.split, layout.datasets, source.name)
+    split = assign_splits_task(scanned, decode_dir, config.split, layout.datasets, source.name)
     raw_report = validate_raw_manifest_task(
         split.manifest, split.classes, config.contracts, split.dataset_dir / "contracts" / "raw_manifest.json"
     )

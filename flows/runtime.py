@@ -52,12 +52,19 @@ class HomeLayout:
         return self.root / "datasets"
 
     @property
+    def runs(self) -> Path:
+        """Training runs in progress or done: checkpoints, backups for resuming, history, curves."""
+        return self.root / "runs"
+
+    @property
+    def models(self) -> Path:
+        """The model registry: one folder per version, and champion.json."""
+        return self.root / "models"
+
+    @property
     def prefect(self) -> Path:
         """Prefect's home: its SQLite database and persisted task results."""
         return self.root / "prefect"
-
-    def dataset_dir(self, source_name: str, fingerprint: str) -> Path:
-        return self.datasets / f"{source_name}-{fingerprint[:12]}"
 
 
 def resolve_home(home: str | Path | None = None) -> HomeLayout:

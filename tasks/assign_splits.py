@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from tasks.decode_images import read_decoded_manifest
+from tasks.errors import BadInputError
 from tasks.run_context import run_logger
 from tasks.scan_files import STATUS_OK
 
@@ -31,6 +32,15 @@ class SplitConfig(BaseModel):
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)  # Share of train held out for validation.
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)  # Share held out for test, flat layouts only.
     salt: str = "visionflow"  # Mixed into the ordering hash; change it to draw different splits.
+
+    @model_validator(mode="after")
+    def _leaves_some_training_data(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"val_fraction ({self.val_fraction}) + test_fraction ({self.test_fraction}) must be below 1, "
+                "or nothing is left to train on"
+            )
+        return self
 
 
 def discover_classes(manifest: pd.DataFrame) -> list[str]:
@@ -52,8 +62,16 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig) -> tuple[pd.DataF
     appears in another split: leakage).
     """
     classes = discover_classes(manifest)
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise BadInputError(
+            f"training needs at least two classes with usable images, found {found}: "
+            "lay images out as <class>/<images> with one folder per class"
+        )
     assigned = manifest.copy()
     assigned["split"] = _splits_for(assigned, config)
+    if not (assigned["split"] == "train").any():
+        raise BadInputError("no usable images are left for the train split; check the train folder and the fractions")
     class_index = {name: index for index, name in enumerate(classes)}
     assigned["label"] = assigned["class_name"].map(class_index).astype("Int64")
     assigned.loc[assigned["status"] != STATUS_OK, "label"] = pd.NA
@@ -121,10 +139,36 @@ def _add_contract_columns(assigned: pd.DataFrame, classes: list[str]) -> pd.Data
     return assigned
 
 
-def dataset_fingerprint(decode_dir: Path, config: SplitConfig) -> str:
-    """The dataset's fingerprint: its decode key (content and pixel settings) plus the split rule."""
-    text = f"{Path(decode_dir).name}:{config.model_dump_json()}"
-    return hashlib.sha256(text.encode()).hexdigest()
+def relabel(decoded: pd.DataFrame, scanned: pd.DataFrame) -> pd.DataFrame:
+    """The decoded manifest with classes and source splits taken from this run's scan.
+
+    A decode reused from the cache was made for the same paths and contents, but the folder
+    layout may have changed since (a test folder added, a class renamed); labels come from now.
+    """
+    if decoded["path"].tolist() != scanned["path"].tolist():
+        raise ValueError("the decoded manifest does not list the scanned files; delete the decode cache folder")
+    relabelled = decoded.copy()
+    relabelled["class_name"] = scanned["class_name"].to_numpy()
+    relabelled["source_split"] = scanned["source_split"].to_numpy()
+    return relabelled
+
+
+def dataset_fingerprint(decode_dir: Path, manifest: pd.DataFrame, config: SplitConfig) -> str:
+    """The dataset's fingerprint: its decode key (content and pixel settings), every file's class
+    and source split, and the split rule."""
+    digest = hashlib.sha256(f"{Path(decode_dir).name}:{config.model_dump_json()}".encode())
+    for path, class_name, source_split in zip(
+        manifest["path"], manifest["class_name"], manifest["source_split"], strict=True
+    ):
+        digest.update(f"{path}\0{class_name}\0{source_split}\n".encode())
+    return digest.hexdigest()
+
+
+def write_manifest(manifest: pd.DataFrame, path: Path) -> None:
+    """Save the manifest as Parquet, atomically, so every file's fate can be looked up later."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    manifest.to_parquet(temporary, index=False)
+    os.replace(temporary, path)
 
 
 @dataclass
@@ -138,21 +182,22 @@ class SplitManifest:
 
 
 @task(name="assign-splits", cache_policy=NO_CACHE)
-def assign_splits_task(decode_dir: str, config: SplitConfig, datasets_root: Path, source_name: str) -> SplitManifest:
+def assign_splits_task(
+    scanned: pd.DataFrame, decode_dir: str, config: SplitConfig, datasets_root: Path, source_name: str
+) -> SplitManifest:
     """Prefect task: assign splits and labels, fingerprint the dataset, save the manifest beside it."""
     log = run_logger(__name__)
-    assigned, classes = assign_splits(read_decoded_manifest(Path(decode_dir)), config)
-    fingerprint = dataset_fingerprint(Path(decode_dir), config)
+    manifest = relabel(read_decoded_manifest(Path(decode_dir)), scanned)
+    fingerprint = dataset_fingerprint(Path(decode_dir), manifest, config)
     dataset_dir = Path(datasets_root) / f"{source_name}-{fingerprint[:12]}"
     dataset_dir.mkdir(parents=True, exist_ok=True)
+    # Saved before assigning too, so a dataset refused below still leaves its manifest to inspect.
+    write_manifest(manifest, dataset_dir / "manifest.parquet")
+    assigned, classes = assign_splits(manifest, config)
     write_manifest(assigned, dataset_dir / "manifest.parquet")
+    dropped = sorted(set(manifest["class_name"].dropna()) - set(classes))
+    if dropped:
+        log.warning("class folders with no usable training image, left out: %s", ", ".join(dropped))
     counts = assigned["split"].value_counts().to_dict()
     log.info("%d classes; images per split: %s", len(classes), ", ".join(f"{k} {v}" for k, v in counts.items()))
     return SplitManifest(assigned, classes, fingerprint, dataset_dir)
-
-
-def write_manifest(manifest: pd.DataFrame, path: Path) -> None:
-    """Save the manifest as Parquet, atomically, so every file's fate can be looked up later."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    manifest.to_parquet(temporary, index=False)
-    os.replace(temporary, path)

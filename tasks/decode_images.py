@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +31,9 @@ from tasks.workers import decode_chunk_to_shard
 
 # Bump when decode_image changes the pixels it produces, so old caches are not reused.
 DECODER_VERSION = 1
+
+# Most pixel bytes one decode chunk (one worker task, one shard file) holds: 64 MiB.
+SHARD_BYTES = 64 * 1024 * 1024
 
 # The file that marks a complete decode folder; it is written last.
 DECODED_MANIFEST_NAME = "decoded_manifest.parquet"
@@ -94,8 +99,8 @@ def decode_dataset(
     if (output_dir / DECODED_MANIFEST_NAME).exists():
         # The folder is named by the decode key, so a complete one holds exactly these pixels.
         return read_decoded_manifest(output_dir)
-    work_dir = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(work_dir, ignore_errors=True)
+    # Each run fills its own work folder, so two runs decoding the same content cannot collide.
+    work_dir = output_dir.with_name(f"{output_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     (work_dir / "pixels").mkdir(parents=True)
 
     readable = manifest.index[manifest["status"] == STATUS_OK]
@@ -106,7 +111,9 @@ def decode_dataset(
             readable, manifest.loc[readable, "path"], manifest.loc[readable, "sha256"], strict=True
         )
     ]
-    chunks = chunked(rows, config.files_per_chunk)
+    # A chunk's pixels are held in memory by its worker; cap them at SHARD_BYTES, in bytes.
+    files_per_chunk = max(1, min(config.files_per_chunk, SHARD_BYTES // spec.pixel_bytes))
+    chunks = chunked(rows, files_per_chunk)
     shard_paths = [str(work_dir / "pixels" / f"shard-{index:05d}.arrow") for index in range(len(chunks))]
     outcomes: list = []
     for _chunk_index, chunk_outcomes in map_chunks(
@@ -116,8 +123,13 @@ def decode_dataset(
 
     decoded = apply_decode_outcomes(manifest, outcomes)
     decoded.to_parquet(work_dir / DECODED_MANIFEST_NAME, index=False)
-    shutil.rmtree(output_dir, ignore_errors=True)
-    work_dir.rename(output_dir)
+    try:
+        work_dir.rename(output_dir)
+    except OSError:
+        # Another run finished the same decode first; its folder holds the same pixels.
+        shutil.rmtree(work_dir, ignore_errors=True)
+        if not (output_dir / DECODED_MANIFEST_NAME).exists():
+            raise
     return decoded
 
 
@@ -126,10 +138,14 @@ def apply_decode_outcomes(manifest: pd.DataFrame, outcomes: list) -> pd.DataFram
     decoded = manifest.copy()
     for column in DECODE_COLUMNS:
         decoded[column] = None
+    # True: decoded; False: the decoder rejected it; null: never reached the decoder (the scan
+    # quarantined it), so hidden or misplaced files do not count against the decode rate.
+    decoded["decoded"] = pd.array([pd.NA] * len(decoded), dtype="boolean")
     if not outcomes:
         return _typed(decoded)
     frame = pd.DataFrame(outcomes, columns=["row_id", *DECODE_COLUMNS, "decode_reason"]).set_index("row_id")
     decoded.loc[frame.index, DECODE_COLUMNS] = frame[DECODE_COLUMNS].to_numpy()
+    decoded.loc[frame.index, "decoded"] = frame["decode_reason"].isna().to_numpy()
     rejected = frame.index[frame["decode_reason"].notna()]
     decoded.loc[rejected, "status"] = STATUS_QUARANTINED
     decoded.loc[rejected, "reason"] = frame.loc[rejected, "decode_reason"]
@@ -189,7 +205,10 @@ def _decode_cache_key(context, parameters: dict) -> str | None:
     output_dir = decode_dir_for(parameters["manifest"], parameters["config"], parameters["decoded_root"])
     if not (output_dir / DECODED_MANIFEST_NAME).exists():
         return None
-    return f"visionflow-decode-{output_dir.name}"
+    # The folder's location is part of the key: homes that share Prefect's result storage must
+    # not hand each other paths.
+    location = hashlib.sha256(str(output_dir.resolve()).encode()).hexdigest()[:16]
+    return f"visionflow-decode-{output_dir.name}-{location}"
 
 
 @task(

@@ -24,8 +24,9 @@ from tasks.parallel import chunked, default_workers, map_chunks
 from tasks.run_context import run_logger
 from tasks.workers import hash_files_chunk
 
-# Folder names that mark a source which is already split; anything else is a class folder.
-SPLIT_FOLDER_NAMES = ("train", "val", "test")
+# Folder names (compared case-insensitively) that mark a source which is already split, and the
+# split each stands for; in such a source every other top-level folder is outside the data.
+SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 # Manifest status values: "ok" rows go on to decoding, "quarantined" rows are never read again.
 STATUS_OK = "ok"
@@ -39,52 +40,74 @@ class ScanConfig(BaseModel):
 
     workers: int = Field(default_factory=default_workers, ge=1)  # Processes that hash files.
     files_per_chunk: int = Field(default=4096, ge=1)  # Files one worker hashes per task.
+    max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1)  # Larger files are quarantined, unread.
 
 
 def detect_layout(root: Path) -> str:
-    """Return "split" for root/{train,test[,val]}/<class>/..., else "flat" for root/<class>/..."""
-    top_folders = {entry.name for entry in root.iterdir() if entry.is_dir() and not entry.is_symlink()}
-    if "train" in top_folders and top_folders & {"test", "val"}:
-        return "split"
-    return "flat"
+    """Return "split" when a top-level folder is named train, val, validation or test (any case),
+    for root/<split>/<class>/...; else "flat", for root/<class>/..."""
+    top_folders = {entry.name.lower() for entry in root.iterdir() if entry.is_dir() and not entry.is_symlink()}
+    return "split" if top_folders & set(SPLIT_FOLDER_NAMES) else "flat"
 
 
-def discover_files(root: Path) -> pd.DataFrame:
+def discover_files(root: Path, max_file_bytes: int = ScanConfig().max_file_bytes) -> pd.DataFrame:
     """List every file under root with its class, source split and a first status.
 
     Nothing is read here. Symlinks are resolved only to check that they stay inside root;
-    folder symlinks are never followed, so a link loop cannot make the walk endless.
+    folder symlinks and hidden folders are listed as one row each and never entered.
     """
     root = Path(root).resolve()
     layout = detect_layout(root)
     rows: list[dict] = []
-    _walk(str(root), "", layout, str(root), rows)
+    _walk(str(root), "", layout, str(root), max_file_bytes, rows)
     manifest = pd.DataFrame(rows, columns=MANIFEST_SCAN_COLUMNS)
     manifest["bytes"] = manifest["bytes"].astype("Int64")
     return manifest
 
 
-def _walk(folder: str, relative_folder: str, layout: str, root: str, rows: list[dict]) -> None:
+def _walk(folder: str, relative_folder: str, layout: str, root: str, max_file_bytes: int, rows: list[dict]) -> None:
     """Depth-first walk with os.scandir, whose entries carry file types without extra system calls."""
-    with os.scandir(folder) as iterator:
-        entries = sorted(iterator, key=lambda entry: entry.name)
+    try:
+        with os.scandir(folder) as iterator:
+            entries = sorted(iterator, key=lambda entry: entry.name)
+    except OSError as error:
+        rows.append(
+            _quarantined_row(relative_folder.rstrip("/") or ".", f"unreadable folder: {error.strerror or error}")
+        )
+        return
     for entry in entries:
         relative_path = f"{relative_folder}{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            _walk(entry.path, relative_path + "/", layout, root, rows)
+        if not _is_utf8(relative_path):
+            rows.append(_quarantined_row(ascii(relative_path)[1:-1], "file name is not valid UTF-8; rename it"))
+        elif entry.is_dir(follow_symlinks=False):
+            if entry.name.startswith("."):
+                rows.append(_quarantined_row(relative_path + "/", "hidden folder, not entered"))
+            else:
+                _walk(entry.path, relative_path + "/", layout, root, max_file_bytes, rows)
         elif entry.is_symlink() and os.path.isdir(entry.path):
             rows.append(_quarantined_row(relative_path, "symlinked folder, not followed"))
         else:
-            rows.append(_describe_file(entry, relative_path, layout, root))
+            rows.append(_describe_file(entry, relative_path, layout, root, max_file_bytes))
 
 
-def _describe_file(entry: os.DirEntry, relative_path: str, layout: str, root: str) -> dict:
+def _is_utf8(text: str) -> bool:
+    """False for names that held bytes undecodable as UTF-8 (Python keeps them as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _describe_file(entry: os.DirEntry, relative_path: str, layout: str, root: str, max_file_bytes: int) -> dict:
     """One manifest row for one file, quarantined if it must not be read."""
     parts = relative_path.split("/")
-    source_split, class_parts = (parts[0], parts[1:]) if layout == "split" else (None, parts)
-    if any(part.startswith(".") for part in parts):
-        return _quarantined_row(relative_path, "hidden file or folder", source_split)
-    if layout == "split" and source_split not in SPLIT_FOLDER_NAMES:
+    source_split, class_parts = (
+        (SPLIT_FOLDER_NAMES.get(parts[0].lower()), parts[1:]) if layout == "split" else (None, parts)
+    )
+    if parts[-1].startswith("."):
+        return _quarantined_row(relative_path, "hidden file", source_split)
+    if layout == "split" and source_split is None:
         return _quarantined_row(relative_path, "outside the train/val/test folders")
     if len(class_parts) < 2:
         return _quarantined_row(relative_path, "not inside a class folder", source_split)
@@ -99,6 +122,9 @@ def _describe_file(entry: os.DirEntry, relative_path: str, layout: str, root: st
         return _quarantined_row(relative_path, f"unreadable: {error.strerror or error}", source_split, class_name)
     if not stat.S_ISREG(status.st_mode):
         return _quarantined_row(relative_path, "not a regular file", source_split, class_name)
+    if status.st_size > max_file_bytes:
+        reason = f"file of {status.st_size:,} bytes is over the {max_file_bytes:,}-byte limit for one image"
+        return _quarantined_row(relative_path, reason, source_split, class_name)
     return {
         "path": relative_path,
         "class_name": class_name,
@@ -150,7 +176,11 @@ def scan_dataset(root: Path, config: ScanConfig) -> pd.DataFrame:
         raise BadInputError(f"data folder {root} does not exist: check the path given to --data")
     if not root.is_dir():
         raise BadInputError(f"{root} is a file, not a folder: --data takes a folder of class folders")
-    manifest = hash_files(discover_files(root), root, config)
+    try:
+        discovered = discover_files(root, config.max_file_bytes)
+    except OSError as error:
+        raise BadInputError(f"cannot read data folder {root}: {error.strerror or error}") from None
+    manifest = hash_files(discovered, root, config)
     if not (manifest["status"] == STATUS_OK).any():
         raise BadInputError(
             f"no usable files under {root}: expected images in {root}/<class>/ "

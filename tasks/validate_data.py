@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.compute as pc
+import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -60,11 +60,18 @@ def accepted_rows_per_split(manifest: pd.DataFrame) -> dict[str, int]:
 
 
 def processed_frame(parquet_path: str | Path) -> pd.DataFrame:
-    """A split file as the processed suite sees it: every column, pixels measured in bytes."""
-    table = pq.read_table(parquet_path)
-    frame = table.drop_columns(["pixels"]).to_pandas() if "pixels" in table.column_names else table.to_pandas()
-    if "pixels" in table.column_names:
-        frame["pixel_bytes"] = pc.binary_length(table.column("pixels")).to_numpy()
+    """A split file as the processed suite sees it: every column but the pixels, plus pixel_bytes.
+
+    Pixels are stored as fixed-size binary, so every image in a file has the byte width its
+    schema declares; pixel_bytes carries that width to each row (the suite compares it with
+    height x width x channels), and the pixels themselves are never read into memory.
+    """
+    schema = pq.read_schema(parquet_path)
+    columns = [name for name in schema.names if name != "pixels"]
+    frame = pq.read_table(parquet_path, columns=columns).to_pandas()
+    if "pixels" in schema.names:
+        pixel_type = schema.field("pixels").type
+        frame["pixel_bytes"] = pixel_type.byte_width if pa.types.is_fixed_size_binary(pixel_type) else -1
     return frame
 
 

@@ -47,6 +47,7 @@ def good_manifest() -> pd.DataFrame:
                         "width": 12,
                         "height": 12,
                         "mode": "RGB",
+                        "decoded": True,
                         "split": split,
                         "label": label,
                         "class_count": PER_CLASS,
@@ -69,7 +70,7 @@ def good_manifest() -> pd.DataFrame:
         "classes_missing_from_split",
     ]
     quarantined = {**rows[0], **dict.fromkeys(measured), "path": QUARANTINED_PATH, "sha256": digest(999)}
-    quarantined.update(status="quarantined", reason="cannot identify image file", in_other_split=None)
+    quarantined.update(status="quarantined", reason="cannot identify image file", in_other_split=None, decoded=False)
     quarantined["duplicate_in_split"] = None
     rows.append(quarantined)
     return typed(pd.DataFrame(rows))
@@ -80,7 +81,7 @@ def typed(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ["bytes", "width", "height", "label", "class_count"]:
         frame[column] = frame[column].astype("Int64")
     frame["class_balance"] = frame["class_balance"].astype("Float64")
-    for column in ["in_other_split", "duplicate_in_split"]:
+    for column in ["in_other_split", "duplicate_in_split", "decoded"]:
         frame[column] = frame[column].astype("boolean")
     return frame
 
@@ -113,6 +114,7 @@ def set_first(column: str, value):
 def quarantine_many(frame: pd.DataFrame) -> pd.DataFrame:
     """Quarantine 8 more files: 9 of 55 then fail to decode, under the default decode_mostly of 90%."""
     frame.loc[0:7, "status"] = "quarantined"
+    frame.loc[0:7, "decoded"] = False
     return frame
 
 
@@ -126,7 +128,7 @@ IN_SET = "expect_column_values_to_be_in_set"
 BETWEEN = "expect_column_values_to_be_between"
 RAW_BREAKS = [
     ("missing_column", lambda frame: frame.drop(columns=["mode"]), [("expect_table_columns_to_match_set", None)]),
-    ("undecodable", quarantine_many, [(IN_SET, "status")]),
+    ("undecodable", quarantine_many, [(IN_SET, "decoded")]),
     ("format", set_first("format", "PSD"), [(IN_SET, "format")]),
     ("sides", width_and_height_out_of_bounds, [(BETWEEN, "width"), (BETWEEN, "height")]),
     ("class", set_first("class_name", "wolf"), [(IN_SET, "class_name")]),
@@ -154,7 +156,7 @@ def test_each_broken_manifest_fails_exactly_its_expectation(mutate, expected):
     assert report.success is soft
     assert [(o.expectation, o.column) for o in (report.soft_failures if soft else report.hard_failures)] == expected
     for outcome in report.outcomes:
-        if not outcome.success and outcome.column not in (None, "status"):
+        if not outcome.success and outcome.column not in (None, "decoded"):
             # Row-level breaks on the first row name it; the other 54 rows are fine.
             assert outcome.unexpected_count == 1
             assert outcome.examples == ["train/cat/000.png"]
@@ -162,9 +164,17 @@ def test_each_broken_manifest_fails_exactly_its_expectation(mutate, expected):
 
 
 def test_too_many_undecodable_files_counts_the_quarantined_rows():
-    outcome = failed_outcome(validate_raw(quarantine_many(good_manifest())), "status")
+    outcome = failed_outcome(validate_raw(quarantine_many(good_manifest())), "decoded")
     assert (outcome.unexpected_count, outcome.element_count) == (9, 55)
     assert outcome.examples[0] == "train/cat/000.png" and outcome.severity == "hard"
+
+
+def test_files_the_scan_set_aside_do_not_count_against_the_decode_rate():
+    frame = good_manifest()
+    hidden = {**frame.iloc[-1].to_dict(), "reason": "hidden file", "decoded": None, "sha256": None}
+    extra = pd.DataFrame([{**hidden, "path": f".git/objects/{index}"} for index in range(20)])
+    frame = typed(pd.concat([frame, extra], ignore_index=True))
+    assert failed(validate_raw(frame)) == []
 
 
 def test_unknown_class_of_a_quarantined_file_is_not_a_breach():

@@ -88,3 +88,16 @@ def test_invalid_options_exit_2(run_cli, make_image_folder):
     result = run_cli("ingest", "--data", str(root), "--channels", "2")
     assert result.returncode == 2
     assert "channels" in result.stderr
+
+
+def test_an_unusable_home_exits_4_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = subprocess.run(
+        [*VISIONFLOW, "ingest", "--data", "demo", "--home", str(blocker / "home")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 4
+    assert "as VISIONFLOW_HOME" in result.stderr and "Traceback" not in result.stderr

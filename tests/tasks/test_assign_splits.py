@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from tasks.assign_splits import SplitConfig, assign_splits, assign_splits_task, dataset_fingerprint
+from tasks.assign_splits import SplitConfig, assign_splits, assign_splits_task, dataset_fingerprint, relabel
 from tasks.decode_images import DecodeConfig, decode_dataset
+from tasks.errors import BadInputError
 from tasks.scan_files import ScanConfig, scan_dataset
 
 
@@ -34,7 +36,7 @@ def test_flat_sources_are_carved_per_class_in_the_configured_shares():
 
 
 def test_splits_are_deterministic_and_change_only_with_the_salt():
-    frame = flat({"cat": 40})
+    frame = flat({"cat": 40, "dog": 40})
     first, _ = assign_splits(frame, SplitConfig())
     second, _ = assign_splits(frame.sample(frac=1, random_state=3), SplitConfig())
     pd.testing.assert_series_equal(
@@ -47,20 +49,23 @@ def test_splits_are_deterministic_and_change_only_with_the_salt():
 def test_a_given_test_split_is_kept_and_val_is_carved_from_train_only():
     rows = [(f"train/cat/{i}.png", "cat", "train", f"t{i}") for i in range(50)]
     rows += [(f"test/cat/{i}.png", "cat", "test", f"s{i}") for i in range(10)]
+    rows += [(f"train/dog/{i}.png", "dog", "train", f"d{i}") for i in range(50)]
     assigned, _ = assign_splits(manifest_rows(rows), SplitConfig(val_fraction=0.2))
     assert (assigned.loc[assigned["source_split"] == "test", "split"] == "test").all()
-    train_rows = assigned[assigned["source_split"] == "train"]
+    train_rows = assigned[(assigned["source_split"] == "train") & (assigned["class_name"] == "cat")]
     assert (train_rows["split"] == "val").sum() == 10 and (train_rows["split"] == "train").sum() == 40
 
 
 def test_copies_of_one_image_stay_together_and_leakage_is_flagged():
     rows = [(f"cat/{i}.png", "cat", None, f"c{i}") for i in range(30)] + [("cat/copy.png", "cat", None, "c0")]
+    rows += [(f"dog/{i}.png", "dog", None, f"d{i}") for i in range(30)]
     assigned, _ = assign_splits(manifest_rows(rows), SplitConfig())
     copies = assigned[assigned["sha256"] == "c0"]
     assert copies["split"].nunique() == 1 and copies["duplicate_in_split"].all()
     assert not assigned["in_other_split"].any()
 
     leaked = [(f"train/cat/{i}.png", "cat", "train", f"t{i}") for i in range(20)]
+    leaked += [(f"train/dog/{i}.png", "dog", "train", f"d{i}") for i in range(20)]
     leaked += [("test/cat/0.png", "cat", "test", "t3"), ("test/cat/1.png", "cat", "test", "fresh")]
     assigned, _ = assign_splits(manifest_rows(leaked), SplitConfig())
     flagged = set(assigned.loc[assigned["in_other_split"].fillna(False), "path"])
@@ -86,9 +91,9 @@ def test_task_writes_the_manifest_next_to_the_dataset(make_image_folder, tmp_pat
     root = make_image_folder(layout="split", per_class=6, test_per_class=2)
     manifest = scan_dataset(root, ScanConfig(workers=1))
     decode_dataset(manifest, root, DecodeConfig(channels=3, workers=1), tmp_path / "decoded")
-    result = assign_splits_task.fn(str(tmp_path / "decoded"), SplitConfig(), tmp_path / "datasets", "images")
+    result = assign_splits_task.fn(manifest, str(tmp_path / "decoded"), SplitConfig(), tmp_path / "datasets", "images")
     assert result.dataset_dir.name == f"images-{result.fingerprint[:12]}"
-    assert result.fingerprint == dataset_fingerprint(tmp_path / "decoded", SplitConfig())
+    assert result.fingerprint == dataset_fingerprint(tmp_path / "decoded", manifest, SplitConfig())
     assert len(pd.read_parquet(result.dataset_dir / "manifest.parquet")) == len(manifest)
     assert result.classes == ["blue", "green", "red"]
 
@@ -99,3 +104,25 @@ def test_every_split_names_the_training_classes_it_lacks():
     assigned, _ = assign_splits(manifest_rows(rows), SplitConfig(val_fraction=0.0))
     by_split = assigned.groupby("split")["classes_missing_from_split"].first().to_dict()
     assert by_split == {"test": "fox", "train": ""}
+
+
+@pytest.mark.parametrize("classes", [{}, {"cat": 30}])
+def test_fewer_than_two_classes_is_refused_with_advice(classes):
+    frame = flat(classes) if classes else flat({"cat": 3}).assign(status="quarantined")
+    with pytest.raises(BadInputError, match="at least two classes"):
+        assign_splits(frame, SplitConfig())
+
+
+def test_fractions_that_leave_no_training_data_are_refused():
+    with pytest.raises(ValueError, match="nothing is left to train on"):
+        SplitConfig(val_fraction=0.5, test_fraction=0.6)
+
+
+def test_a_cached_decode_takes_this_scans_labels():
+    decoded = flat({"cat": 3, "dog": 3})
+    rescanned = decoded.assign(class_name=["a", "a", "a", "b", "b", "b"], source_split="train")
+    relabelled = relabel(decoded, rescanned)
+    assert relabelled["class_name"].tolist() == ["a", "a", "a", "b", "b", "b"]
+    assert (relabelled["source_split"] == "train").all()
+    with pytest.raises(ValueError, match="does not list the scanned files"):
+        relabel(decoded, rescanned.iloc[1:])

@@ -17,6 +17,7 @@ from tasks.scan_files import (
     scan_dataset,
     scan_files_task,
 )
+from tests.conftest import write_image
 
 ONE_WORKER = ScanConfig(workers=1)
 
@@ -63,8 +64,9 @@ def test_files_that_must_not_be_read_are_quarantined_with_reasons(make_image_fol
 
     manifest = scan_dataset(root, ONE_WORKER)
     found = reasons(manifest)
-    assert found["train/red/.hidden.png"] == "hidden file or folder"
-    assert found["train/.cache/thumb.png"] == "hidden file or folder"
+    assert found["train/red/.hidden.png"] == "hidden file"
+    assert found["train/.cache/"] == "hidden folder, not entered"
+    assert "train/.cache/thumb.png" not in set(manifest["path"])
     assert found["train/red/link-out.png"] == "symlink leading outside the data root"
     assert found["train/looped"] == "symlinked folder, not followed"
     assert found["README.txt"] == "outside the train/val/test folders"
@@ -109,3 +111,51 @@ def test_task_runs_through_fn_with_two_worker_processes(make_image_folder):
     manifest = scan_files_task.fn(root, ScanConfig(workers=2, files_per_chunk=2))
     assert manifest["sha256"].str.fullmatch("[0-9a-f]{64}").all()
     assert len(manifest) == 9
+
+
+@pytest.mark.parametrize(
+    ("folders", "expected_splits"),
+    [
+        (["train"], {"train"}),
+        (["Train", "Validation"], {"train", "val"}),
+        (["train", "valid", "TEST"], {"train", "val", "test"}),
+    ],
+)
+def test_split_folders_are_recognised_by_any_common_name(tmp_path, folders, expected_splits):
+    root = tmp_path / "data"
+    for split_folder in folders:
+        for class_name in ("cat", "dog"):
+            write_image(root / split_folder / class_name / "0.png", (10, 20, 30), seed=len(split_folder))
+    manifest = scan_dataset(root, ONE_WORKER)
+    assert detect_layout(root) == "split"
+    assert set(manifest["source_split"]) == expected_splits
+    assert set(manifest["class_name"]) == {"cat", "dog"}
+
+
+def test_names_that_are_not_utf8_are_quarantined_not_fatal(make_image_folder):
+    root = make_image_folder(layout="flat", per_class=2)
+    os.rename(root / "red" / "000.png", os.fsencode(root / "red") + b"/caf\xe9.png")
+    found = reasons(scan_dataset(root, ONE_WORKER))
+    assert found == {"red/caf\\udce9.png": "file name is not valid UTF-8; rename it"}
+
+
+def test_an_unreadable_folder_is_reported_and_the_rest_scanned(make_image_folder, monkeypatch):
+    root = make_image_folder(layout="flat", per_class=2)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("/green"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    manifest = scan_dataset(root, ONE_WORKER)
+    assert reasons(manifest) == {"green": "unreadable folder: Permission denied"}
+    assert (manifest["status"] == STATUS_OK).sum() == 4
+
+
+def test_files_over_the_size_limit_are_quarantined_unread(make_image_folder):
+    root = make_image_folder(layout="flat", per_class=2)
+    (root / "red" / "video.png").write_bytes(b"\0" * 5000)
+    found = reasons(scan_dataset(root, ScanConfig(workers=1, max_file_bytes=4000)))
+    assert found == {"red/video.png": "file of 5,000 bytes is over the 4,000-byte limit for one image"}
