@@ -214,11 +214,25 @@ def _run(start_flow, json_output: bool) -> Any:
             json_output,
         )
     result = state.result(raise_on_failure=False)
+    _drain_prefect_workers()
     if isinstance(result, VisionflowError):
         _fail(str(result), result.exit_code, json_output)
     if isinstance(result, BaseException):
         _fail(f"unexpected error: {type(result).__name__}: {result} (the log above has the details)", 1, json_output)
     return result
+
+
+def _drain_prefect_workers() -> None:
+    """Send Prefect's queued events and logs now, so its exit-time notices do not follow the
+    command's own last line."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (EventsWorker, APILogWorker):
+        try:
+            worker.drain_all(timeout=10)
+        except Exception:  # Delivery of telemetry must never change the command's outcome.
+            continue
 
 
 def _finish(summary: dict, json_output: bool, human_lines) -> None:

@@ -23,6 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.run_context import publish_markdown, run_logger
+from tasks.write_parquet import read_split_metadata
 
 if TYPE_CHECKING:
     from tasks.gate_model import GateDecision
@@ -109,6 +110,43 @@ def git_commit(directory: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def registry_files(training, metrics: dict) -> dict[str, str]:
+    """The files a registered model keeps, by name: the model and its history and curves from
+    training, the metrics and confusion matrix from evaluation."""
+    files = dict(training.registry_files())
+    files["metrics.json"] = metrics["metrics_path"]
+    files["confusion.png"] = metrics["confusion_png"]
+    return files
+
+
+def model_metadata(dataset: dict, training, metrics: dict, preset: str, hyperparameters: dict) -> dict:
+    """Everything a registered model records: its data, recipe, results and provenance.
+
+    dataset is the ingest summary, training the TrainResult, metrics the evaluation's result
+    and hyperparameters the preset's full model and training settings after overrides.
+    """
+    split_metadata = read_split_metadata(dataset["parquet"]["train"])
+    return {
+        "dataset_fingerprint": dataset["dataset_fingerprint"],
+        "dataset_dir": dataset["dataset_dir"],
+        "contract_versions": split_metadata.get("contract_versions", {}),
+        "class_names": dataset["classes"],
+        "input_shape": dataset["image_shape"],
+        "preset": preset,
+        "hyperparameters": hyperparameters,
+        "seed": training.seed,
+        "precision": training.precision,
+        "epochs_run": training.epochs_run,
+        "train_seconds": round(training.seconds, 2),
+        "train_images_per_second": round(training.train_images_per_second, 1),
+        "metrics": {
+            key: metrics[key] for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class")
+        },
+        "packages": package_versions(),
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+    }
 
 
 def _write_json_atomically(path: Path, document: dict) -> None:

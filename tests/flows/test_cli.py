@@ -101,3 +101,37 @@ def test_an_unusable_home_exits_4_naming_it(tmp_path):
     )
     assert result.returncode == 4
     assert "as VISIONFLOW_HOME" in result.stderr and "Traceback" not in result.stderr
+
+
+REQUIRED_TRAIN_KEYS = {
+    "model_version",
+    "model_path",
+    "dataset_fingerprint",
+    "parquet",
+    "preset",
+    "epochs_run",
+    "test_accuracy",
+    "macro_f1",
+    "promoted",
+    "gate_reason",
+    "champion_version",
+    "seconds",
+    "train_images_per_second",
+}
+
+
+def test_train_json_reports_the_registered_model(run_cli, make_image_folder):
+    root = make_image_folder(layout="flat", per_class=50)
+    result = run_cli("train", "--data", str(root), "--preset", "tiny", "--image-size", "12", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) >= REQUIRED_TRAIN_KEYS
+    assert summary["model_version"] == "v0001" and summary["preset"] == "tiny" and summary["epochs_run"] == 2
+    assert Path(summary["model_path"]).is_file()
+
+
+def test_an_unknown_preset_exits_4_listing_the_presets(run_cli, make_image_folder):
+    root = make_image_folder(layout="flat", per_class=50)
+    result = run_cli("train", "--data", str(root), "--preset", "fastest")
+    assert result.returncode == 4
+    assert "unknown preset 'fastest'; choose one of seed, default, tiny" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,395 @@
+"""Training stage: presets, the tf.data input pipeline, callbacks and the fit loop.
+
+The splits arrive as uint8 NumPy arrays read zero-copy from Parquet; tf.data shuffles indices
+with a seed and gathers whole batches, so no image is ever decoded again. Training can be
+killed at any point: started again with the same run_dir, it resumes after the last finished
+epoch (BackupAndRestore). A backup that cannot be read (corrupt, or weights missing beside
+its epoch marker) is deleted with a logged warning and training restarts cleanly from epoch 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.build_model import ModelConfig, UnsuitableInputError, build_model, channel_statistics, resolve_precision
+from tasks.run_context import publish_markdown, run_logger, start_progress, update_progress
+from tasks.write_parquet import load_split_arrays
+
+
+class TrainConfig(BaseModel):
+    """How the network is optimised. Every field can be overridden per run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=10, ge=1)  # Passes over the training split.
+    batch_size: int = Field(default=512, ge=1)  # Images per gradient step.
+    optimizer: Literal["adam", "sgd"] = "sgd"  # "sgd" is Nesterov momentum SGD.
+    learning_rate: float = Field(default=0.2, gt=0)  # Peak step size (the constant one when schedule is "constant").
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD only: fraction of the previous update kept.
+    weight_decay: float = Field(default=5e-4, ge=0)  # Decoupled: each step shrinks weights by learning_rate x this.
+    schedule: Literal["constant", "cosine"] = "cosine"  # "cosine": linear warm-up from 0, then cosine decay to 0.
+    warmup_fraction: float = Field(default=0.15, ge=0, lt=1)  # Share of all steps spent warming up.
+    label_smoothing: float = Field(default=0.2, ge=0, lt=1)  # Probability mass spread evenly over all classes.
+    early_stopping_monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # Validation metric watched.
+    early_stopping_patience: int = Field(default=3, ge=1)  # Epochs without improvement before stopping.
+    seed: int = 0  # Seeds Python, NumPy, TensorFlow, the layers' randomness and the shuffling.
+
+
+class Preset(BaseModel):
+    """A named network and training recipe."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+
+# Settings shared by the classic-CNN presets: the plain Keras recipe, no augmentation, float32.
+_CLASSIC = {"architecture": "classic_cnn", "normalization": "rescale", "augment": False, "precision": "float32"}
+_ADAM = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant", "label_smoothing": 0.0}
+
+PRESETS: dict[str, Preset] = {
+    # The classic Keras CIFAR-10 CNN, unchanged: about 0.71 test accuracy on CIFAR-10.
+    "seed": Preset(
+        name="seed",
+        model=ModelConfig(**_CLASSIC, conv_filters=[32, 64], dense_units=512, conv_dropout=0.25, dense_dropout=0.5),
+        train=TrainConfig(**_ADAM, epochs=10, batch_size=32, learning_rate=1e-3, early_stopping_patience=3),
+    ),
+    # An airbench-style net: BatchNorm, GELU, crop + flip, label smoothing, Nesterov SGD with
+    # warm-up and cosine decay, bfloat16 compute where the hardware has it.
+    "default": Preset(
+        name="default",
+        model=ModelConfig(architecture="airbench", stem_filters=32, conv_filters=[32, 128, 128]),
+        train=TrainConfig(),
+    ),
+    # Two small conv stages for two quick epochs: tests and the offline demo.
+    "tiny": Preset(
+        name="tiny",
+        model=ModelConfig(**_CLASSIC, conv_filters=[8, 16], dense_units=32, conv_dropout=0.0, dense_dropout=0.0),
+        train=TrainConfig(**_ADAM, epochs=2, batch_size=16, learning_rate=1e-2, early_stopping_patience=2),
+    ),
+}
+
+
+class TrainResult(BaseModel):
+    """What one training run produced."""
+
+    model_path: Path  # run_dir/model.keras: the best weights, taking raw uint8 images.
+    history: dict[str, list[float]]  # Per metric, one value per epoch (epoch 1 first), resumed epochs included.
+    epochs_run: int  # Epochs finished in total, before an interruption included.
+    resumed_from_epoch: int  # Epochs already done when this call started (0 for a fresh run).
+    seconds: float  # Wall-clock seconds of this call's fit().
+    train_images_per_second: float  # Training throughput of this call, validation excluded.
+    seed: int
+    precision: str  # Keras dtype policy of the compute layers.
+
+    def registry_files(self, metrics: dict | None = None) -> dict[str, str]:
+        """The files a model registry keeps, by name: the model, its history and its curves.
+
+        metrics (the evaluation's result) is accepted for the flow's call and not used here.
+        """
+        run_dir = self.model_path.parent
+        files = {"model.keras": self.model_path, "history.json": run_dir / "history.json"}
+        files["curves.png"] = run_dir / "curves.png"
+        return {name: str(path) for name, path in files.items() if path.exists()}
+
+
+# fit() options: the dataset is already shuffled, and progress goes to the run logger instead.
+QUIET = {"shuffle": False, "verbose": 0}
+
+
+class CorruptBackupError(RuntimeError):
+    """The BackupAndRestore folder exists but cannot be restored."""
+
+
+def check_arrays(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int) -> None:
+    """Raise UnsuitableInputError when the arrays cannot train a classifier of num_classes."""
+    present = np.unique(train[1]).size
+    if num_classes < 2 or present < 2:
+        raise UnsuitableInputError(f"training needs at least 2 classes; got {num_classes}, {present} in train")
+    for split, (images, labels) in (("train", train), ("val", val)):
+        if len(images) == 0 or len(images) != len(labels):
+            raise UnsuitableInputError(f"{split}: {len(images)} images and {len(labels)} labels; need as many, >= 1")
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise UnsuitableInputError(f"{split}: images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise UnsuitableInputError(f"{split}: labels must lie in [0, {num_classes - 1}]")
+    if train[0].shape[1:] != val[0].shape[1:]:
+        raise UnsuitableInputError(f"train images are {train[0].shape[1:]} but val images {val[0].shape[1:]}")
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, num_classes: int, training: bool):
+    """Batches of (uint8 images, labels): seeded shuffled index batches gathered in parallel.
+
+    The arrays become one tensor each; batches are gathered from them, never decoded. Labels
+    are one-hot when label smoothing needs them.
+    """
+    image_tensor = tf.constant(images)
+    label_tensor = tf.constant(labels.astype(np.int32))
+    indices = tf.data.Dataset.range(len(images))
+    if training:
+        indices = indices.shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True)
+
+    @tf.autograph.experimental.do_not_convert  # Plain graph code: autograph has nothing to convert.
+    def gather(batch_indices):
+        batch_labels = tf.gather(label_tensor, batch_indices)
+        if config.label_smoothing > 0:
+            batch_labels = tf.one_hot(batch_labels, num_classes)
+        return tf.gather(image_tensor, batch_indices), batch_labels
+
+    batches = indices.batch(config.batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam or Nesterov SGD, with a constant step size or linear warm-up then cosine decay."""
+    learning_rate = config.learning_rate
+    if config.schedule == "cosine":
+        total_steps = config.epochs * steps_per_epoch
+        warmup_steps = int(config.warmup_fraction * total_steps)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else config.learning_rate,
+            decay_steps=max(total_steps - warmup_steps, 1),
+            warmup_target=config.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    decay = config.weight_decay or None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    return keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay)
+
+
+def compiled_model(preset: Preset, train_images: np.ndarray, num_classes: int, steps_per_epoch: int) -> keras.Model:
+    """The preset's model, compiled with its optimizer and loss, seeded afresh."""
+    keras.utils.set_random_seed(preset.train.seed)
+    stats = channel_statistics(train_images) if preset.model.normalization == "standardize" else None
+    model = build_model(preset.model, tuple(train_images.shape[1:]), num_classes, channel_stats=stats)
+    if preset.train.label_smoothing > 0:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.train.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(make_optimizer(preset.train, steps_per_epoch), loss=loss, metrics=["accuracy"])
+    return model
+
+
+class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that turns an unreadable backup into CorruptBackupError."""
+
+    def on_train_begin(self, logs=None):
+        backup = Path(self.backup_dir)
+        if (backup / "training_metadata.json").exists() and not (backup / "latest.weights.h5").exists():
+            raise CorruptBackupError(f"{backup} records an epoch but its weights file is missing")
+        try:
+            super().on_train_begin(logs)
+        except Exception as error:
+            raise CorruptBackupError(f"{backup} cannot be restored: {error}") from error
+
+
+class TrainingMonitor(keras.callbacks.Callback):
+    """Per epoch: a log line (metrics, images/s, time left), history.json, the progress artifact."""
+
+    def __init__(self, run_dir: Path, epochs: int, train_images: int, log):
+        super().__init__()
+        self.run_dir, self.epochs, self.train_images, self.log = run_dir, epochs, train_images, log
+        self.history: dict[str, list[float]] = {}
+        self.first_epoch: int | None = None
+        self.train_seconds = 0.0
+        self.progress = start_progress("train-progress", "Training epochs done, percent")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+            self.history = _load_history(self.run_dir / "history.json", keep_epochs=epoch)
+            if epoch:
+                self.log.info("resuming from the backup in %s after epoch %d", self.run_dir / "backup", epoch)
+        self.epoch_started = self.validation_started = time.perf_counter()
+        self.in_validation = False
+
+    def on_test_begin(self, logs=None):
+        self.validation_started, self.in_validation = time.perf_counter(), True
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train_seconds = (self.validation_started if self.in_validation else now) - self.epoch_started
+        self.train_seconds += train_seconds
+        record = {key: float(value) for key, value in (logs or {}).items()}
+        record["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        record["images_per_second"] = self.train_images / max(train_seconds, 1e-9)
+        record["epoch_seconds"] = now - self.epoch_started
+        for key, value in record.items():
+            self.history.setdefault(key, []).append(value)
+        _write_json_atomically(self.run_dir / "history.json", self.history)
+        left = (self.epochs - epoch - 1) * (now - self.epoch_started)
+        shown = ", ".join(f"{key} {record[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy"))
+        speed = record["images_per_second"]
+        self.log.info("epoch %d/%d: %s, %.0f images/s, about %.0f s left", epoch + 1, self.epochs, shown, speed, left)
+        update_progress(self.progress, 100.0 * (epoch + 1) / self.epochs)
+
+
+def _load_history(path: Path, keep_epochs: int) -> dict[str, list[float]]:
+    """The first keep_epochs entries of a previous history.json (the epochs a resume skips)."""
+    if keep_epochs == 0 or not path.exists():
+        return {}
+    try:
+        return {key: values[:keep_epochs] for key, values in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError, TypeError):
+        return {}
+
+
+def _write_json_atomically(path: Path, document) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(document, indent=1))
+    os.replace(temporary, path)
+
+
+def save_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and accuracy per epoch, training and validation, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if key in history:
+                axis.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=label)
+        axis.set(xlabel="epoch", title=metric)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def train_model(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    preset: Preset,
+    run_dir: Path,
+    num_classes: int,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
+    """Train preset on train, validating on val each epoch; write model, checkpoints, history, curves.
+
+    Calling it again with the same run_dir after a crash resumes after the last finished epoch.
+    extra_callbacks run after the built-in ones (tests use one to simulate a crash).
+    """
+    log = run_logger(__name__)
+    check_arrays(train, val, num_classes)
+    run_dir = Path(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    config = preset.train
+    steps_per_epoch = -(-len(train[0]) // config.batch_size)
+    train_data = make_dataset(*train, config, num_classes, training=True)
+    val_data = make_dataset(*val, config, num_classes, training=False)
+    for attempt in (1, 2):
+        model = compiled_model(preset, train[0], num_classes, steps_per_epoch)
+        monitor = TrainingMonitor(run_dir, config.epochs, len(train[0]), log)
+        callbacks = [
+            CheckedBackupAndRestore(backup_dir=str(run_dir / "backup")),
+            keras.callbacks.EarlyStopping(
+                monitor=config.early_stopping_monitor,
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+            ),
+            keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras"), save_freq="epoch"),
+            monitor,
+            *(extra_callbacks or []),
+        ]
+        started = time.perf_counter()
+        try:
+            model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks, **QUIET)
+            break
+        except CorruptBackupError as error:
+            if attempt == 2:
+                raise
+            log.warning("%s; deleting the backup and training from epoch 1 again", error)
+            shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    seconds = time.perf_counter() - started
+    model_path = run_dir / "model.keras"
+    model.save(model_path)
+    save_curves(monitor.history, run_dir / "curves.png")
+    first_epoch, epochs_run = monitor.first_epoch or 0, len(monitor.history.get("loss", []))
+    return TrainResult(
+        model_path=model_path,
+        history=monitor.history,
+        epochs_run=epochs_run,
+        resumed_from_epoch=first_epoch,
+        seconds=seconds,
+        train_images_per_second=len(train[0]) * (epochs_run - first_epoch) / max(monitor.train_seconds, 1e-9),
+        seed=config.seed,
+        precision=resolve_precision(preset.model),
+    )
+
+
+def preset_overrides(preset_name: str, epochs: int | None = None) -> dict:
+    """The TrainConfig overrides a flow passes: only the epochs, when given."""
+    if preset_name not in PRESETS:
+        raise UnsuitableInputError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    if epochs is not None and epochs < 1:
+        raise UnsuitableInputError(f"epochs must be at least 1, not {epochs}")
+    return {} if epochs is None else {"epochs": epochs}
+
+
+def preset_hyperparameters(preset_name: str, overrides: dict | None) -> dict:
+    """Every setting of a preset after overrides, as JSON-ready data for the model's metadata."""
+    preset = PRESETS[preset_name]
+    train_config = TrainConfig.model_validate({**preset.train.model_dump(), **(overrides or {})})
+    return {"model": preset.model.model_dump(mode="json"), "train": train_config.model_dump(mode="json")}
+
+
+def training_run_dir(runs_root: Path, fingerprint: str, preset_name: str, overrides: dict | None) -> Path:
+    """A run folder named by dataset, preset and overrides, so a rerun of a killed run resumes in it."""
+    settings = json.dumps(overrides or {}, sort_keys=True)
+    key = hashlib.sha256(f"{fingerprint}|{preset_name}|{settings}".encode()).hexdigest()[:12]
+    return Path(runs_root) / f"{preset_name}-{fingerprint[:12]}-{key}"
+
+
+@task(name="train-model", cache_policy=NO_CACHE)
+def train_model_task(
+    train_path: str, val_path: str, preset_name: str, run_dir: Path, overrides: dict | None = None
+) -> TrainResult:
+    """Prefect task: load the splits, apply overrides to the preset's TrainConfig, train."""
+    log = run_logger(__name__)
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    base = PRESETS[preset_name]
+    train_config = TrainConfig.model_validate({**base.train.model_dump(), **(overrides or {})})
+    preset = base.model_copy(update={"train": train_config})
+    train_images, train_labels, metadata = load_split_arrays(train_path)
+    val_images, val_labels, val_metadata = load_split_arrays(val_path)
+    if val_metadata["classes"] != metadata["classes"]:
+        raise UnsuitableInputError(f"{train_path} and {val_path} list different classes")
+    classes = metadata["classes"]
+    shape = "x".join(map(str, metadata["image_shape"]))
+    log.info(
+        "training preset %s on %d images (%d to validate) of %s into %s",
+        preset_name,
+        len(train_labels),
+        len(val_labels),
+        shape,
+        run_dir,
+    )
+    result = train_model((train_images, train_labels), (val_images, val_labels), preset, Path(run_dir), len(classes))
+    val_accuracy = result.history.get("val_accuracy", [float("nan")])
+    summary = (result.epochs_run, result.seconds, result.train_images_per_second, max(val_accuracy))
+    log.info("trained %d epochs in %.1f s (%.0f images/s), best val_accuracy %.4f", *summary)
+    publish_markdown(
+        "train-summary",
+        "| preset | epochs | seconds | images/s | best val accuracy |\n|---|---|---|---|---|\n"
+        "| {} | {} | {:.1f} | {:.0f} | {:.4f} |".format(preset_name, *summary),
+        "Training summary",
+    )
+    return result
