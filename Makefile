@@ -1,4 +1,5 @@
-# visionflow: `make demo` runs the main job on data that needs no download, `make test` runs the suite.
+# visionflow: `make demo` trains, evaluates and registers a model on data that needs no download,
+# `make test` runs the suite.
 # Both create the virtual environment in .venv on first use.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -20,7 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
-	$(BIN)/visionflow ingest --data demo
+	$(BIN)/visionflow train --data demo --preset default
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
