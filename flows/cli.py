@@ -30,7 +30,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 HomeOption = Annotated[
     Path | None,
     typer.Option(
-        "--home", help="Where visionflow keeps everything it writes [default: $VISIONFLOW_HOME or ./visionflow-home]."
+        "--home",
+        help="Where visionflow keeps everything it writes.",
+        show_default="$VISIONFLOW_HOME or ./visionflow-home",
     ),
 ]
 
@@ -50,7 +52,7 @@ def ingest(
     ],
     image_size: Annotated[int, typer.Option(help="Height and width, in pixels, every image is resized to.")] = 32,
     channels: Annotated[
-        int | None, typer.Option(help="3 for RGB, 1 for grayscale [default: 1 for demo, else 3].")
+        int | None, typer.Option(help="3 for RGB, 1 for grayscale.", show_default="1 for demo, else 3")
     ] = None,
     max_pixels: Annotated[
         int, typer.Option(help="Largest source width*height accepted (decompression-bomb guard).")
@@ -60,7 +62,7 @@ def ingest(
     ] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share carved out as test when the source has no test.")] = 0.2,
     workers: Annotated[
-        int | None, typer.Option(help="Processes for hashing and decoding [default: one per core].")
+        int | None, typer.Option(help="Processes for hashing and decoding.", show_default="one per core")
     ] = None,
     home: HomeOption = None,
     json_output: JsonOption = False,
@@ -116,7 +118,7 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Train for this many epochs instead of the preset's.")] = None,
     image_size: Annotated[int, typer.Option(help="Height and width, in pixels, images are resized to.")] = 32,
     channels: Annotated[
-        int | None, typer.Option(help="3 for RGB, 1 for grayscale [default: 1 for demo, else 3].")
+        int | None, typer.Option(help="3 for RGB, 1 for grayscale.", show_default="1 for demo, else 3")
     ] = None,
     home: HomeOption = None,
     json_output: JsonOption = False,
