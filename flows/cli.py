@@ -26,6 +26,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+ImageSizeOption = Annotated[int, typer.Option(help="Height and width, in pixels, every image is resized to.")]
+ChannelsOption = Annotated[
+    int | None, typer.Option(help="3 for RGB, 1 for grayscale.", show_default="1 for demo, else 3")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")]
 HomeOption = Annotated[
     Path | None,
@@ -50,10 +54,8 @@ def ingest(
             help="An image folder (<class>/<images>, or train|val|test/<class>/<images>), 'cifar10' or 'demo'."
         ),
     ],
-    image_size: Annotated[int, typer.Option(help="Height and width, in pixels, every image is resized to.")] = 32,
-    channels: Annotated[
-        int | None, typer.Option(help="3 for RGB, 1 for grayscale.", show_default="1 for demo, else 3")
-    ] = None,
+    image_size: ImageSizeOption = 32,
+    channels: ChannelsOption = None,
     max_pixels: Annotated[
         int, typer.Option(help="Largest source width*height accepted (decompression-bomb guard).")
     ] = 50_000_000,
@@ -116,10 +118,8 @@ def train(
         str, typer.Option(help="Training recipe: 'seed' (the classic Keras CIFAR-10 CNN), 'default', 'tiny'.")
     ] = "default",
     epochs: Annotated[int | None, typer.Option(help="Train for this many epochs instead of the preset's.")] = None,
-    image_size: Annotated[int, typer.Option(help="Height and width, in pixels, images are resized to.")] = 32,
-    channels: Annotated[
-        int | None, typer.Option(help="3 for RGB, 1 for grayscale.", show_default="1 for demo, else 3")
-    ] = None,
+    image_size: ImageSizeOption = 32,
+    channels: ChannelsOption = None,
     home: HomeOption = None,
     json_output: JsonOption = False,
 ) -> None:
