@@ -40,7 +40,9 @@ class EvaluationConfig(BaseModel):
     """How the evaluation stage scores the test split."""
 
     batch_size: int = Field(default=512, ge=1)  # Images per predict batch; bounds memory on the accelerator.
-    flip_tta: bool = False  # Average the softmax of each image and its left-right mirror (test-time augmentation).
+    # Average the softmax of each image and its left-right mirror (test-time augmentation). None:
+    # on exactly when the model was trained with random horizontal flips (it has a RandomFlip layer).
+    flip_tta: bool | None = None
     most_confused: int = Field(default=5, ge=0)  # Number of most-confused (true, predicted) pairs to list.
 
 
@@ -51,10 +53,11 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, config: Evalua
     along the width axis. Only one batch (and its mirror) is held beside the output at a time.
     """
     outputs = None
+    flip = uses_flip_tta(model, config)
     for start in range(0, len(images), config.batch_size):
         batch = images[start : start + config.batch_size]
         probabilities = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
-        if config.flip_tta:
+        if flip:
             mirrored = np.ascontiguousarray(batch[:, :, ::-1, :])
             probabilities = (probabilities + np.asarray(model.predict_on_batch(mirrored), dtype=np.float32)) / 2
         if outputs is None:
@@ -63,6 +66,15 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, config: Evalua
     if outputs is None:
         return np.empty((0, int(model.output_shape[-1])), dtype=np.float32)
     return outputs
+
+
+def uses_flip_tta(model: keras.Model, config: EvaluationConfig) -> bool:
+    """Whether evaluation mirrors images: as configured, else as the model was trained."""
+    if config.flip_tta is not None:
+        return config.flip_tta
+    from keras.layers import RandomFlip  # Imported here: TensorFlow takes seconds to import.
+
+    return any(isinstance(layer, RandomFlip) for layer in model.layers)
 
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], most_confused: int) -> dict:
@@ -244,7 +256,9 @@ def evaluate_model_task(model_path: str, test_path: str, output_dir: Path, confi
     check_model_fits(model, images.shape[1:], class_names)
     probabilities = predict_probabilities(model, images, config)
     metrics = compute_metrics(labels, probabilities, class_names, config.most_confused)
-    metrics.update({"model_path": str(model_file), "test_path": str(test_file), "flip_tta": config.flip_tta})
+    metrics.update(
+        {"model_path": str(model_file), "test_path": str(test_file), "flip_tta": uses_flip_tta(model, config)}
+    )
     output_dir = Path(output_dir)
     metrics_path = write_metrics(metrics, output_dir / "metrics.json")
     png_path = plot_confusion_matrix(metrics["confusion_matrix"], class_names, output_dir / "confusion.png")
@@ -258,7 +272,7 @@ def evaluate_model_task(model_path: str, test_path: str, output_dir: Path, confi
         time.perf_counter() - started,
         metrics["accuracy"],
         metrics["macro_f1"],
-        " (flip TTA)" if config.flip_tta else "",
+        " (flip TTA)" if metrics["flip_tta"] else "",
         metrics_path,
     )
     return {**metrics, "metrics_path": str(metrics_path), "confusion_png": str(png_path)}

@@ -21,6 +21,7 @@ from tasks.evaluate_model import (
     metrics_markdown,
     plot_confusion_matrix,
     predict_probabilities,
+    uses_flip_tta,
 )
 from tasks.imaging import ImageSpec
 from tasks.write_parquet import parquet_schema
@@ -213,3 +214,17 @@ def test_inside_a_flow_the_task_publishes_keyed_artifacts(saved_model_and_split,
     assert "# Evaluation on the test split" in artifacts["evaluation-metrics"].data
     assert artifacts["confusion-matrix"].type == "table"
     assert len(json.loads(artifacts["confusion-matrix"].data)) == len(CLASSES)
+
+
+def test_flip_tta_follows_the_model_unless_configured():
+    inputs = keras.Input((4, 4, 3), dtype="uint8")
+    features = keras.layers.Rescaling(1 / 255)(inputs)
+    flat = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(features)))
+    flipped = keras.layers.RandomFlip("horizontal")(features)
+    trained_with_flips = keras.Model(
+        inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(flipped))
+    )
+    assert not uses_flip_tta(flat, EvaluationConfig())
+    assert uses_flip_tta(trained_with_flips, EvaluationConfig())
+    assert not uses_flip_tta(trained_with_flips, EvaluationConfig(flip_tta=False))
+    assert uses_flip_tta(flat, EvaluationConfig(flip_tta=True))
