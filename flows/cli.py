@@ -70,7 +70,7 @@ def ingest(
     json_output: JsonOption = False,
 ) -> None:
     """Turn a labelled image folder into validated, model-ready Parquet (one file per split)."""
-    layout = _prepare(home)
+    layout = _prepare(home, json_output)
     from flows.ingest import IngestConfig, ingest_flow
 
     try:
@@ -124,7 +124,7 @@ def train(
     json_output: JsonOption = False,
 ) -> None:
     """Ingest, train, evaluate and register a model; promote it to champion if it passes the gate."""
-    layout = _prepare(home)
+    layout = _prepare(home, json_output)
     from flows.ingest import IngestConfig
     from flows.train import train_flow
 
@@ -154,7 +154,7 @@ def _train_lines(summary: dict) -> list[str]:
     ]
 
 
-def _prepare(home: Path | None):
+def _prepare(home: Path | None, json_output: bool):
     """Set up VISIONFLOW_HOME and the offline environment, then Prefect's logging."""
     from flows.runtime import configure_environment
 

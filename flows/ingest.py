@@ -11,7 +11,6 @@ import time
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from data_contracts.gx_validation import contract_version
 from flows.runtime import resolve_home
 from tasks.assign_splits import SplitConfig, assign_splits_task
 from tasks.decode_images import DecodeConfig, decode_images_task
@@ -19,14 +18,13 @@ from tasks.prepare_source import prepare_source_task
 from tasks.record_dataset import record_dataset_task
 from tasks.scan_files import ScanConfig, scan_files_task
 from tasks.validate_data import (
-    PROCESSED_SUITE,
-    RAW_SUITE,
     ContractConfig,
     accepted_rows_per_split,
+    contract_versions,
     validate_processed_task,
     validate_raw_manifest_task,
 )
-from tasks.write_parquet import ParquetConfig, write_parquet_task
+from tasks.write_parquet import ParquetConfig, dataset_metadata, write_parquet_task
 
 
 class IngestConfig(BaseModel):
@@ -54,16 +52,7 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
         split.manifest, split.classes, config.contracts, split.dataset_dir / "contracts" / "raw_manifest.json"
     )
     spec = decode_config.image_spec()
-    metadata = {
-        "classes": split.classes,
-        "image_shape": list(spec.shape),
-        "dataset_fingerprint": split.fingerprint,
-        "contract_versions": {
-            RAW_SUITE: contract_version(RAW_SUITE),
-            PROCESSED_SUITE: contract_version(PROCESSED_SUITE),
-        },
-        "source": source.name,
-    }
+    metadata = dataset_metadata(split.classes, split.fingerprint, source.name, contract_versions())
     parquet_paths = write_parquet_task(split.manifest, decode_dir, split.dataset_dir, spec, metadata, config.parquet)
     processed_reports = validate_processed_task(
         parquet_paths,

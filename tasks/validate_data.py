@@ -19,7 +19,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from data_contracts.gx_validation import ContractReport, validate
+from data_contracts.gx_validation import ContractReport, contract_version, validate
 from tasks.errors import ContractBreachError
 from tasks.imaging import ACCEPTED_FORMATS
 from tasks.run_context import publish_markdown, run_logger
@@ -38,6 +38,11 @@ class ContractConfig(BaseModel):
     max_side: int = Field(default=20_000, ge=1)  # Largest source width or height, in pixels.
     min_images_per_class: int = Field(default=5, ge=1)  # Fewest images of a class in any split.
     max_class_ratio: float = Field(default=10.0, ge=1.0)  # Largest class over smallest, per split (soft).
+
+
+def contract_versions() -> dict[str, str]:
+    """The version of each suite ingestion holds data to, for the datasets' metadata."""
+    return {suite: contract_version(suite) for suite in (RAW_SUITE, PROCESSED_SUITE)}
 
 
 def raw_manifest_parameters(classes: list[str], config: ContractConfig) -> dict:

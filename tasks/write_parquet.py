@@ -38,6 +38,16 @@ class ParquetConfig(BaseModel):
     row_group_rows: int = Field(default=16_384, ge=1)  # Rows per row group: the unit of streaming reads.
 
 
+def dataset_metadata(classes: list[str], fingerprint: str, source: str, contract_versions: dict[str, str]) -> dict:
+    """What every split file of a dataset records about it (write_split_parquet adds shape and split)."""
+    return {
+        "classes": classes,
+        "dataset_fingerprint": fingerprint,
+        "contract_versions": contract_versions,
+        "source": source,
+    }
+
+
 def parquet_schema(spec: ImageSpec, metadata: dict) -> pa.Schema:
     """The Arrow schema of a split file, with visionflow's metadata attached."""
     return pa.schema(
