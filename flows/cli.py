@@ -2,7 +2,8 @@
 
 Each command runs a Prefect flow and ends with either a short human summary or, with --json,
 one JSON object as the last line of stdout; logs go to stderr. Exit codes: 0 done, 1 an
-unexpected error, 2 a usage error, 3 a data contract breach, 4 unusable input.
+unexpected error, 2 a usage error, 3 a data contract breach, 4 unusable input, 5 busy (another
+run holds the drop; try again later).
 
 Heavy libraries (Prefect, pandas, TensorFlow) are imported inside the commands, after
 VISIONFLOW_HOME and the offline settings are in place, and so that `--help` answers at once.
@@ -20,7 +21,7 @@ import typer
 
 app = typer.Typer(
     name="visionflow",
-    help="Batch image classification on Prefect: ingest and validate image folders, train, evaluate, score.",
+    help="Batch image classification on Prefect: ingest and validate image folders, train, evaluate, score drops.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -152,6 +153,61 @@ def _train_lines(summary: dict) -> list[str]:
         f"champion: {summary['champion_version'] or 'none'}; model file {summary['model_path']}",
         f"done in {summary['seconds']:.0f} s",
     ]
+
+
+@app.command()
+def score(
+    drop: Annotated[
+        Path, typer.Argument(metavar="DROP", help="The folder of images to score (any nesting, any mix of files).")
+    ],
+    model: Annotated[
+        str, typer.Option(help="'champion' (the promoted model) or a registered version such as v0002.")
+    ] = "champion",
+    batch_size: Annotated[int, typer.Option(help="Images per predict call.")] = 256,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes for hashing and decoding.", show_default="one per core")
+    ] = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Score every file of a drop with a registered model: predictions and rejections as Parquet.
+
+    Each file ends in exactly one row, a prediction or a rejection with its reason. Images the model already scored (in this drop or another) are not scored again.
+    """  # noqa: E501 (typer shows each docstring paragraph as written)
+    layout = _prepare(home, json_output)
+    from flows.score import ScoringConfig, score_flow
+
+    parallel = {"workers": workers} if workers is not None else {}
+    try:
+        config = ScoringConfig.model_validate({"scan": parallel, "score": {"batch_size": batch_size, **parallel}})
+    except ValueError as error:
+        _fail(f"invalid option: {_first_pydantic_error(error)}", 2, json_output)
+    summary = _run(
+        lambda: score_flow(drop=str(drop), model=model, config=config, home=str(layout.root), return_state=True),
+        json_output,
+    )
+    _finish(summary, json_output, _score_lines)
+
+
+def _score_lines(summary: dict) -> list[str]:
+    """The human summary of a scoring run."""
+    drift = {True: "DRIFT: " + "; ".join(summary["drift_reasons"]), False: "no drift"}.get(
+        summary["drifted"], "drift not judged (" + "; ".join(summary["drift_reasons"]) + ")"
+    )
+    classes = ", ".join(f"{name} {count:,}" for name, count in sorted(summary["class_counts"].items()) if count)
+    lines = [
+        f"scored drop {summary['drop']} with model {summary['model_version']} in {summary['seconds']:.1f} s "
+        f"({summary['images_per_second']:,.0f} images/s)",
+        f"files {summary['files']:,}: {summary['scored']:,} scored, {summary['already_scored']:,} already scored, "
+        f"{summary['rejected']:,} rejected",
+        f"predicted classes: {classes or 'none new'}",
+        drift,
+    ]
+    for example in summary["rejection_examples"]:
+        lines.append(f"rejected: {example['path']}: {example['reason']}")
+    lines.append(f"predictions: {summary['predictions_path']}")
+    lines.append(f"rejections: {summary['rejections_path']}; report: {summary['report_path']}")
+    return lines
 
 
 def _prepare(home: Path | None, json_output: bool):

@@ -62,6 +62,16 @@ class HomeLayout:
         return self.root / "models"
 
     @property
+    def predictions(self) -> Path:
+        """Scoring outputs, one folder per drop (predictions, rejections, reports)."""
+        return self.root / "predictions"
+
+    @property
+    def ledger(self) -> Path:
+        """The scoring ledger: which contents each model scored, which rows each drop holds."""
+        return self.predictions / "ledger.sqlite"
+
+    @property
     def prefect(self) -> Path:
         """Prefect's home: its SQLite database and persisted task results."""
         return self.root / "prefect"

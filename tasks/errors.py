@@ -19,3 +19,9 @@ class ContractBreachError(VisionflowError):
     """A data contract's hard expectation failed, so the run stopped before using the data."""
 
     exit_code = 3
+
+
+class BusyError(VisionflowError):
+    """Another run holds what this run needs (a drop being scored); trying again later works."""
+
+    exit_code = 5

@@ -8,12 +8,13 @@ chunk functions live in modules that import nothing heavier than Pillow, NumPy a
 from __future__ import annotations
 
 import atexit
+import itertools
 import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -36,11 +37,14 @@ def map_chunks(
     workers: int,
     extra_arguments: tuple = (),
     on_progress: Callable[[int, int, float], None] | None = None,
+    max_in_flight: int | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Yield (chunk index, function(chunk, *extra_arguments)) as chunks finish, in any order.
 
     With one worker, or one chunk, everything runs in this process: no start-up cost and
     simpler tracebacks. on_progress receives (chunks done, chunks total, seconds elapsed).
+    max_in_flight bounds the chunks submitted but not yet yielded, so results wait in memory
+    only that many at a time however slowly the caller consumes them; None submits all at once.
     """
     started = time.perf_counter()
     total = len(chunks)
@@ -51,12 +55,28 @@ def map_chunks(
                 on_progress(index + 1, total, time.perf_counter() - started)
         return
     pool = shared_pool(workers)
-    futures = {pool.submit(function, chunk, *extra_arguments): index for index, chunk in enumerate(chunks)}
+    window = total if max_in_flight is None else max(1, max_in_flight)
+    pending = iter(enumerate(chunks))
+    futures: dict = {}
+
+    def submit_next() -> None:
+        for index, chunk in itertools.islice(pending, 1):
+            futures[pool.submit(function, chunk, *extra_arguments)] = index
+
+    for _ in range(window):
+        submit_next()
+    done_count = 0
     try:
-        for done, future in enumerate(as_completed(futures), start=1):
-            yield futures[future], future.result()
-            if on_progress:
-                on_progress(done, total, time.perf_counter() - started)
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in finished:
+                index = futures.pop(future)
+                result = future.result()
+                submit_next()
+                done_count += 1
+                yield index, result
+                if on_progress:
+                    on_progress(done_count, total, time.perf_counter() - started)
     except BrokenProcessPool:
         # A worker died (out of memory, a crash in a native decoder); start afresh next time.
         with _POOLS_LOCK:

@@ -6,7 +6,8 @@ serves them all:
 - "cifar10": the CIFAR-10 python batches from Keras' standard cache, downloaded with Keras'
   own utility when absent, exported once as PNG files (lossless, so pixels are unchanged);
 - "demo": scikit-learn's bundled handwritten digits (1,797 8x8 grayscale images), exported
-  once as PNG files; it needs no download, so a fresh machine can run end to end.
+  once as PNG files; it needs no download, so a fresh machine can run end to end. One image
+  in 18 is held back as an unlabelled drop to score (sources/demo-drop).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ CIFAR10_ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 CIFAR10_BATCHES = {"train": [f"data_batch_{index}" for index in range(1, 6)], "test": ["test_batch"]}
 DIGIT_NAMES = [str(digit) for digit in range(10)]  # Folder (class) name of each digit.
+# One demo digit in this many is held back from training and exported as a drop to score.
+DEMO_HOLDBACK_EVERY = 18
 
 
 def export_marker(target: Path) -> Path:
@@ -148,22 +151,40 @@ def export_cifar10(batches_dir: Path, target: Path) -> Path:
 
 
 def export_digits(target: Path) -> Path:
-    """Export scikit-learn's digits as target/<digit name>/NNNN.png (8x8 grayscale), once."""
-    if export_marker(target).exists():
+    """Export scikit-learn's digits as target/<digit name>/NNNN.png (8x8 grayscale), once.
+
+    Every DEMO_HOLDBACK_EVERY-th image is held back from the labelled folders and exported,
+    without its label, as a drop to score (see demo_drop_dir): images the model never saw.
+    """
+    if export_marker(target).exists() and export_marker(demo_drop_dir(target.parent)).exists():
         return target
     from sklearn.datasets import load_digits  # Imported here: only the demo source needs it.
 
     digits = load_digits()
+    # Digit images hold ink levels 0..16; scale them to the usual 0..255 range.
+    pixels = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    held_back = np.arange(len(pixels)) % DEMO_HOLDBACK_EVERY == 0
 
-    def write(staging: Path) -> None:
-        # Digit images hold ink levels 0..16; scale them to the usual 0..255 range.
-        pixels = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
-        for index, (image, label) in enumerate(zip(pixels, digits.target, strict=True)):
-            folder = staging / DIGIT_NAMES[label]
+    def write_labelled(staging: Path) -> None:
+        for index in np.flatnonzero(~held_back):
+            folder = staging / DIGIT_NAMES[digits.target[index]]
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png")
+            Image.fromarray(pixels[index], mode="L").save(folder / f"{index:04d}.png")
 
-    return _export_once(target, write)
+    def write_drop(staging: Path) -> None:
+        # Two nested batches, as drops often arrive: scoring walks any depth.
+        for position, index in enumerate(np.flatnonzero(held_back)):
+            folder = staging / f"batch-{position % 2 + 1}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels[index], mode="L").save(folder / f"digit-{index:04d}.png")
+
+    _export_once(demo_drop_dir(target.parent), write_drop)
+    return _export_once(target, write_labelled)
+
+
+def demo_drop_dir(sources_dir: Path) -> Path:
+    """The drop of held-back demo digits, written beside the demo's labelled folders."""
+    return Path(sources_dir) / "demo-drop"
 
 
 def _export_once(target: Path, write: Callable[[Path], None]) -> Path:

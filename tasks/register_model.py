@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.profile_images import profile_split
 from tasks.run_context import publish_markdown, run_logger
 from tasks.write_parquet import read_split_metadata
 
@@ -134,6 +135,8 @@ def model_metadata(dataset: dict, training, metrics: dict, preset: str, hyperpar
         "contract_versions": split_metadata.get("contract_versions", {}),
         "class_names": dataset["classes"],
         "input_shape": dataset["image_shape"],
+        # The training images' statistics, against which scoring measures each drop's drift.
+        "training_profile": profile_split(dataset["parquet"]["train"]).model_dump(),
         "preset": preset,
         "hyperparameters": hyperparameters,
         "seed": training.seed,

@@ -8,6 +8,7 @@ standard logging and skip the artifact, instead of failing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -57,3 +58,26 @@ def update_progress(artifact_id: UUID | None, percent: float) -> None:
     """Move a progress artifact to percent (0 to 100); nothing outside a run."""
     if artifact_id is not None:
         update_progress_artifact(artifact_id=artifact_id, progress=percent)
+
+
+def progress_reporter(
+    log, artifact_id: UUID | None, verb: str, interval_seconds: float = 5.0
+) -> Callable[[int, int, float], None]:
+    """An on_progress(done, total, seconds elapsed) callback: a log line such as "predicted 512 of
+    10000 images (2,345 images/s, ETA 4 s)" at most every interval_seconds and at the end, and
+    the progress artifact moved at most once a second (each move is a call to the server)."""
+    last_logged = [0.0]
+    last_moved = [0.0]
+
+    def report(done: int, total: int, elapsed: float) -> None:
+        if done >= total or elapsed - last_moved[0] >= 1.0:
+            last_moved[0] = elapsed
+            update_progress(artifact_id, 100.0 * done / max(total, 1))
+        if done < total and elapsed - last_logged[0] < interval_seconds:
+            return
+        last_logged[0] = elapsed
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        log.info("%s %d of %d images (%.0f images/s, ETA %.0f s)", verb, done, total, rate, eta)
+
+    return report

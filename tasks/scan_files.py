@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from tasks.errors import BadInputError
+from tasks.file_walk import file_problem, walk_files
 from tasks.parallel import chunked, default_workers, map_chunks
 from tasks.run_context import run_logger
 from tasks.workers import hash_files_chunk
@@ -59,77 +59,42 @@ def discover_files(root: Path, max_file_bytes: int = ScanConfig().max_file_bytes
     root = Path(root).resolve()
     layout = detect_layout(root)
     rows: list[dict] = []
-    _walk(str(root), "", layout, str(root), max_file_bytes, rows)
+    _walk(str(root), layout, max_file_bytes, rows)
     manifest = pd.DataFrame(rows, columns=MANIFEST_SCAN_COLUMNS)
     manifest["bytes"] = manifest["bytes"].astype("Int64")
     return manifest
 
 
-def _walk(folder: str, relative_folder: str, layout: str, root: str, max_file_bytes: int, rows: list[dict]) -> None:
-    """Depth-first walk with os.scandir, whose entries carry file types without extra system calls."""
-    try:
-        with os.scandir(folder) as iterator:
-            entries = sorted(iterator, key=lambda entry: entry.name)
-    except OSError as error:
-        rows.append(
-            _quarantined_row(relative_folder.rstrip("/") or ".", f"unreadable folder: {error.strerror or error}")
-        )
-        return
-    for entry in entries:
-        relative_path = f"{relative_folder}{entry.name}"
-        if not _is_utf8(relative_path):
-            rows.append(_quarantined_row(ascii(relative_path)[1:-1], "file name is not valid UTF-8; rename it"))
-        elif entry.is_dir(follow_symlinks=False):
-            if entry.name.startswith("."):
-                rows.append(_quarantined_row(relative_path + "/", "hidden folder, not entered"))
-            else:
-                _walk(entry.path, relative_path + "/", layout, root, max_file_bytes, rows)
-        elif entry.is_symlink() and os.path.isdir(entry.path):
-            rows.append(_quarantined_row(relative_path, "symlinked folder, not followed"))
+def _walk(root: str, layout: str, max_file_bytes: int, rows: list[dict]) -> None:
+    """One row per file found, with its class and split read from the folders above it."""
+    for found in walk_files(root):
+        parts = found.path.split("/")
+        source_split = SPLIT_FOLDER_NAMES.get(parts[0].lower()) if layout == "split" and len(parts) > 1 else None
+        if found.problem is not None:
+            rows.append(_quarantined_row(found.path, found.problem, source_split))
         else:
-            rows.append(_describe_file(entry, relative_path, layout, root, max_file_bytes))
+            rows.append(_describe_file(found.entry, found.path, parts, source_split, layout, root, max_file_bytes))
 
 
-def _is_utf8(text: str) -> bool:
-    """False for names that held bytes undecodable as UTF-8 (Python keeps them as surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _describe_file(entry: os.DirEntry, relative_path: str, layout: str, root: str, max_file_bytes: int) -> dict:
+def _describe_file(
+    entry: os.DirEntry, relative_path: str, parts: list[str], source_split: str | None, layout: str, root: str,
+    max_file_bytes: int,
+) -> dict:  # fmt: skip
     """One manifest row for one file, quarantined if it must not be read."""
-    parts = relative_path.split("/")
-    source_split, class_parts = (
-        (SPLIT_FOLDER_NAMES.get(parts[0].lower()), parts[1:]) if layout == "split" else (None, parts)
-    )
-    if parts[-1].startswith("."):
-        return _quarantined_row(relative_path, "hidden file", source_split)
+    class_parts = parts[1:] if layout == "split" else parts
     if layout == "split" and source_split is None:
         return _quarantined_row(relative_path, "outside the train/val/test folders")
     if len(class_parts) < 2:
         return _quarantined_row(relative_path, "not inside a class folder", source_split)
     class_name = class_parts[0]
-    if entry.is_symlink():
-        target = os.path.realpath(entry.path)
-        if os.path.commonpath([target, root]) != root:
-            return _quarantined_row(relative_path, "symlink leading outside the data root", source_split, class_name)
-    try:
-        status = entry.stat()
-    except OSError as error:
-        return _quarantined_row(relative_path, f"unreadable: {error.strerror or error}", source_split, class_name)
-    if not stat.S_ISREG(status.st_mode):
-        return _quarantined_row(relative_path, "not a regular file", source_split, class_name)
-    if status.st_size > max_file_bytes:
-        reason = f"file of {status.st_size:,} bytes is over the {max_file_bytes:,}-byte limit for one image"
-        return _quarantined_row(relative_path, reason, source_split, class_name)
+    size, problem = file_problem(entry, root, max_file_bytes, "the data root")
+    if problem is not None:
+        return _quarantined_row(relative_path, problem, source_split, class_name)
     return {
         "path": relative_path,
         "class_name": class_name,
         "source_split": source_split,
-        "bytes": status.st_size,
+        "bytes": size,
         "sha256": None,
         "status": STATUS_OK,
         "reason": None,

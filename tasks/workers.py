@@ -91,3 +91,27 @@ def decode_chunk_to_shard(chunk_and_shard: tuple[Sequence[tuple[int, str, str]],
     """decode_files_chunk for a (rows, shard path) pair, the form map_chunks hands out."""
     rows, shard_path = chunk_and_shard
     return decode_files_chunk(rows, spec, shard_path)
+
+
+def decode_for_scoring(rows: Sequence[tuple[str, str]], spec: ImageSpec) -> list[tuple[str, bytes | None, str | None]]:
+    """Decode (absolute path, expected sha256) rows of a drop; (sha256, pixels, rejection) each.
+
+    Exactly one of pixels and rejection is None. A file whose bytes no longer match the sha256
+    taken when the drop was listed is rejected: it changed while the drop was being scored.
+    """
+    outcomes: list[tuple[str, bytes | None, str | None]] = []
+    for path, expected_sha256 in rows:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            outcomes.append((expected_sha256, None, f"unreadable: {error.strerror or error}"))
+            continue
+        if hashlib.sha256(data).hexdigest() != expected_sha256:
+            outcomes.append((expected_sha256, None, "file changed while the drop was being scored"))
+            continue
+        try:
+            outcomes.append((expected_sha256, decode_image(data, spec).pixels, None))
+        except ImageRejected as rejection:
+            outcomes.append((expected_sha256, None, str(rejection)))
+    return outcomes

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from tests.flows.conftest import VISIONFLOW
 
-VISIONFLOW = [sys.executable, "-m", "flows.cli"]
 REQUIRED_INGEST_KEYS = {
     "dataset_fingerprint",
     "classes",
@@ -22,22 +19,6 @@ REQUIRED_INGEST_KEYS = {
     "contracts",
     "seconds",
 }
-
-
-@pytest.fixture
-def run_cli(prefect_server, home):
-    """Run the CLI against the test session's Prefect server, with its own VISIONFLOW_HOME."""
-    from prefect.settings import PREFECT_API_URL
-
-    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "VISIONFLOW_HOME": str(home)}
-    environment.pop("PREFECT_HOME", None)
-
-    def run(*arguments: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*VISIONFLOW, *arguments], capture_output=True, text=True, env=environment, timeout=300, check=False
-        )
-
-    return run
 
 
 def test_help_answers_without_starting_anything():

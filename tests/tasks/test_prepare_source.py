@@ -13,6 +13,7 @@ from tasks.errors import BadInputError
 from tasks.prepare_source import (
     CIFAR10_BATCHES,
     CIFAR10_CLASSES,
+    demo_drop_dir,
     export_marker,
     find_cifar10_batches,
     prepare_source_task,
@@ -48,7 +49,9 @@ def test_a_missing_folder_explains_what_data_can_be(tmp_path):
 def test_demo_exports_the_digits_once_as_grayscale_images(tmp_path):
     source = prepare_source_task.fn("demo", tmp_path / "sources")
     files = sorted(source.root.rglob("*.png"))
-    assert source.suggested_channels == 1 and len(files) == 1797
+    drop_files = sorted(demo_drop_dir(tmp_path / "sources").rglob("*.png"))
+    assert source.suggested_channels == 1 and len(files) == 1697 and len(drop_files) == 100
+    assert {path.name.removeprefix("digit-") for path in drop_files}.isdisjoint(path.name for path in files)
     assert sorted(path.name for path in source.root.iterdir()) == [str(digit) for digit in range(10)]
     image = Image.open(files[0])
     assert image.mode == "L" and image.size == (8, 8)

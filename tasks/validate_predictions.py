@@ -1,0 +1,99 @@
+"""Scoring stage 3: hold a drop's predictions, read back from disk, to the predictions contract.
+
+The contract (data_contracts/predictions.json) sees every prediction row of the drop for the
+scoring model, across all runs, so it also proves that no file got two rows and that the rows
+on disk match what the ledger recorded. Per-class probability columns are named after the
+model's classes; they are summarised per row (smallest, largest, sum, whether the label is the
+most probable class) so that one suite fits every model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from data_contracts.gx_validation import ContractReport, contract_version, validate
+from tasks.drop_outputs import PROBABILITY_PREFIX
+from tasks.errors import ContractBreachError
+from tasks.prediction_ledger import PredictionLedger
+from tasks.run_context import publish_markdown, run_logger
+from tasks.validate_data import breach_message, report_markdown, write_report
+
+PREDICTIONS_SUITE = "predictions"
+
+
+class PredictionContractConfig(BaseModel):
+    """Tolerances of the predictions contract."""
+
+    sum_tolerance: float = Field(default=1e-3, gt=0, lt=1)  # Largest distance of a row's probability sum from 1.
+
+
+def predictions_frame(predictions_path: Path, class_names: list[str], model_version: str) -> pd.DataFrame:
+    """The drop's prediction rows of one model, with per-row probability summaries."""
+    path = Path(predictions_path)
+    if not path.is_dir() or not any(path.glob("*.parquet")):
+        return pd.DataFrame(columns=["path", "sha256", "label", "confidence", "model_version", "scored_at"])
+    dataset = ds.dataset(path, format="parquet", exclude_invalid_files=False)
+    frame = dataset.to_table(filter=ds.field("model_version") == model_version).to_pandas()
+    columns = [f"{PROBABILITY_PREFIX}{name}" for name in class_names]
+    probabilities = frame[columns].to_numpy(dtype=np.float64) if len(frame) else np.empty((0, len(columns)))
+    summary = frame.drop(columns=columns)
+    if len(frame):
+        best = np.asarray(class_names, dtype=object)[probabilities.argmax(axis=1)]
+        summary["min_probability"] = probabilities.min(axis=1)
+        summary["max_probability"] = probabilities.max(axis=1)
+        summary["probability_sum"] = probabilities.sum(axis=1)
+        summary["label_is_argmax"] = (best == frame["label"].to_numpy()) & np.isclose(
+            frame["confidence"].to_numpy(dtype=np.float64), summary["max_probability"].to_numpy()
+        )
+    return summary
+
+
+def validate_predictions(
+    predictions_path: Path,
+    class_names: list[str],
+    model_version: str,
+    expected_rows: int,
+    config: PredictionContractConfig,
+) -> ContractReport:
+    """The predictions contract's verdict on a drop's rows of one model."""
+    frame = predictions_frame(predictions_path, class_names, model_version)
+    parameters = {
+        "expected_rows": expected_rows,
+        "classes": class_names,
+        "model_versions": [model_version],
+        "min_sum": 1.0 - config.sum_tolerance,
+        "max_sum": 1.0 + config.sum_tolerance,
+    }
+    return validate(frame, PREDICTIONS_SUITE, parameters, target=f"predictions of {model_version}")
+
+
+@task(name="validate-predictions", cache_policy=NO_CACHE)
+def validate_predictions_task(
+    predictions_path: Path,
+    class_names: list[str],
+    model_version: str,
+    drop_name: str,
+    ledger_path: Path,
+    report_path: Path,
+    config: PredictionContractConfig,
+) -> dict:
+    """Prefect task: validate, write the JSON report, publish it; stop the run on a hard breach."""
+    log = run_logger(__name__)
+    with PredictionLedger(ledger_path) as ledger:
+        expected_rows = ledger.accepted_count(drop_name, model_version)
+    report = validate_predictions(Path(predictions_path), class_names, model_version, expected_rows, config)
+    write_report([report], Path(report_path))
+    publish_markdown("contract-predictions", report_markdown([report], "Predictions contract"), "Predictions contract")
+    for warning in report.soft_failures:
+        log.warning("data contract warning [%s] %s", report.suite, warning.describe())
+    if not report.success:
+        raise ContractBreachError(f"{breach_message([report])}\nfull report: {report_path}")
+    log.info("predictions contract passed on %d rows (report: %s)", expected_rows, report_path)
+    return {"success": True, "contract_version": contract_version(PREDICTIONS_SUITE), "report": str(report_path)}

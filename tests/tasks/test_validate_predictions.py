@@ -1,0 +1,62 @@
+"""The predictions contract on a drop's rows, read back from disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.drop_outputs import PREDICTIONS, DropOutputs, predictions_table
+from tasks.errors import ContractBreachError
+from tasks.prediction_ledger import PredictionLedger
+from tasks.validate_predictions import PredictionContractConfig, validate_predictions, validate_predictions_task
+
+CLASSES = ["cat", "dog"]
+SHA = ["a" * 64, "b" * 64]
+WHEN = ["2026-11-29T10:00:00+00:00"] * 2
+
+
+def write(outputs: DropOutputs, probabilities, paths=("x.png", "y.png"), labels_from=None) -> str:
+    table = predictions_table(
+        list(paths), SHA[: len(paths)], np.asarray(probabilities), WHEN[: len(paths)], CLASSES, "v1"
+    )
+    if labels_from is not None:
+        table = table.set_column(table.schema.get_field_index("label"), "label", [labels_from])
+    return outputs.write_part(PREDICTIONS, table)
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    outputs = DropOutputs(tmp_path / "predictions" / "drop")
+    part = write(outputs, [[0.3, 0.7], [0.9, 0.1]])
+    with PredictionLedger(tmp_path / "ledger.sqlite") as ledger:
+        files = [("x.png", SHA[0], "predicted"), ("y.png", SHA[1], "predicted")]
+        ledger.commit_part("drop", PREDICTIONS, part, files, [], "v1")
+    return outputs
+
+
+def test_rows_that_match_the_ledger_pass(outputs, tmp_path):
+    result = validate_predictions_task.fn(
+        outputs.predictions, CLASSES, "v1", "drop", tmp_path / "ledger.sqlite", tmp_path / "report.json",
+        PredictionContractConfig(),
+    )  # fmt: skip
+    assert result["success"] and (tmp_path / "report.json").is_file()
+
+
+def test_a_duplicated_row_breaks_uniqueness_and_the_row_count(outputs, tmp_path):
+    write(outputs, [[0.3, 0.7]], paths=("x.png",))
+    report = validate_predictions(outputs.predictions, CLASSES, "v1", 2, PredictionContractConfig())
+    failed = {outcome.expectation for outcome in report.hard_failures}
+    assert failed == {"expect_table_row_count_to_equal", "expect_compound_columns_to_be_unique"}
+
+
+def test_probabilities_that_do_not_sum_to_one_and_a_wrong_label_are_breaches(tmp_path):
+    outputs = DropOutputs(tmp_path / "drop")
+    write(outputs, [[0.3, 0.3], [0.9, 0.1]], labels_from=["cat", "dog"])
+    report = validate_predictions(outputs.predictions, CLASSES, "v1", 2, PredictionContractConfig())
+    broken = {outcome.column for outcome in report.hard_failures}
+    assert broken == {"probability_sum", "label_is_argmax"}
+    with pytest.raises(ContractBreachError, match="probability_sum"):
+        validate_predictions_task.fn(
+            outputs.predictions, CLASSES, "v1", "drop", tmp_path / "empty-ledger.sqlite", tmp_path / "r.json",
+            PredictionContractConfig(),
+        )  # fmt: skip
