@@ -1,12 +1,12 @@
 # visionflow: `make demo` trains, evaluates and registers a model on data that needs no download,
-# `make test` runs the suite.
+# then scores a drop of held-back images with it; `make test` runs the suite.
 # Both create the virtual environment in .venv on first use.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench-ingest clean
+.PHONY: demo test test-fast lint bench-ingest bench-score clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/visionflow train --data demo --preset default
+	$(BIN)/visionflow score $${VISIONFLOW_HOME:-visionflow-home}/sources/demo-drop
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
@@ -35,6 +36,9 @@ lint: $(VENV)/.installed-dev
 
 bench-ingest: $(VENV)/.installed
 	$(BIN)/python benchmarks/ingest_benchmark.py --data ../shared/datasets/cifar10 --repeats 3
+
+bench-score: $(VENV)/.installed
+	$(BIN)/python benchmarks/score_benchmark.py --models-home $${VISIONFLOW_HOME:-visionflow-home} --drop ../shared/datasets/cifar10/test
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

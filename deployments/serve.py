@@ -1,21 +1,125 @@
-"""Serve visionflow's deployments from this process: `python -m deployments.serve`.
+"""`visionflow serve`: one process that makes visionflow a running service on this machine.
 
-Runs until interrupted (Ctrl-C). Point PREFECT_API_URL at a Prefect server first (for example
-one started with `prefect server start`); the deployments then appear in its UI, ready to run.
+It starts a Prefect server (SQLite under VISIONFLOW_HOME/prefect, bound to 127.0.0.1, UI
+included) unless PREFECT_API_URL already names one, starts the inbox watcher, and serves the
+deployments of deployments/definitions.py until SIGINT or SIGTERM. On shutdown Prefect's runner
+cancels runs still in flight (they show as Cancelled, never as Running) and pauses the schedules
+until the next start; then the watcher and the server stop.
+
+    python -m deployments.serve   # the same as `visionflow serve`, with the defaults
 """
 
 from __future__ import annotations
 
-from flows.runtime import configure_environment
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from pydantic import BaseModel, Field
+
+from flows.runtime import HomeLayout, configure_environment
+from tasks.errors import VisionflowError
+
+logger = logging.getLogger(__name__)
+
+SERVER_START_TIMEOUT_SECONDS = 180  # A first start builds the database; slow on two busy cores.
 
 
-def main() -> None:
-    configure_environment()
+class ServeConfig(BaseModel):
+    """How `visionflow serve` runs and schedules. This module imports no Prefect: the server's
+    address must be in the environment before Prefect is first imported."""
+
+    port: int = Field(default=4200, ge=1, le=65535)  # Port of the Prefect server and UI it starts.
+    train_data: str = "demo"  # What scheduled `train` runs train on: an image folder, "cifar10" or "demo".
+    train_cron: str = "0 3 * * 1"  # When `train` runs: a cron expression (server time zone), Mondays 03:00.
+    score_every_seconds: int = Field(default=300, ge=10)  # Interval of scheduled `score-drops` runs, in seconds.
+    settle_seconds: float = Field(default=30.0, ge=0)  # A drop without _READY is ready after this quiet time, in s.
+    poll_seconds: float = Field(default=2.0, gt=0)  # How often the inbox watcher looks, in seconds.
+
+
+def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
+    """Start `prefect server start` on 127.0.0.1:port; return the process and its API URL once healthy."""
+    url = f"http://127.0.0.1:{port}/api"
+    log_path = layout.prefect / "server.log"
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy())
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise VisionflowError(
+                f"the Prefect server did not start on port {port} (is the port in use? try --port); log: {log_path}"
+            )
+        if server_is_healthy(url):
+            return process, url
+        time.sleep(0.5)
+    process.terminate()
+    raise VisionflowError(f"the Prefect server did not answer within {SERVER_START_TIMEOUT_SECONDS} s; log: {log_path}")
+
+
+def server_is_healthy(api_url: str) -> bool:
+    """True when the Prefect API at api_url answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """Stop the server process, waiting for it to finish writing."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def serve_deployments(layout: HomeLayout, config: ServeConfig) -> None:
+    """Serve the deployments with the inbox watcher beside them, until SIGINT or SIGTERM."""
     from prefect import serve
 
     from deployments.definitions import all_deployments
+    from deployments.inbox_watcher import InboxWatcher
+    from tasks.watch_inbox import DropFolders, InboxConfig
 
-    serve(*all_deployments())
+    inbox = InboxConfig(settle_seconds=config.settle_seconds)
+    watcher = InboxWatcher(DropFolders(layout.drops), inbox, config.poll_seconds)
+    watcher.start()
+    try:
+        serve(*all_deployments(config), print_starting_message=False)
+    finally:
+        watcher.stop()
+
+
+def run_service(layout: HomeLayout, config: ServeConfig, on_ready=None) -> None:
+    """Start (or reuse) the server, then serve until stopped. on_ready(api_url) runs once it is up.
+
+    PREFECT_API_URL must be set before Prefect is imported, so this starts the server first.
+    """
+    server = None
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url:
+        server, api_url = start_server(layout, config.port)
+        os.environ["PREFECT_API_URL"] = api_url
+    elif not server_is_healthy(api_url):
+        raise VisionflowError(f"PREFECT_API_URL={api_url} does not answer; start that server or unset the variable")
+    try:
+        if on_ready:
+            on_ready(api_url)
+        serve_deployments(layout, config)
+    finally:
+        if server is not None:
+            stop_server(server)
+
+
+def main() -> None:
+    layout = configure_environment()
+    run_service(layout, ServeConfig(), on_ready=lambda url: print(f"visionflow serving; UI at {url[: -len('/api')]}"))
 
 
 if __name__ == "__main__":

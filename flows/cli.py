@@ -210,6 +210,62 @@ def _score_lines(summary: dict) -> list[str]:
     return lines
 
 
+@app.command()
+def serve(
+    port: Annotated[
+        int, typer.Option(help="Port of the Prefect server and UI (started unless PREFECT_API_URL is set).")
+    ] = 4200,
+    train_data: Annotated[
+        str, typer.Option(help="What scheduled `train` runs train on: a folder, 'cifar10', 'demo'.")
+    ] = "demo",
+    train_cron: Annotated[str, typer.Option(help="When `train` runs, as a cron expression.")] = "0 3 * * 1",
+    score_every: Annotated[int, typer.Option(help="Seconds between scheduled `score-drops` runs.")] = 300,
+    settle_seconds: Annotated[
+        float, typer.Option(help="A drop without a _READY file is ready after this many quiet seconds.")
+    ] = 30.0,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run visionflow as a service: Prefect server and UI, scheduled deployments, the drop inbox.
+
+    Drops put in VISIONFLOW_HOME/drops/inbox/<drop>/ are scored once they are ready and moved to drops/done/ (or drops/failed/). Stop with Ctrl-C or SIGTERM.
+    """  # noqa: E501 (typer shows each docstring paragraph as written)
+    from deployments.serve import ServeConfig, run_service
+    from flows.runtime import configure_environment
+    from tasks.errors import VisionflowError
+
+    try:
+        config = ServeConfig(
+            port=port, train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,
+            settle_seconds=settle_seconds,
+        )  # fmt: skip
+    except ValueError as error:
+        _fail(f"invalid option: {_first_pydantic_error(error)}", 2, json_output)
+    try:
+        layout = configure_environment(home)
+    except OSError as error:
+        _fail(f"cannot use {error.filename or home} as VISIONFLOW_HOME ({error.strerror})", 4, json_output)
+
+    def announce(api_url: str) -> None:
+        _configure_logging()
+        ready = {"api_url": api_url, "ui_url": api_url.removesuffix("/api"), "inbox": str(layout.drops / "inbox"),
+                 "deployments": ["train", "score-drops", "score", "ingest"]}  # fmt: skip
+        if json_output:
+            typer.echo(json.dumps(ready))
+        else:
+            typer.echo(f"visionflow is serving: UI at {ready['ui_url']}; drop folders into {ready['inbox']}")
+            typer.echo("deployments: train (cron " + train_cron + f"), score-drops (every {score_every} s and on "
+                       "each ready drop), score, ingest; Ctrl-C stops")  # fmt: skip
+
+    try:
+        run_service(layout, config, on_ready=announce)
+    except VisionflowError as error:
+        _fail(str(error), error.exit_code, json_output)
+    except KeyboardInterrupt:
+        pass
+    typer.echo(json.dumps({"stopped": True}) if json_output else "visionflow stopped")
+
+
 def _prepare(home: Path | None, json_output: bool):
     """Set up VISIONFLOW_HOME and the offline environment, then Prefect's logging."""
     from flows.runtime import configure_environment

@@ -72,6 +72,11 @@ class HomeLayout:
         return self.predictions / "ledger.sqlite"
 
     @property
+    def drops(self) -> Path:
+        """The drop inbox and the folders drops move through (processing, done, failed)."""
+        return self.root / "drops"
+
+    @property
     def prefect(self) -> Path:
         """Prefect's home: its SQLite database and persisted task results."""
         return self.root / "prefect"

@@ -155,6 +155,9 @@ def _decode_plain_jpeg(data: bytes, spec: ImageSpec) -> DecodedImage | None:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB" if source_mode == "RGB" else "GRAY", strict=True)
     except ValueError:
         return None
+    if (height, width, pixels.shape[-1]) == spec.shape:
+        # Already the size and channels wanted: the decoder's buffer is the answer, no Pillow round trip.
+        return DecodedImage(pixels=pixels.tobytes(), format="JPEG", width=width, height=height, mode=source_mode)
     image = Image.fromarray(pixels if source_mode == "RGB" else pixels[:, :, 0], mode=source_mode)
     image = _to_channels(image, spec.channels)
     if image.size != (spec.width, spec.height):

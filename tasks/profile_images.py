@@ -36,22 +36,24 @@ class DriftConfig(BaseModel):
 
 
 class ProfileAccumulator:
-    """Running per-channel sums over batches, so a profile needs no more than one batch in memory."""
+    """Running per-channel histograms of pixel values, so a profile needs one batch in memory.
+
+    A histogram of 256 counts per channel gives the exact mean and standard deviation, and
+    counting (numpy.bincount) is several times faster than summing the pixels as floats.
+    """
 
     def __init__(self, channels: int) -> None:
         self.images = 0
-        self._count = 0
-        self._total = np.zeros(channels)
-        self._total_squares = np.zeros(channels)
+        self._histogram = np.zeros((channels, 256), dtype=np.int64)
+        self._offsets = (np.arange(channels, dtype=np.int32) * 256).reshape(1, channels)
         self._classes: dict[str, int] = {}
 
     def add_images(self, images: np.ndarray) -> None:
         """Add a uint8 batch (N, H, W, C)."""
-        values = images.reshape(-1, images.shape[-1]).astype(np.float64)
+        channels = self._histogram.shape[0]
+        values = images.reshape(-1, channels).astype(np.int32) + self._offsets
+        self._histogram += np.bincount(values.ravel(), minlength=channels * 256).reshape(channels, 256)
         self.images += len(images)
-        self._count += len(values)
-        self._total += values.sum(axis=0)
-        self._total_squares += np.square(values).sum(axis=0)
 
     def add_classes(self, class_names) -> None:
         """Count one class name per image (a true label, or a prediction)."""
@@ -61,9 +63,10 @@ class ProfileAccumulator:
 
     def profile(self) -> ImageProfile:
         """The profile of everything added so far."""
-        count = max(self._count, 1)
-        mean = self._total / count
-        variance = np.maximum(self._total_squares / count - np.square(mean), 0.0)
+        levels = np.arange(256, dtype=np.float64)
+        count = np.maximum(self._histogram.sum(axis=1), 1)
+        mean = (self._histogram * levels).sum(axis=1) / count
+        variance = np.maximum((self._histogram * np.square(levels)).sum(axis=1) / count - np.square(mean), 0.0)
         labelled = sum(self._classes.values()) or 1
         return ImageProfile(
             images=self.images,

@@ -1,0 +1,181 @@
+"""Scoring benchmark: visionflow's score flow against the model's own predict, and a naive loader.
+
+Three sides score the same image folder with the same registered model, in one run, alternating:
+
+1. ceiling: the model's predict on images already decoded into one NumPy array (decoding not timed);
+2. visionflow: the whole score flow, run as a Prefect flow run against an already running server
+   (list and hash, decode in worker processes while predicting, ledger, Parquet, the predictions
+   contract, the report), each repetition in a fresh VISIONFLOW_HOME so nothing was scored before;
+3. naive: keras.utils.image_dataset_from_directory + model.predict, the usual Keras recipe.
+
+    .venv/bin/python benchmarks/score_benchmark.py --models-home HOME --model v0001 \\
+        --drop ../shared/datasets/cifar10/test --repeats 2 [--memory-drops DROP_SMALL DROP_LARGE]
+
+HOME is a VISIONFLOW_HOME holding a trained model (`visionflow train --data cifar10 ...`). With
+--memory-drops, each drop is also scored by a fresh process running the score flow, which reports
+its own peak resident memory, to show that memory does not grow with the number of images.
+Prints a markdown table and, last, a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BATCH_SIZE = 256  # Images per predict call, the same on every side.
+
+
+def scratch_home(models_home: Path, version: str, target: Path) -> Path:
+    """A new VISIONFLOW_HOME holding only the model version (as champion): nothing scored yet."""
+    (target / "models").mkdir(parents=True)
+    shutil.copytree(models_home / "models" / version, target / "models" / version)
+    (target / "models" / "champion.json").write_text(json.dumps({"version": version, "promoted_at": "benchmark"}))
+    return target
+
+
+def preload(drop: Path, shape: tuple[int, int, int]):
+    """Every image under drop decoded by visionflow's decode path into one uint8 array."""
+    import numpy as np
+
+    from tasks.imaging import ImageSpec, decode_image, pixels_to_array
+
+    spec = ImageSpec(*shape)
+    paths = sorted(path for path in drop.rglob("*") if path.is_file())
+    return np.stack([pixels_to_array(decode_image(path.read_bytes(), spec).pixels, spec) for path in paths])
+
+
+def naive_predict(model, drop: Path, shape: tuple[int, int, int]) -> int:
+    """image_dataset_from_directory + predict: the recipe most Keras examples show."""
+    import keras
+
+    dataset = keras.utils.image_dataset_from_directory(
+        drop, labels=None, image_size=shape[:2], batch_size=BATCH_SIZE, shuffle=False,
+        color_mode="rgb" if shape[2] == 3 else "grayscale", verbose=False,
+    )  # fmt: skip
+    return len(model.predict(dataset, verbose=0))
+
+
+def memory_run(drop: Path, home: Path, model: str) -> None:
+    """Child process: score drop with the score flow, print the peak resident memory (MiB) as JSON."""
+    from flows.runtime import configure_environment
+
+    configure_environment(home)
+    from flows.score import score_flow
+
+    summary = score_flow(drop=str(drop), model=model, home=str(home))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"scored": summary["scored"], "peak_mib": round(peak_mib, 1), "seconds": summary["seconds"]}))
+
+
+def measure_memory(drops: list[Path], models_home: Path, version: str, scratch: Path) -> list[dict]:
+    results = []
+    for index, drop in enumerate(drops):
+        home = scratch_home(models_home, version, scratch / f"memory-{index}")
+        command = [sys.executable, __file__, "--memory-run", str(drop), "--models-home", str(home), "--model", version]
+        completed = subprocess.run(command, capture_output=True, text=True, check=True)
+        results.append({"drop": str(drop), **json.loads(completed.stdout.strip().splitlines()[-1])})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-home", type=Path, default=Path("visionflow-home"))
+    parser.add_argument("--model", default="champion")
+    parser.add_argument("--drop", type=Path, default=Path("../shared/datasets/cifar10/test"))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--memory-drops", type=Path, nargs=2, default=None)
+    parser.add_argument("--memory-run", type=Path, default=None, help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.memory_run:
+        memory_run(arguments.memory_run, arguments.models_home, arguments.model)
+        return
+
+    scratch = Path(tempfile.mkdtemp(prefix="visionflow-score-bench-"))
+    from flows.runtime import configure_environment
+
+    configure_environment(scratch / "warm-up")
+    import logging
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    from prefect import flow
+
+    @flow(name="benchmark-warm-up")
+    def warm_up() -> None:
+        """Starts Prefect's server so that flow timings do not include it, as in `visionflow serve`."""
+
+    warm_up()
+    import great_expectations  # noqa: F401  (a long-running service has it imported already)
+
+    from flows.score import score_flow
+    from tasks.evaluate_model import EvaluationConfig, predict_probabilities
+    from tasks.select_model import load_checked_model, select_model
+
+    record = select_model(arguments.models_home / "models", arguments.model)
+    model = load_checked_model(record)
+    images = preload(arguments.drop, record.input_shape)
+    count = len(images)
+    evaluation = EvaluationConfig(batch_size=BATCH_SIZE)
+    predict_probabilities(model, images[:BATCH_SIZE], evaluation)  # Builds the predict function once.
+
+    times: dict[str, list[float]] = {"ceiling": [], "visionflow": [], "naive": []}
+    stage_seconds: list[float] = []
+    for repeat in range(arguments.repeats):
+        started = time.perf_counter()
+        predict_probabilities(model, images, evaluation)
+        times["ceiling"].append(time.perf_counter() - started)
+
+        home = scratch_home(arguments.models_home, record.version, scratch / f"home-{repeat}")
+        started = time.perf_counter()
+        summary = score_flow(drop=str(arguments.drop), model=record.version, home=str(home))
+        times["visionflow"].append(time.perf_counter() - started)
+        assert summary["scored"] == count, summary
+        stage_seconds.append(json.loads(Path(summary["report_path"]).read_text())["seconds"])
+
+        started = time.perf_counter()
+        assert naive_predict(model, arguments.drop, record.input_shape) == count
+        times["naive"].append(time.perf_counter() - started)
+
+    median = {side: statistics.median(values) for side, values in times.items()}
+    result = {
+        "images": count,
+        "model_version": record.version,
+        "seconds": {side: [round(value, 2) for value in values] for side, values in times.items()},
+        "visionflow_vs_ceiling": round(median["ceiling"] / median["visionflow"], 3),
+        "visionflow_vs_naive": round(median["naive"] / median["visionflow"], 3),
+        "scoring_stage_seconds": [round(value, 2) for value in stage_seconds],
+        "scoring_stage_vs_ceiling": round(median["ceiling"] / statistics.median(stage_seconds), 3),
+    }
+    if arguments.memory_drops:
+        result["memory"] = measure_memory(arguments.memory_drops, arguments.models_home, record.version, scratch)
+        result["memory_ratio"] = round(result["memory"][1]["peak_mib"] / result["memory"][0]["peak_mib"], 3)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    print("| side | seconds (median) | images/s | visionflow's speed relative to it |")
+    print("|---|---|---|---|")
+    labels = {
+        "ceiling": "model predict on preloaded arrays (decoding not timed)",
+        "visionflow": "visionflow score flow, end to end",
+        "naive": "image_dataset_from_directory + predict",
+    }
+    for side, label in labels.items():
+        ratio = median[side] / median["visionflow"]
+        print(f"| {label} | {median[side]:.1f} | {count / median[side]:,.0f} | {ratio:.2f}x |")
+    stage = statistics.median(stage_seconds)
+    print(f"| (its scoring stage alone: decode, predict, write) | {stage:.1f} | {count / stage:,.0f} | |")
+    for item in result.get("memory", []):
+        print(f"| memory: {item['scored']:,} images | peak {item['peak_mib']:.0f} MiB | {item['seconds']:.1f} s | |")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The score-drops flow: score every ready drop in the inbox, each exactly once.
+
+find ready drops -> per drop: claim it (atomic rename into processing/) -> score flow (subflow)
+-> move it to done/, or to failed/ with the reason. A drop another run claimed first is left
+to that run, so a schedule and a trigger firing together never score a drop twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+
+from flows.runtime import resolve_home
+from flows.score import ScoringConfig, score_flow
+from tasks.errors import VisionflowError
+from tasks.select_model import CHAMPION
+from tasks.watch_inbox import DropFolders, InboxConfig, claim_drop_task, find_ready_drops_task, finish_drop_task
+
+
+@flow(name="score-drops", flow_run_name="score-drops")
+def score_drops_flow(
+    model: str = CHAMPION,
+    inbox: InboxConfig | None = None,
+    scoring: ScoringConfig | None = None,
+    home: str | None = None,
+) -> dict:
+    """Score every ready drop in VISIONFLOW_HOME/drops/inbox with `model`; move each to done/ or failed/."""
+    started = time.perf_counter()
+    layout = resolve_home(home)
+    folders = DropFolders(layout.drops)
+    outcomes: dict[str, dict] = {}
+    for drop in find_ready_drops_task(folders, inbox or InboxConfig()):
+        claimed = claim_drop_task(drop, folders)
+        if claimed is None:
+            continue
+        try:
+            summary = score_flow(drop=str(claimed), model=model, config=scoring, home=str(layout.root))
+        except Exception as error:  # Every claimed drop must leave processing/, whatever went wrong.
+            outcomes[drop.name] = {
+                "moved_to": finish_drop_task(claimed, folders, failure=str(error)),
+                "error": str(error),
+            }
+            continue
+        outcomes[drop.name] = {**summary, "moved_to": finish_drop_task(claimed, folders)}
+    failed = sorted(name for name, outcome in outcomes.items() if "error" in outcome)
+    if failed:
+        raise VisionflowError(
+            f"{len(failed)} of {len(outcomes)} drops failed and moved to {folders.failed}: {', '.join(failed)}"
+        )
+    return {"drops": outcomes, "seconds": round(time.perf_counter() - started, 2)}

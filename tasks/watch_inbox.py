@@ -1,0 +1,177 @@
+"""The drop inbox: when a drop is ready, and how exactly one run claims it.
+
+Drops arrive as folders in VISIONFLOW_HOME/drops/inbox/<drop>/. A drop is ready when it holds
+a _READY file at its top, or when nothing in it has changed for settle_seconds (people copy
+files in over minutes; a half-copied drop must not be scored). A run claims a ready drop by
+renaming it into drops/processing/: a rename within one file system is atomic, so of two runs
+(two serve processes, or a schedule and a trigger firing together) exactly one gets each drop.
+After scoring, the drop moves to drops/done/, or to drops/failed/ with a _FAILED.txt saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from tasks.find_drop_files import READY_MARKER
+from tasks.run_context import run_logger
+
+FAILURE_NOTE = "_FAILED.txt"  # Written into a failed drop: why it failed and where the log is.
+
+
+class InboxConfig(BaseModel):
+    """When an inbox drop counts as ready, and how long a claim lasts."""
+
+    settle_seconds: float = Field(default=30.0, ge=0)  # Quiet time after the last change, in seconds.
+    # A drop left in processing/ longer than this, in seconds, belonged to a run that died; it is
+    # claimed again (the ledger keeps already-scored images from being scored twice).
+    stale_claim_seconds: float = Field(default=3600.0, gt=0)
+
+
+@dataclass(frozen=True)
+class DropFolders:
+    """The inbox and the folders a drop moves through."""
+
+    root: Path  # VISIONFLOW_HOME/drops
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def processing(self) -> Path:
+        return self.root / "processing"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"
+
+    def create(self) -> None:
+        for folder in (self.inbox, self.processing, self.done, self.failed):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def last_change(folder: Path) -> float:
+    """The newest modification time (seconds since the epoch) of the folder or anything in it."""
+    newest = folder.stat().st_mtime
+    for directory, subfolders, files in os.walk(folder):
+        for name in (*subfolders, *files):
+            try:
+                newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime)
+            except OSError:  # Removed while we looked: that is a change too.
+                return time.time()
+    return newest
+
+
+def is_ready(folder: Path, config: InboxConfig, now: float | None = None) -> bool:
+    """True when the drop has its _READY marker or has not changed for settle_seconds."""
+    if (folder / READY_MARKER).exists():
+        return True
+    now = time.time() if now is None else now
+    return now - last_change(folder) >= config.settle_seconds
+
+
+def ready_drops(folders: DropFolders, config: InboxConfig, now: float | None = None) -> list[Path]:
+    """Inbox drops that are ready, oldest first; hidden folders (being copied in) are skipped."""
+    if not folders.inbox.is_dir():
+        return []
+    candidates = [path for path in folders.inbox.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    ready = [path for path in candidates if is_ready(path, config, now)]
+    return sorted(ready, key=lambda path: path.stat().st_mtime)
+
+
+def stale_claims(folders: DropFolders, config: InboxConfig, now: float | None = None) -> list[Path]:
+    """Drops in processing/ whose claim is older than stale_claim_seconds."""
+    if not folders.processing.is_dir():
+        return []
+    now = time.time() if now is None else now
+    return [
+        path
+        for path in sorted(folders.processing.iterdir())
+        if path.is_dir() and now - path.stat().st_mtime >= config.stale_claim_seconds
+    ]
+
+
+def claim(drop: Path, folders: DropFolders) -> Path | None:
+    """Move a drop into processing/; return its new path, or None when another run got it first."""
+    folders.processing.mkdir(parents=True, exist_ok=True)
+    target = folders.processing / drop.name
+    try:
+        os.rename(drop, target)
+    except (FileNotFoundError, FileExistsError, OSError):
+        return None
+    os.utime(target)  # The claim's time, for stale_claims.
+    return target
+
+
+def finish(drop: Path, folders: DropFolders, failure: str | None = None) -> Path:
+    """Move a claimed drop to done/ (or failed/, with the reason in _FAILED.txt); return its path.
+
+    A name already taken there (the same drop name delivered twice) gets a time suffix.
+    """
+    destination = folders.failed if failure else folders.done
+    destination.mkdir(parents=True, exist_ok=True)
+    target = destination / drop.name
+    if target.exists():
+        target = destination / f"{drop.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+    if failure:
+        (drop / FAILURE_NOTE).write_text(failure.rstrip() + "\n")
+    os.rename(drop, target)
+    return target
+
+
+def return_stale_claims(folders: DropFolders, config: InboxConfig, now: float | None = None) -> list[Path]:
+    """Move drops whose claim went stale back to the inbox (one rename each, so one run does it)."""
+    returned = []
+    for drop in stale_claims(folders, config, now):
+        target = folders.inbox / drop.name
+        try:
+            os.rename(drop, target)
+        except OSError:  # Another run returned it first, or a new drop of that name arrived.
+            continue
+        returned.append(target)
+    return returned
+
+
+@task(name="find-ready-drops", cache_policy=NO_CACHE)
+def find_ready_drops_task(folders: DropFolders, config: InboxConfig) -> list[Path]:
+    """Prefect task: the ready inbox drops, after returning stale claims to the inbox."""
+    log = run_logger(__name__)
+    folders.create()
+    for drop in return_stale_claims(folders, config):
+        log.warning("drop %s was claimed by a run that did not finish; it is back in the inbox", drop.name)
+    ready = ready_drops(folders, config)
+    log.info("%d drops ready in %s", len(ready), folders.inbox)
+    return ready
+
+
+@task(name="claim-drop", cache_policy=NO_CACHE)
+def claim_drop_task(drop: Path, folders: DropFolders) -> Path | None:
+    """Prefect task: claim one drop; None when another run claimed it first."""
+    claimed = claim(drop, folders)
+    if claimed is None:
+        run_logger(__name__).info("drop %s was claimed by another run", drop.name)
+    return claimed
+
+
+@task(name="finish-drop", cache_policy=NO_CACHE)
+def finish_drop_task(drop: Path, folders: DropFolders, failure: str | None = None) -> str:
+    """Prefect task: move a scored drop to done/ or failed/."""
+    target = finish(drop, folders, failure)
+    log = run_logger(__name__)
+    if failure:
+        log.error("drop %s failed and moved to %s: %s", drop.name, target, failure.splitlines()[0])
+    else:
+        log.info("drop %s scored and moved to %s", drop.name, target)
+    return str(target)
