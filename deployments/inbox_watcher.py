@@ -25,9 +25,11 @@ REANNOUNCE_SECONDS = 60.0
 class InboxWatcher(threading.Thread):
     """Polls the inbox every poll_seconds and emits one event per newly ready drop."""
 
-    def __init__(self, folders: DropFolders, config: InboxConfig, poll_seconds: float = 2.0) -> None:
+    def __init__(self, folders: DropFolders, config: InboxConfig, poll_seconds: float = 2.0, emit=None) -> None:
+        """emit sends one event (prefect.events.emit_event's signature); None means Prefect's own."""
         super().__init__(name="visionflow-inbox-watcher", daemon=True)
         self.folders, self.config, self.poll_seconds = folders, config, poll_seconds
+        self._emit = emit
         self._stop_event = threading.Event()
         self._announced: dict[str, float] = {}  # Drop name: when it was last announced.
 
@@ -44,8 +46,10 @@ class InboxWatcher(threading.Thread):
 
     def poll_once(self, now: float | None = None) -> list[str]:
         """Announce the ready drops not announced recently; return their names."""
-        from prefect.events import emit_event  # Imported here: the thread starts after Prefect is set up.
+        if self._emit is None:
+            from prefect.events import emit_event  # Imported here: Prefect must be set up first.
 
+            self._emit = emit_event
         now = time.time() if now is None else now
         ready = {drop.name: drop for drop in ready_drops(self.folders, self.config, now)}
         self._announced = {name: when for name, when in self._announced.items() if name in ready}
@@ -53,7 +57,7 @@ class InboxWatcher(threading.Thread):
         for name, drop in ready.items():
             if now - self._announced.get(name, -REANNOUNCE_SECONDS) < REANNOUNCE_SECONDS:
                 continue
-            emit_event(
+            self._emit(
                 event=DROP_READY_EVENT,
                 resource={"prefect.resource.id": f"{DROP_RESOURCE_PREFIX}{name}", "prefect.resource.name": name},
                 payload={"path": str(drop)},

@@ -79,25 +79,36 @@ def stop_server(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def serve_deployments(layout: HomeLayout, config: ServeConfig) -> None:
-    """Serve the deployments with the inbox watcher beside them, until SIGINT or SIGTERM."""
+def serve_deployments(layout: HomeLayout, config: ServeConfig, on_ready=None) -> None:
+    """Serve the deployments with the inbox watcher beside them, until SIGINT or SIGTERM.
+
+    The deployments are registered first, so on_ready() runs when they are visible in the UI.
+    """
     from prefect import serve
 
     from deployments.definitions import all_deployments
     from deployments.inbox_watcher import InboxWatcher
     from tasks.watch_inbox import DropFolders, InboxConfig
 
+    deployments = all_deployments(config)
+    for deployment in deployments:
+        deployment.apply()
+    if on_ready:
+        on_ready()
     inbox = InboxConfig(settle_seconds=config.settle_seconds)
     watcher = InboxWatcher(DropFolders(layout.drops), inbox, config.poll_seconds)
     watcher.start()
     try:
-        serve(*all_deployments(config), print_starting_message=False)
+        serve(*deployments, print_starting_message=False)
     finally:
         watcher.stop()
 
 
-def run_service(layout: HomeLayout, config: ServeConfig, on_ready=None) -> None:
-    """Start (or reuse) the server, then serve until stopped. on_ready(api_url) runs once it is up.
+def run_service(layout: HomeLayout, config: ServeConfig, on_started=None, on_ready=None) -> None:
+    """Start (or reuse) the server, then serve until stopped.
+
+    on_started(api_url) runs once the server answers (Prefect may be imported from then on),
+    on_ready(api_url) once the deployments are registered.
 
     PREFECT_API_URL must be set before Prefect is imported, so this starts the server first.
     """
@@ -109,9 +120,9 @@ def run_service(layout: HomeLayout, config: ServeConfig, on_ready=None) -> None:
     elif not server_is_healthy(api_url):
         raise VisionflowError(f"PREFECT_API_URL={api_url} does not answer; start that server or unset the variable")
     try:
-        if on_ready:
-            on_ready(api_url)
-        serve_deployments(layout, config)
+        if on_started:
+            on_started(api_url)
+        serve_deployments(layout, config, on_ready=(lambda: on_ready(api_url)) if on_ready else None)
     finally:
         if server is not None:
             stop_server(server)

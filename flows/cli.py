@@ -247,7 +247,6 @@ def serve(
         _fail(f"cannot use {error.filename or home} as VISIONFLOW_HOME ({error.strerror})", 4, json_output)
 
     def announce(api_url: str) -> None:
-        _configure_logging()
         ready = {"api_url": api_url, "ui_url": api_url.removesuffix("/api"), "inbox": str(layout.drops / "inbox"),
                  "deployments": ["train", "score-drops", "score", "ingest"]}  # fmt: skip
         if json_output:
@@ -258,7 +257,7 @@ def serve(
                        "each ready drop), score, ingest; Ctrl-C stops")  # fmt: skip
 
     try:
-        run_service(layout, config, on_ready=announce)
+        run_service(layout, config, on_started=lambda _url: _configure_logging(), on_ready=announce)
     except VisionflowError as error:
         _fail(str(error), error.exit_code, json_output)
     except KeyboardInterrupt:

@@ -39,7 +39,13 @@ class IngestConfig(BaseModel):
 
 @flow(name="ingest", flow_run_name="ingest-{data}")
 def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: str | None = None) -> dict:
-    """Ingest `data` (a folder, "cifar10" or "demo") into VISIONFLOW_HOME/datasets; return the summary."""
+    """Ingest `data` into validated Parquet under VISIONFLOW_HOME/datasets; return the summary.
+
+    Args:
+        data: The labelled image folder (a path on the serving machine), "cifar10" or "demo".
+        config: Scanning, decoding (image size, channels), splitting, contracts and Parquet layout.
+        home: VISIONFLOW_HOME to use; empty means the serving process's.
+    """
     started = time.perf_counter()
     config = config or IngestConfig()
     layout = resolve_home(home)

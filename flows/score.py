@@ -39,7 +39,14 @@ def _run_name() -> str:
 
 @flow(name="score", flow_run_name=_run_name)
 def score_flow(drop: str, model: str = CHAMPION, config: ScoringConfig | None = None, home: str | None = None) -> dict:
-    """Score every file of the folder `drop` with `model` ("champion" or a version like "v0002")."""
+    """Score every file of the folder `drop` with a registered model; each file once.
+
+    Args:
+        drop: The folder of images to score (a path on the serving machine); any nesting.
+        model: "champion" (the promoted model) or a registered version such as "v0002".
+        config: Listing, decoding, batching, the predictions contract and the drift limits.
+        home: VISIONFLOW_HOME to use; empty means the serving process's.
+    """
     started = time.perf_counter()
     config = config or ScoringConfig()
     layout = resolve_home(home)

@@ -25,7 +25,14 @@ def score_drops_flow(
     scoring: ScoringConfig | None = None,
     home: str | None = None,
 ) -> dict:
-    """Score every ready drop in VISIONFLOW_HOME/drops/inbox with `model`; move each to done/ or failed/."""
+    """Score every ready drop in VISIONFLOW_HOME/drops/inbox; move each to done/ or failed/.
+
+    Args:
+        model: "champion" (the promoted model) or a registered version such as "v0002".
+        inbox: When a drop is ready (quiet seconds without a _READY file) and when a claim is stale.
+        scoring: Listing, decoding, batching, the predictions contract and the drift limits.
+        home: VISIONFLOW_HOME to use; empty means the serving process's.
+    """
     started = time.perf_counter()
     layout = resolve_home(home)
     folders = DropFolders(layout.drops)

@@ -28,7 +28,17 @@ def train_flow(
     gate: GateConfig | None = None,
     home: str | None = None,
 ) -> dict:
-    """Train a model on `data` (a folder, "cifar10" or "demo") with a preset; register it."""
+    """Train a model on `data` with a preset, evaluate it, and register it behind the gate.
+
+    Args:
+        data: The labelled image folder to train on (a path on the serving machine), "cifar10" or "demo".
+        preset: The network and recipe: "seed" (the classic Keras CIFAR-10 CNN), "default" or "tiny".
+        epochs: Train for this many epochs instead of the preset's; empty keeps the preset's.
+        ingest: How the images are scanned, decoded (image size, channels) and split.
+        evaluation: How the test split is scored (batch size, flip test-time augmentation).
+        gate: What a model must reach to become champion (accuracy and per-class recall floors).
+        home: VISIONFLOW_HOME to use; empty means the serving process's.
+    """
     started = time.perf_counter()
     layout = resolve_home(home)
     evaluation = evaluation or EvaluationConfig()

@@ -1,21 +1,51 @@
-"""The deployment definitions point at the real flows with parameters the flows accept."""
+"""The deployment definitions point at the real flows, with schedules, a trigger and valid parameters."""
 
 from __future__ import annotations
 
 import inspect
 
-from deployments.definitions import all_deployments
+import pytest
+from prefect.utilities.callables import parameter_schema
+
+from deployments.definitions import DROP_READY_EVENT, all_deployments
+from deployments.serve import ServeConfig
 from flows.ingest import ingest_flow
+from flows.score import score_flow
+from flows.score_drops import score_drops_flow
+from flows.train import train_flow
+
+FLOWS = {"train": train_flow, "score-drops": score_drops_flow, "score": score_flow, "ingest": ingest_flow}
 
 
-def test_ingest_deployment_runs_the_ingest_flow_with_valid_defaults():
-    deployments = {deployment.name: deployment for deployment in all_deployments()}
-    ingest = deployments["ingest"]
-    assert ingest.flow_name == "ingest"
-    accepted = set(inspect.signature(ingest_flow.fn).parameters)
-    assert set(ingest.parameters) <= accepted
-    assert ingest.enforce_parameter_schema is not False
-    from prefect.utilities.callables import parameter_schema
+@pytest.fixture
+def deployments():
+    config = ServeConfig(train_cron="15 4 * * *", score_every_seconds=120, settle_seconds=7, train_data="cifar10")
+    return {deployment.name: deployment for deployment in all_deployments(config)}
 
-    schema = parameter_schema(ingest_flow)
-    assert {"data", "config", "home"} <= set(schema.properties), "the UI builds its run form from this schema"
+
+def test_every_deployment_runs_its_flow_with_parameters_the_flow_accepts(deployments):
+    assert set(deployments) == set(FLOWS)
+    for name, deployment in deployments.items():
+        flow = FLOWS[name]
+        assert deployment.flow_name == flow.name
+        assert set(deployment.parameters) <= set(inspect.signature(flow.fn).parameters)
+        assert deployment.enforce_parameter_schema is not False
+
+
+def test_train_and_score_drops_are_scheduled_as_configured(deployments):
+    train_schedule = deployments["train"].schedules[0].schedule
+    assert train_schedule.cron == "15 4 * * *" and deployments["train"].parameters["data"] == "cifar10"
+    score_schedule = deployments["score-drops"].schedules[0].schedule
+    assert score_schedule.interval.total_seconds() == 120
+    assert deployments["score-drops"].parameters == {"inbox": {"settle_seconds": 7}}
+    trigger = deployments["score-drops"].triggers[0]
+    assert trigger.expect == {DROP_READY_EVENT}
+
+
+def test_the_ui_forms_show_the_grouped_settings_with_descriptions():
+    train_schema = parameter_schema(train_flow)
+    assert {"data", "preset", "epochs", "ingest", "evaluation", "gate"} <= set(train_schema.properties)
+    assert "classic Keras CIFAR-10 CNN" in train_schema.properties["preset"]["description"]
+    drops_schema = parameter_schema(score_drops_flow)
+    assert {"model", "inbox", "scoring"} <= set(drops_schema.properties)
+    assert "settle_seconds" in str(drops_schema.definitions), "nested settings appear as typed fields"

@@ -1,0 +1,118 @@
+"""`visionflow serve` against a real Prefect server: deployments, a UI-style triggered run, the inbox.
+
+One long test (about two minutes): a server on a free port, `visionflow serve` pointed at it, the
+`train` deployment run with parameters through run_deployment as the UI does, then a drop written
+into the inbox and scored with no further call, then a clean shutdown on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from deployments.serve import start_server, stop_server
+from flows.runtime import HomeLayout
+from tests.conftest import write_image
+
+READY_TIMEOUT_SECONDS = 180  # serve imports TensorFlow and registers four deployments.
+DROP_TIMEOUT_SECONDS = 120  # A ready drop must be scored well within this.
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A real Prefect server with its own database, on a free port."""
+    layout = HomeLayout(tmp_path / "server-home")
+    layout.prefect.mkdir(parents=True)
+    previous = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(layout.prefect)
+    try:
+        process, api_url = start_server(layout, free_port())
+    finally:
+        os.environ["PREFECT_HOME"] = previous or ""
+    yield api_url
+    stop_server(process)
+
+
+def wait_for_json_line(process: subprocess.Popen, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.strip().startswith("{"):
+            return json.loads(line)
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited early: {process.stderr.read()[-3000:]}")
+    raise AssertionError("serve did not report ready in time")
+
+
+async def deployments_and_runs(api_url: str) -> tuple[dict, list]:
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api_url) as client:
+        deployments = {deployment.name: deployment for deployment in await client.read_deployments()}
+        runs = await client.read_flow_runs()
+    return deployments, runs
+
+
+def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_path, home):
+    environment = {**os.environ, "PREFECT_API_URL": server, "VISIONFLOW_HOME": str(home)}
+    environment.pop("PREFECT_HOME", None)
+    command = [sys.executable, "-m", "flows.cli", "serve", "--settle-seconds", "2", "--score-every", "3600", "--json"]
+    serve = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = wait_for_json_line(serve, READY_TIMEOUT_SECONDS)
+        assert ready["api_url"] == server
+        deployments, _ = asyncio.run(deployments_and_runs(server))
+        assert {"train", "score-drops", "score", "ingest"} <= set(deployments)
+        assert deployments["train"].schedules[0].schedule.cron == "0 3 * * 1"
+        assert deployments["score-drops"].schedules[0].schedule.interval.total_seconds() == 3600
+
+        images = tmp_path / "images"
+        for index in range(60):
+            for class_name, color in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+                write_image(
+                    images / class_name / f"{index}.png", color, seed=index + (1000 if class_name == "red" else 0)
+                )
+        from prefect.deployments import run_deployment
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        parameters = {"data": str(images), "preset": "tiny", "ingest": {"decode": {"image_size": 12}}}
+        with temporary_settings(updates={PREFECT_API_URL: server}):
+            run = run_deployment("train/train", parameters=parameters, timeout=300)
+        assert run.state.is_completed(), run.state
+        assert (home / "models" / "champion.json").is_file()
+
+        drop = home / "drops" / "inbox" / "arrivals"
+        for index in range(5):
+            write_image(drop / "batch" / f"{index}.jpg", (200, 40, 40), seed=5000 + index)
+        (drop / "_READY").write_text("")
+        done = home / "drops" / "done" / "arrivals"
+        deadline = time.monotonic() + DROP_TIMEOUT_SECONDS
+        while not done.is_dir() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert done.is_dir(), f"the drop was not scored within {DROP_TIMEOUT_SECONDS} s"
+        assert any((home / "predictions" / "arrivals" / "predictions").glob("*.parquet"))
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            return_code = serve.wait(timeout=60)
+        finally:
+            serve.kill()
+    assert return_code == 0
+    _, runs = asyncio.run(deployments_and_runs(server))
+    names = {run.name for run in runs}
+    assert "score-arrivals" in names and "train-tiny-" + str(images) in names
+    assert not [run.name for run in runs if run.state_type.value in ("RUNNING", "PENDING")]

@@ -1,0 +1,46 @@
+"""The score-drops flow on a real Prefect server: ready drops scored and moved, the rest left."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.score import ScoringConfig
+from flows.score_drops import score_drops_flow
+from tasks.errors import VisionflowError
+from tasks.watch_inbox import FAILURE_NOTE, InboxConfig
+from tests.conftest import write_image
+from tests.scoring_helpers import register_tiny_model
+
+ONE_PROCESS = ScoringConfig.model_validate({"scan": {"workers": 1}, "score": {"workers": 1}})
+PATIENT = InboxConfig(settle_seconds=3600)
+
+
+def drop(home, name: str, images: int, ready: bool):
+    folder = home / "drops" / "inbox" / name
+    for index in range(images):
+        write_image(folder / "sub" / f"{index}.png", (200, 30, 30), seed=index + 100 * len(name))
+    if ready:
+        (folder / "_READY").write_text("")
+    return folder
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_ready_drops_are_scored_and_moved_to_done_while_unready_ones_wait(home):
+    register_tiny_model(home / "models")
+    drop(home, "monday", images=3, ready=True)
+    drop(home, "still-copying", images=2, ready=False)
+    result = score_drops_flow(inbox=PATIENT, scoring=ONE_PROCESS, home=str(home))
+    assert list(result["drops"]) == ["monday"] and result["drops"]["monday"]["scored"] == 3
+    assert (home / "drops" / "done" / "monday" / "sub" / "0.png").is_file()
+    assert (home / "drops" / "inbox" / "still-copying").is_dir()
+    assert (home / "predictions" / "monday" / "predictions").is_dir()
+    assert score_drops_flow(inbox=PATIENT, scoring=ONE_PROCESS, home=str(home))["drops"] == {}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_drop_that_cannot_be_scored_moves_to_failed_with_the_reason(home):
+    drop(home, "orphan", images=1, ready=True)
+    with pytest.raises(VisionflowError, match="1 of 1 drops failed"):
+        score_drops_flow(inbox=PATIENT, scoring=ONE_PROCESS, home=str(home))
+    note = home / "drops" / "failed" / "orphan" / FAILURE_NOTE
+    assert "no champion model yet" in note.read_text()
