@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from prefect.deployments.runner import RunnerDeployment
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
 from deployments.serve import ServeConfig
@@ -28,9 +28,12 @@ DROP_READY_EVENT = "visionflow.drop.ready"  # Emitted by the inbox watcher for e
 DROP_RESOURCE_PREFIX = "visionflow.drop."  # Resource id of a drop: this prefix and the drop's name.
 
 
-def train_deployment(schedule: ServeConfig) -> RunnerDeployment:
+def train_deployment(
+    schedule: ServeConfig, entrypoint_type: EntrypointType = EntrypointType.FILE_PATH
+) -> RunnerDeployment:
     """`train`: ingest, train, evaluate, gate and register; weekly by default."""
     return train_flow.to_deployment(
+        entrypoint_type=entrypoint_type,
         name="train",
         description="Train a model on an image folder ('cifar10', 'demo' or a path); promote it if it passes the gate.",
         cron=schedule.train_cron,
@@ -39,9 +42,12 @@ def train_deployment(schedule: ServeConfig) -> RunnerDeployment:
     )
 
 
-def score_drops_deployment(schedule: ServeConfig) -> RunnerDeployment:
+def score_drops_deployment(
+    schedule: ServeConfig, entrypoint_type: EntrypointType = EntrypointType.FILE_PATH
+) -> RunnerDeployment:
     """`score-drops`: on a schedule, and on every `visionflow.drop.ready` event."""
     return score_drops_flow.to_deployment(
+        entrypoint_type=entrypoint_type,
         name="score-drops",
         description="Score every ready drop in VISIONFLOW_HOME/drops/inbox with the champion model.",
         interval=timedelta(seconds=schedule.score_every_seconds),
@@ -59,18 +65,20 @@ def score_drops_deployment(schedule: ServeConfig) -> RunnerDeployment:
     )
 
 
-def score_deployment() -> RunnerDeployment:
+def score_deployment(entrypoint_type: EntrypointType = EntrypointType.FILE_PATH) -> RunnerDeployment:
     """`score`: one folder, given as the `drop` parameter; run from the UI or the API."""
     return score_flow.to_deployment(
+        entrypoint_type=entrypoint_type,
         name="score",
         description="Score every file of one folder (the 'drop' parameter) with a registered model.",
         tags=["visionflow", "scoring"],
     )
 
 
-def ingest_deployment() -> RunnerDeployment:
+def ingest_deployment(entrypoint_type: EntrypointType = EntrypointType.FILE_PATH) -> RunnerDeployment:
     """`ingest`: turn an image folder into validated Parquet, triggered from the UI or the API."""
     return ingest_flow.to_deployment(
+        entrypoint_type=entrypoint_type,
         name="ingest",
         description="Ingest a labelled image folder (or 'cifar10', 'demo') into validated Parquet.",
         parameters={"data": "demo"},
@@ -78,7 +86,18 @@ def ingest_deployment() -> RunnerDeployment:
     )
 
 
-def all_deployments(schedule: ServeConfig | None = None) -> list[RunnerDeployment]:
-    """Every deployment visionflow serves, scheduled as schedule (a ServeConfig) says."""
+def all_deployments(
+    schedule: ServeConfig | None = None, entrypoint_type: EntrypointType = EntrypointType.FILE_PATH
+) -> list[RunnerDeployment]:
+    """Every deployment visionflow serves, scheduled as schedule (a ServeConfig) says.
+
+    entrypoint_type MODULE_PATH names each flow by its module ("flows.train.train_flow"), for
+    workers on other machines that have visionflow installed rather than this checkout.
+    """
     schedule = schedule or ServeConfig()
-    return [train_deployment(schedule), score_drops_deployment(schedule), score_deployment(), ingest_deployment()]
+    return [
+        train_deployment(schedule, entrypoint_type),
+        score_drops_deployment(schedule, entrypoint_type),
+        score_deployment(entrypoint_type),
+        ingest_deployment(entrypoint_type),
+    ]

@@ -1,0 +1,111 @@
+"""The service commands of `visionflow`: serve (this machine as a service) and deploy (a team server)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from flows.cli_common import HomeOption, JsonOption, app, configure_logging, fail, finish, first_pydantic_error, prepare
+
+
+@app.command()
+def serve(
+    port: Annotated[
+        int, typer.Option(help="Port of the Prefect server and UI (started unless PREFECT_API_URL is set).")
+    ] = 4200,
+    train_data: Annotated[
+        str, typer.Option(help="What scheduled `train` runs train on: a folder, 'cifar10', 'demo'.")
+    ] = "demo",
+    train_cron: Annotated[str, typer.Option(help="When `train` runs, as a cron expression.")] = "0 3 * * 1",
+    score_every: Annotated[int, typer.Option(help="Seconds between scheduled `score-drops` runs.")] = 300,
+    settle_seconds: Annotated[
+        float, typer.Option(help="A drop without a _READY file is ready after this many quiet seconds.")
+    ] = 30.0,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run visionflow as a service: Prefect server and UI, scheduled deployments, the drop inbox.
+
+    Drops put in VISIONFLOW_HOME/drops/inbox/<drop>/ are scored once they are ready and moved to drops/done/ (or drops/failed/). Stop with Ctrl-C or SIGTERM.
+    """  # noqa: E501 (typer shows each docstring paragraph as written)
+    from deployments.serve import ServeConfig, run_service
+    from flows.runtime import configure_environment
+    from tasks.errors import VisionflowError
+
+    try:
+        config = ServeConfig(
+            port=port, train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,
+            settle_seconds=settle_seconds,
+        )  # fmt: skip
+    except ValueError as error:
+        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
+    try:
+        layout = configure_environment(home)
+    except OSError as error:
+        fail(f"cannot use {error.filename or home} as VISIONFLOW_HOME ({error.strerror})", 4, json_output)
+
+    def announce(api_url: str) -> None:
+        ready = {"api_url": api_url, "ui_url": api_url.removesuffix("/api"), "inbox": str(layout.drops / "inbox"),
+                 "deployments": ["train", "score-drops", "score", "ingest"]}  # fmt: skip
+        if json_output:
+            typer.echo(json.dumps(ready))
+        else:
+            typer.echo(f"visionflow is serving: UI at {ready['ui_url']}; drop folders into {ready['inbox']}")
+            typer.echo("deployments: train (cron " + train_cron + f"), score-drops (every {score_every} s and on "
+                       "each ready drop), score, ingest; Ctrl-C stops")  # fmt: skip
+
+    try:
+        run_service(layout, config, on_started=lambda _url: configure_logging(), on_ready=announce)
+    except VisionflowError as error:
+        fail(str(error), error.exit_code, json_output)
+    except KeyboardInterrupt:
+        pass
+    typer.echo(json.dumps({"stopped": True}) if json_output else "visionflow stopped")
+
+
+@app.command()
+def deploy(
+    pool: Annotated[
+        str, typer.Option(help="Work pool the deployments run on (a process pool is created if absent).")
+    ] = "visionflow",
+    train_data: Annotated[
+        str, typer.Option(help="What scheduled `train` runs train on: a folder, 'cifar10', 'demo'.")
+    ] = "demo",
+    train_cron: Annotated[str, typer.Option(help="When `train` runs, as a cron expression.")] = "0 3 * * 1",
+    score_every: Annotated[int, typer.Option(help="Seconds between scheduled `score-drops` runs.")] = 300,
+    json_output: JsonOption = False,
+) -> None:
+    """Register the deployments with the Prefect server at PREFECT_API_URL and a work pool, for remote workers."""  # noqa: E501
+    if not os.environ.get("PREFECT_API_URL"):
+        fail(
+            "PREFECT_API_URL is not set: point it at the shared Prefect server, e.g. http://host:4200/api",
+            2,
+            json_output,
+        )
+    from deployments.serve import ServeConfig
+
+    try:
+        config = ServeConfig(train_data=train_data, train_cron=train_cron, score_every_seconds=score_every)
+    except ValueError as error:
+        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
+    prepare(None, json_output)
+    from deployments.deploy import deploy_to_pool
+
+    try:
+        ids = deploy_to_pool(pool, config)
+    except Exception as error:  # The server refused or could not be reached: say which and stop.
+        fail(f"could not register the deployments on {os.environ['PREFECT_API_URL']}: {error}", 1, json_output)
+    summary = {"pool": pool, "api_url": os.environ["PREFECT_API_URL"], "deployment_ids": ids}
+    finish(summary, json_output, _deploy_lines)
+
+
+def _deploy_lines(summary: dict) -> list[str]:
+    """The human summary of a deploy."""
+    return [
+        f"registered {len(summary['deployment_ids'])} deployments (train, score-drops, score, ingest) "
+        f"with work pool {summary['pool']} on {summary['api_url']}",
+        f"start a worker on each machine with visionflow installed: prefect worker start --pool {summary['pool']}",
+    ]
