@@ -257,7 +257,7 @@ def test_processed_row_count_reports_the_observed_count():
 
 
 def test_unknown_suite_names_the_known_contracts():
-    with pytest.raises(ValueError, match="known contracts: processed_parquet, raw_manifest"):
+    with pytest.raises(ValueError, match="known contracts: predictions, processed_parquet, raw_manifest"):
         load_suite("no_such_suite")
     assert contract_version("raw_manifest") == "1" and contract_version("processed_parquet") == "1"
 
