@@ -46,8 +46,11 @@ def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}/api"
     log_path = layout.prefect / "server.log"
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    # The UI, served by the same process, must call this server's API, not the default port's.
+    environment = {**os.environ, "PREFECT_UI_API_URL": url, "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                   "PREFECT_SERVER_API_PORT": str(port)}  # fmt: skip
     with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy())
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
     deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.build_model import ModelConfig, UnsuitableInputError, build_model, channel_statistics, resolve_precision
-from tasks.run_context import publish_markdown, run_logger
+from tasks.run_context import publish_markdown, publish_table, run_logger
 from tasks.training_callbacks import CheckedBackupAndRestore, CorruptBackupError, TrainingMonitor, save_curves
 from tasks.write_parquet import load_split_arrays
 
@@ -301,4 +301,19 @@ def train_model_task(
         "| {} | {} | {:.1f} | {:.0f} | {:.4f} |".format(preset_name, *summary),
         "Training summary",
     )
+    publish_table(
+        "training-curves", history_rows(result.history), "Loss and accuracy per epoch (curves.png as a table)"
+    )
     return result
+
+
+def history_rows(history: dict[str, list[float]]) -> list[dict]:
+    """One row per epoch with every recorded metric, rounded for reading."""
+    epochs = max((len(values) for values in history.values()), default=0)
+    return [
+        {
+            "epoch": epoch + 1,
+            **{name: round(values[epoch], 4) for name, values in history.items() if epoch < len(values)},
+        }
+        for epoch in range(epochs)
+    ]

@@ -191,3 +191,10 @@ def test_flow_helpers_name_run_folders_by_dataset_preset_and_overrides(tmp_path)
     assert first == training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 1})
     assert first != training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 2})
     assert first.parent == tmp_path
+
+
+def test_history_rows_are_one_per_epoch_with_every_metric():
+    from tasks.train_model import history_rows
+
+    rows = history_rows({"loss": [1.23456, 0.5], "val_accuracy": [0.4, 0.61237]})
+    assert rows == [{"epoch": 1, "loss": 1.2346, "val_accuracy": 0.4}, {"epoch": 2, "loss": 0.5, "val_accuracy": 0.6124}]
