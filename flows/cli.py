@@ -18,12 +18,12 @@ from flows.cli_common import (
     HomeOption,
     ImageSizeOption,
     JsonOption,
+    WorkersOption,
     app,
-    fail,
     finish,
-    first_pydantic_error,
     prepare,
     run_flow,
+    validated_config,
 )
 
 
@@ -49,9 +49,7 @@ def ingest(
         float, typer.Option(help="Share of train carved out as validation when the source has no val.")
     ] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share carved out as test when the source has no test.")] = 0.2,
-    workers: Annotated[
-        int | None, typer.Option(help="Processes for hashing and decoding.", show_default="one per core")
-    ] = None,
+    workers: WorkersOption = None,
     home: HomeOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -59,17 +57,13 @@ def ingest(
     layout = prepare(home, json_output)
     from flows.ingest import IngestConfig, ingest_flow
 
-    try:
-        config = IngestConfig.model_validate(
-            {
-                "decode": {"image_size": image_size, "channels": channels, "max_pixels": max_pixels}
-                | ({"workers": workers} if workers is not None else {}),
-                "scan": {"workers": workers} if workers is not None else {},
-                "split": {"val_fraction": val_fraction, "test_fraction": test_fraction},
-            }
-        )
-    except ValueError as error:
-        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
+    values = {
+        "decode": {"image_size": image_size, "channels": channels, "max_pixels": max_pixels}
+        | ({"workers": workers} if workers is not None else {}),
+        "scan": {"workers": workers} if workers is not None else {},
+        "split": {"val_fraction": val_fraction, "test_fraction": test_fraction},
+    }
+    config = validated_config(IngestConfig, values, json_output)
     summary = run_flow(
         lambda: ingest_flow(data=data, config=config, home=str(layout.root), return_state=True), json_output
     )
@@ -116,10 +110,8 @@ def train(
     from flows.ingest import IngestConfig
     from flows.train import train_flow
 
-    try:
-        ingest_config = IngestConfig.model_validate({"decode": {"image_size": image_size, "channels": channels}})
-    except ValueError as error:
-        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
+    values = {"decode": {"image_size": image_size, "channels": channels}}
+    ingest_config = validated_config(IngestConfig, values, json_output)
     summary = run_flow(
         lambda: train_flow(
             data=data, preset=preset, epochs=epochs, ingest=ingest_config, home=str(layout.root), return_state=True
@@ -151,9 +143,7 @@ def score(
         str, typer.Option(help="'champion' (the promoted model) or a registered version such as v0002.")
     ] = "champion",
     batch_size: Annotated[int, typer.Option(help="Images per predict call.")] = 256,
-    workers: Annotated[
-        int | None, typer.Option(help="Processes for hashing and decoding.", show_default="one per core")
-    ] = None,
+    workers: WorkersOption = None,
     home: HomeOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -165,10 +155,8 @@ def score(
     from flows.score import ScoringConfig, score_flow
 
     parallel = {"workers": workers} if workers is not None else {}
-    try:
-        config = ScoringConfig.model_validate({"scan": parallel, "score": {"batch_size": batch_size, **parallel}})
-    except ValueError as error:
-        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
+    values = {"scan": parallel, "score": {"batch_size": batch_size, **parallel}}
+    config = validated_config(ScoringConfig, values, json_output)
     summary = run_flow(
         lambda: score_flow(drop=str(drop), model=model, config=config, home=str(layout.root), return_state=True),
         json_output,

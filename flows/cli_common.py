@@ -27,6 +27,9 @@ ImageSizeOption = Annotated[int, typer.Option(help="Height and width, in pixels,
 ChannelsOption = Annotated[
     int | None, typer.Option(help="3 for RGB, 1 for grayscale.", show_default="1 for demo, else 3")
 ]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Processes for hashing and decoding.", show_default="one per core")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")]
 HomeOption = Annotated[
     Path | None,
@@ -135,6 +138,14 @@ def fail(message: str, exit_code: int, json_output: bool) -> None:
     first_line, _, rest = message.partition("\n")
     typer.echo(f"visionflow: {first_line}" + (f"\n{rest}" if rest else ""), err=True)
     raise typer.Exit(exit_code)
+
+
+def validated_config(model, values: dict, json_output: bool):
+    """model (a pydantic config class) built from values, or exit 2 naming the first invalid option."""
+    try:
+        return model.model_validate(values)
+    except ValueError as error:
+        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
 
 
 def first_pydantic_error(error: ValueError) -> str:

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_common import HomeOption, JsonOption, app, configure_logging, fail, finish, first_pydantic_error, prepare
+from flows.cli_common import HomeOption, JsonOption, app, configure_logging, fail, finish, prepare, validated_config
+
+# Options serve and deploy share: how the scheduled deployments are set up.
+TrainDataOption = Annotated[
+    str, typer.Option(help="What scheduled `train` runs train on: a folder, 'cifar10', 'demo'.")
+]
+TrainCronOption = Annotated[str, typer.Option(help="When `train` runs, as a cron expression.")]
+ScoreEveryOption = Annotated[int, typer.Option(help="Seconds between scheduled `score-drops` runs.")]
 
 
 @app.command()
@@ -16,11 +23,9 @@ def serve(
     port: Annotated[
         int, typer.Option(help="Port of the Prefect server and UI (started unless PREFECT_API_URL is set).")
     ] = 4200,
-    train_data: Annotated[
-        str, typer.Option(help="What scheduled `train` runs train on: a folder, 'cifar10', 'demo'.")
-    ] = "demo",
-    train_cron: Annotated[str, typer.Option(help="When `train` runs, as a cron expression.")] = "0 3 * * 1",
-    score_every: Annotated[int, typer.Option(help="Seconds between scheduled `score-drops` runs.")] = 300,
+    train_data: TrainDataOption = "demo",
+    train_cron: TrainCronOption = "0 3 * * 1",
+    score_every: ScoreEveryOption = 300,
     settle_seconds: Annotated[
         float, typer.Option(help="A drop without a _READY file is ready after this many quiet seconds.")
     ] = 30.0,
@@ -35,13 +40,9 @@ def serve(
     from flows.runtime import configure_environment
     from tasks.errors import VisionflowError
 
-    try:
-        config = ServeConfig(
-            port=port, train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,
-            settle_seconds=settle_seconds,
-        )  # fmt: skip
-    except ValueError as error:
-        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
+    values = {"port": port, "train_data": train_data, "train_cron": train_cron, "score_every_seconds": score_every,
+              "settle_seconds": settle_seconds}  # fmt: skip
+    config = validated_config(ServeConfig, values, json_output)
     try:
         layout = configure_environment(home)
     except OSError as error:
@@ -71,11 +72,9 @@ def deploy(
     pool: Annotated[
         str, typer.Option(help="Work pool the deployments run on (a process pool is created if absent).")
     ] = "visionflow",
-    train_data: Annotated[
-        str, typer.Option(help="What scheduled `train` runs train on: a folder, 'cifar10', 'demo'.")
-    ] = "demo",
-    train_cron: Annotated[str, typer.Option(help="When `train` runs, as a cron expression.")] = "0 3 * * 1",
-    score_every: Annotated[int, typer.Option(help="Seconds between scheduled `score-drops` runs.")] = 300,
+    train_data: TrainDataOption = "demo",
+    train_cron: TrainCronOption = "0 3 * * 1",
+    score_every: ScoreEveryOption = 300,
     json_output: JsonOption = False,
 ) -> None:
     """Register the deployments with the Prefect server at PREFECT_API_URL and a work pool, for remote workers."""  # noqa: E501
@@ -87,10 +86,8 @@ def deploy(
         )
     from deployments.serve import ServeConfig
 
-    try:
-        config = ServeConfig(train_data=train_data, train_cron=train_cron, score_every_seconds=score_every)
-    except ValueError as error:
-        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
+    values = {"train_data": train_data, "train_cron": train_cron, "score_every_seconds": score_every}
+    config = validated_config(ServeConfig, values, json_output)
     prepare(None, json_output)
     from deployments.deploy import deploy_to_pool
 

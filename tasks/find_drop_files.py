@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 
 from tasks.errors import BadInputError
 from tasks.file_walk import file_problem, walk_files
-from tasks.parallel import chunked, default_workers, map_chunks
+from tasks.parallel import default_workers
 from tasks.run_context import run_logger
-from tasks.workers import hash_files_chunk
+from tasks.scan_files import hash_files
 
 READY_MARKER = "_READY"  # A file of this name at the top of a drop says the drop is complete.
 
@@ -72,19 +72,7 @@ def list_drop_files(drop: Path, config: DropScanConfig) -> pd.DataFrame:
         raise BadInputError(f"cannot read drop folder {drop}: {error.strerror or error}") from None
     if files.empty:
         raise BadInputError(f"drop folder {drop} is empty: put the images to score in it")
-    readable = files.index[files["status"] == STATUS_OK]
-    root = str(drop.resolve())
-    chunks = chunked([f"{root}/{path}" for path in files.loc[readable, "path"]], config.files_per_chunk)
-    results: list = [None] * len(chunks)
-    for index, result in map_chunks(hash_files_chunk, chunks, config.workers):
-        results[index] = result
-    flat = [item for chunk in results for item in chunk]
-    files.loc[readable, "sha256"] = [digest for digest, _ in flat]
-    errors = pd.Series([error for _, error in flat], index=readable, dtype=object)
-    failed = errors[errors.notna()].index
-    files.loc[failed, "status"] = STATUS_REJECTED
-    files.loc[failed, "reason"] = errors[failed]
-    return files
+    return hash_files(files, drop, config, failed_status=STATUS_REJECTED)
 
 
 @task(name="list-drop-files", cache_policy=NO_CACHE)

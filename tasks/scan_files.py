@@ -115,8 +115,13 @@ def _quarantined_row(
     }
 
 
-def hash_files(manifest: pd.DataFrame, root: Path, config: ScanConfig) -> pd.DataFrame:
-    """Fill in the sha256 of every row still "ok"; unreadable files become quarantined."""
+def hash_files(
+    manifest: pd.DataFrame, root: Path, config: ScanConfig, failed_status: str = STATUS_QUARANTINED
+) -> pd.DataFrame:
+    """Fill in the sha256 of every row still "ok"; unreadable files get failed_status and a reason.
+
+    config needs workers and files_per_chunk (a ScanConfig, or scoring's DropScanConfig).
+    """
     manifest = manifest.copy()
     readable = manifest.index[manifest["status"] == STATUS_OK]
     root_text = str(Path(root).resolve())
@@ -129,7 +134,7 @@ def hash_files(manifest: pd.DataFrame, root: Path, config: ScanConfig) -> pd.Dat
     manifest.loc[readable, "sha256"] = [digest for digest, _ in flat]
     errors = pd.Series([error for _, error in flat], index=readable)
     failed = errors[errors.notna()].index
-    manifest.loc[failed, "status"] = STATUS_QUARANTINED
+    manifest.loc[failed, "status"] = failed_status
     manifest.loc[failed, "reason"] = errors[failed]
     return manifest
 
