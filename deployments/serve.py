@@ -21,7 +21,7 @@ import urllib.request
 
 from pydantic import BaseModel, Field
 
-from flows.runtime import HomeLayout, configure_environment
+from flows.runtime import HomeLayout
 from tasks.errors import VisionflowError
 
 logger = logging.getLogger(__name__)
@@ -132,8 +132,10 @@ def run_service(layout: HomeLayout, config: ServeConfig, on_started=None, on_rea
 
 
 def main() -> None:
-    layout = configure_environment()
-    run_service(layout, ServeConfig(), on_ready=lambda url: print(f"visionflow serving; UI at {url[: -len('/api')]}"))
+    """`python -m deployments.serve [OPTIONS]`: the same as `visionflow serve [OPTIONS]`."""
+    from flows.cli import app
+
+    app(["serve", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

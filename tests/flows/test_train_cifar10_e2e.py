@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import keras
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
+from flows.score import score_flow
 from flows.train import train_flow
 from tasks.write_parquet import load_split_arrays
 from tests.conftest import SHARED_CIFAR10
@@ -22,5 +28,23 @@ def test_one_epoch_of_the_tiny_preset_learns_cifar10_and_registers_it(home):
 
     model = keras.models.load_model(summary["model_path"], safe_mode=True)
     images, labels, _ = load_split_arrays(summary["parquet"]["test"])
-    accuracy = float((model.predict(images, batch_size=1024, verbose=0).argmax(axis=1) == labels).mean())
+    probabilities = model.predict(images, batch_size=1024, verbose=0)
+    accuracy = float((probabilities.argmax(axis=1) == labels).mean())
     assert accuracy == pytest.approx(summary["test_accuracy"])
+
+    # Scoring real JPEGs gives what the model gave on the training pipeline's pixels of the same
+    # files: one decode path serves both.
+    drop = home.parent / "cifar-drop"
+    for class_folder in sorted((SHARED_CIFAR10 / "test").iterdir())[:3]:
+        for path in sorted(class_folder.iterdir())[:100]:
+            target = drop / class_folder.name[:2] / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    scored = score_flow(drop=str(drop), model=summary["model_version"], home=str(home))
+    assert scored["scored"] == 300 and scored["rejected"] == 0
+    predictions = ds.dataset(scored["predictions_path"], format="parquet").to_table().to_pandas()
+    reference = pq.read_table(summary["parquet"]["test"], columns=["sha256"]).column("sha256").to_pylist()
+    row_of = {sha256: row for row, sha256 in enumerate(reference)}
+    rows = [row_of[sha256] for sha256 in predictions["sha256"]]
+    columns = [name for name in predictions.columns if name.startswith("probability_")]
+    assert np.allclose(predictions[columns].to_numpy(), probabilities[rows], atol=1e-5)
