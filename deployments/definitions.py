@@ -51,6 +51,8 @@ def score_drops_deployment(
         name="score-drops",
         description="Score every ready drop in VISIONFLOW_HOME/drops/inbox with the champion model.",
         interval=timedelta(seconds=schedule.score_every_seconds),
+        # One run at a time: a burst of ready drops queues up instead of loading many models at once.
+        concurrency_limit=1,
         # The flow judges readiness with the same quiet time as the inbox watcher.
         parameters={"inbox": {"settle_seconds": schedule.settle_seconds}},
         triggers=[

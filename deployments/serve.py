@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -49,8 +50,13 @@ def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
     # The UI, served by the same process, must call this server's API, not the default port's.
     environment = {**os.environ, "PREFECT_UI_API_URL": url, "PREFECT_SERVER_API_HOST": "127.0.0.1",
                    "PREFECT_SERVER_API_PORT": str(port)}  # fmt: skip
+    if server_is_healthy(url) or port_in_use(port):
+        raise VisionflowError(f"port {port} is already in use on 127.0.0.1: choose another with --port")
     with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)
+        # Its own session: Ctrl-C reaches serve, which stops the runs first and the server last.
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=environment, start_new_session=True
+        )
     deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -62,6 +68,13 @@ def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
         time.sleep(0.5)
     process.terminate()
     raise VisionflowError(f"the Prefect server did not answer within {SERVER_START_TIMEOUT_SECONDS} s; log: {log_path}")
+
+
+def port_in_use(port: int) -> bool:
+    """True when something already listens on 127.0.0.1:port."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def server_is_healthy(api_url: str) -> bool:

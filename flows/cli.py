@@ -175,7 +175,7 @@ def _score_lines(summary: dict) -> list[str]:
         f"({summary['images_per_second']:,.0f} images/s)",
         f"files {summary['files']:,}: {summary['scored']:,} scored, {summary['already_scored']:,} already scored, "
         f"{summary['rejected']:,} rejected",
-        f"predicted classes: {classes or 'none new'}",
+        f"predicted classes of the rows written: {classes or 'none (no new rows)'}",
         drift,
     ]
     for example in summary["rejection_examples"]:

@@ -68,8 +68,11 @@ class HomeLayout:
 
     @property
     def ledger(self) -> Path:
-        """The scoring ledger: which contents each model scored, which rows each drop holds."""
-        return self.predictions / "ledger.sqlite"
+        """The scoring ledger: which contents each model scored, which rows each drop holds.
+
+        It lives outside predictions/, whose folders are named after drops.
+        """
+        return self.root / "ledger" / "scoring.sqlite"
 
     @property
     def drops(self) -> Path:

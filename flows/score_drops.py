@@ -13,9 +13,16 @@ from prefect import flow
 
 from flows.runtime import resolve_home
 from flows.score import ScoringConfig, score_flow
-from tasks.errors import VisionflowError
+from tasks.errors import BusyError, VisionflowError
 from tasks.select_model import CHAMPION
-from tasks.watch_inbox import DropFolders, InboxConfig, claim_drop_task, find_ready_drops_task, finish_drop_task
+from tasks.watch_inbox import (
+    DropFolders,
+    InboxConfig,
+    claim_drop_task,
+    find_ready_drops_task,
+    finish_drop_task,
+    release_drop_task,
+)
 
 
 @flow(name="score-drops", flow_run_name="score-drops")
@@ -43,11 +50,12 @@ def score_drops_flow(
             continue
         try:
             summary = score_flow(drop=str(claimed), model=model, config=scoring, home=str(layout.root))
+        except BusyError:  # Another run is writing a drop of this name: try again on the next run.
+            outcomes[drop.name] = {"moved_to": release_drop_task(claimed, folders)}
+            continue
         except Exception as error:  # Every claimed drop must leave processing/, whatever went wrong.
-            outcomes[drop.name] = {
-                "moved_to": finish_drop_task(claimed, folders, failure=str(error)),
-                "error": str(error),
-            }
+            reason = str(error) or repr(error)
+            outcomes[drop.name] = {"moved_to": finish_drop_task(claimed, folders, failure=reason), "error": reason}
             continue
         outcomes[drop.name] = {**summary, "moved_to": finish_drop_task(claimed, folders)}
     failed = sorted(name for name, outcome in outcomes.items() if "error" in outcome)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,16 +83,24 @@ class DropOutputs:
         return self.root / "reports"
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the drop's lock: one scoring run per drop at a time, across processes."""
+    def exclusive(self, wait_seconds: float = 0.0) -> Iterator[None]:
+        """Hold the drop's lock: one run at a time writes or validates a drop, across processes.
+
+        Waits up to wait_seconds for another run to let go, then raises BusyError.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_seconds
         with open(self.root / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise BusyError(
-                    f"drop {self.name} is being scored by another run right now; try again when it has finished"
-                ) from None
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise BusyError(
+                            f"drop {self.name} is being scored by another run right now; try again when it has finished"
+                        ) from None
+                    time.sleep(0.5)
             try:
                 yield
             finally:
@@ -113,6 +122,8 @@ class DropOutputs:
         name = f"part-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}.parquet"
         temporary = folder / f".{name}.tmp"
         pq.write_table(table, temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())  # On disk before the ledger records it, power cuts included.
         os.replace(temporary, folder / name)
         return name
 

@@ -4,7 +4,8 @@ A drop is any folder of files, nested as deep as people nest them. Every file fo
 row: "ok" rows (readable regular files, with their sha256) go on to decoding; every other row
 is a rejection with its reason (hidden, symlink leading outside the drop, unreadable, too large,
 a name that is not UTF-8). Folders are walked whatever their names, "photo.jpg/" included.
-The drop's readiness marker (_READY at its top, see the inbox) is a signal, not an input.
+The drop's readiness marker (_READY at its top) and failure note (_FAILED.txt) are signals about
+the drop, not inputs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from tasks.run_context import run_logger
 from tasks.scan_files import hash_files
 
 READY_MARKER = "_READY"  # A file of this name at the top of a drop says the drop is complete.
+FAILURE_NOTE = "_FAILED.txt"  # Written at the top of a drop that failed; a failed drop put back is scored again.
+CONTROL_FILES = {READY_MARKER, FAILURE_NOTE}  # Signals about the drop, not inputs.
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
@@ -43,7 +46,7 @@ def discover_drop_files(drop: Path, max_file_bytes: int) -> pd.DataFrame:
     root = str(drop.resolve())
     rows = []
     for found in walk_files(root):
-        if found.path == READY_MARKER:
+        if found.path in CONTROL_FILES:
             continue
         if found.problem is not None:
             rows.append((found.path, None, None, STATUS_REJECTED, found.problem))

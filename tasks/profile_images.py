@@ -61,6 +61,10 @@ class ProfileAccumulator:
         for name, count in zip(names, counts, strict=True):
             self._classes[str(name)] = self._classes.get(str(name), 0) + int(count)
 
+    def class_counts(self) -> dict[str, int]:
+        """How many images of each class were added, by class name."""
+        return dict(sorted(self._classes.items()))
+
     def profile(self) -> ImageProfile:
         """The profile of everything added so far."""
         levels = np.arange(256, dtype=np.float64)

@@ -207,7 +207,7 @@ def score_drop(
         rejections_path=str(outputs.rejections),
         seconds=round(seconds, 3),
         images_per_second=round(counts["scored"] / seconds, 1) if seconds > 0 else 0.0,
-        class_counts={name: round(share * buffer.prediction_rows) for name, share in profile.class_share.items()},
+        class_counts=buffer.profile.class_counts(),
         confidence_histogram=buffer.confidences.tolist(),
         profile=profile,
         rejection_examples=buffer.rejection_examples,

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from data_contracts.gx_validation import ContractReport, contract_version, validate
-from tasks.drop_outputs import PROBABILITY_PREFIX
+from tasks.drop_outputs import PROBABILITY_PREFIX, DropOutputs, predictions_schema
 from tasks.errors import ContractBreachError
 from tasks.prediction_ledger import PredictionLedger
 from tasks.run_context import publish_markdown, run_logger
@@ -35,23 +35,28 @@ class PredictionContractConfig(BaseModel):
 
 
 def predictions_frame(predictions_path: Path, class_names: list[str], model_version: str) -> pd.DataFrame:
-    """The drop's prediction rows of one model, with per-row probability summaries."""
+    """The drop's prediction rows of one model, with per-row probability summaries.
+
+    The dataset is read with this model's schema, so parts written by a model with other classes
+    (filtered out here) cannot break the read; no rows at all gives an empty frame of the same columns.
+    """
     path = Path(predictions_path)
-    if not path.is_dir() or not any(path.glob("*.parquet")):
-        return pd.DataFrame(columns=["path", "sha256", "label", "confidence", "model_version", "scored_at"])
-    dataset = ds.dataset(path, format="parquet", exclude_invalid_files=False)
-    frame = dataset.to_table(filter=ds.field("model_version") == model_version).to_pandas()
+    schema = predictions_schema(class_names)
     columns = [f"{PROBABILITY_PREFIX}{name}" for name in class_names]
-    probabilities = frame[columns].to_numpy(dtype=np.float64) if len(frame) else np.empty((0, len(columns)))
+    if path.is_dir() and any(path.glob("*.parquet")):
+        dataset = ds.dataset(path, format="parquet", schema=schema)
+        frame = dataset.to_table(filter=ds.field("model_version") == model_version).to_pandas()
+    else:
+        frame = schema.empty_table().to_pandas()
+    probabilities = frame[columns].to_numpy(dtype=np.float64).reshape(len(frame), len(columns))
     summary = frame.drop(columns=columns)
-    if len(frame):
-        best = np.asarray(class_names, dtype=object)[probabilities.argmax(axis=1)]
-        summary["min_probability"] = probabilities.min(axis=1)
-        summary["max_probability"] = probabilities.max(axis=1)
-        summary["probability_sum"] = probabilities.sum(axis=1)
-        summary["label_is_argmax"] = (best == frame["label"].to_numpy()) & np.isclose(
-            frame["confidence"].to_numpy(dtype=np.float64), summary["max_probability"].to_numpy()
-        )
+    best = np.asarray(class_names, dtype=object)[probabilities.argmax(axis=1)] if len(frame) else np.empty(0, object)
+    summary["min_probability"] = probabilities.min(axis=1, initial=np.inf)
+    summary["max_probability"] = probabilities.max(axis=1, initial=-np.inf)
+    summary["probability_sum"] = probabilities.sum(axis=1)
+    summary["label_is_argmax"] = (best == frame["label"].to_numpy()) & np.isclose(
+        frame["confidence"].to_numpy(dtype=np.float64), summary["max_probability"].to_numpy()
+    )
     return summary
 
 
@@ -86,9 +91,13 @@ def validate_predictions_task(
 ) -> dict:
     """Prefect task: validate, write the JSON report, publish it; stop the run on a hard breach."""
     log = run_logger(__name__)
-    with PredictionLedger(ledger_path) as ledger:
+    # Under the drop's lock, so another run's part that is written but not yet committed is not read.
+    with (
+        DropOutputs(Path(predictions_path).parent).exclusive(wait_seconds=600),
+        PredictionLedger(ledger_path) as ledger,
+    ):
         expected_rows = ledger.accepted_count(drop_name, model_version)
-    report = validate_predictions(Path(predictions_path), class_names, model_version, expected_rows, config)
+        report = validate_predictions(Path(predictions_path), class_names, model_version, expected_rows, config)
     write_report([report], Path(report_path))
     publish_markdown("contract-predictions", report_markdown([report], "Predictions contract"), "Predictions contract")
     for warning in report.soft_failures:

@@ -10,6 +10,7 @@ After scoring, the drop moves to drops/done/, or to drops/failed/ with a _FAILED
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -20,10 +21,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from tasks.find_drop_files import READY_MARKER
+from tasks.find_drop_files import FAILURE_NOTE, READY_MARKER
 from tasks.run_context import run_logger
-
-FAILURE_NOTE = "_FAILED.txt"  # Written into a failed drop: why it failed and where the log is.
 
 
 class InboxConfig(BaseModel):
@@ -32,7 +31,7 @@ class InboxConfig(BaseModel):
     settle_seconds: float = Field(default=30.0, ge=0)  # Quiet time after the last change, in seconds.
     # A drop left in processing/ longer than this, in seconds, belonged to a run that died; it is
     # claimed again (the ledger keeps already-scored images from being scored twice).
-    stale_claim_seconds: float = Field(default=3600.0, gt=0)
+    stale_claim_seconds: float = Field(default=86_400.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,10 @@ class DropFolders:
 
 
 def last_change(folder: Path) -> float:
-    """The newest modification time (seconds since the epoch) of the folder or anything in it."""
+    """The newest modification time (seconds since the epoch) of the folder or anything in it.
+
+    Raises FileNotFoundError when the folder itself has gone (claimed by another run).
+    """
     newest = folder.stat().st_mtime
     for directory, subfolders, files in os.walk(folder):
         for name in (*subfolders, *files):
@@ -86,9 +88,16 @@ def ready_drops(folders: DropFolders, config: InboxConfig, now: float | None = N
     """Inbox drops that are ready, oldest first; hidden folders (being copied in) are skipped."""
     if not folders.inbox.is_dir():
         return []
-    candidates = [path for path in folders.inbox.iterdir() if path.is_dir() and not path.name.startswith(".")]
-    ready = [path for path in candidates if is_ready(path, config, now)]
-    return sorted(ready, key=lambda path: path.stat().st_mtime)
+    ready = []
+    for path in sorted(folders.inbox.iterdir()):
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        try:
+            if is_ready(path, config, now):
+                ready.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # Claimed by another run while we looked.
+            continue
+    return [path for _, path in sorted(ready)]
 
 
 def stale_claims(folders: DropFolders, config: InboxConfig, now: float | None = None) -> list[Path]:
@@ -96,22 +105,39 @@ def stale_claims(folders: DropFolders, config: InboxConfig, now: float | None = 
     if not folders.processing.is_dir():
         return []
     now = time.time() if now is None else now
-    return [
-        path
-        for path in sorted(folders.processing.iterdir())
-        if path.is_dir() and now - path.stat().st_mtime >= config.stale_claim_seconds
-    ]
+    stale = []
+    for path in sorted(folders.processing.iterdir()):
+        try:
+            if path.is_dir() and now - path.stat().st_mtime >= config.stale_claim_seconds:
+                stale.append(path)
+        except FileNotFoundError:  # Finished by its run while we looked.
+            continue
+    return stale
 
 
 def claim(drop: Path, folders: DropFolders) -> Path | None:
-    """Move a drop into processing/; return its new path, or None when another run got it first."""
+    """Move a drop into processing/; return its new path, or None when it cannot be claimed now:
+    another run claimed it first, or a drop of the same name is still being scored."""
     folders.processing.mkdir(parents=True, exist_ok=True)
     target = folders.processing / drop.name
+    if target.exists():
+        return None
     try:
         os.rename(drop, target)
-    except (FileNotFoundError, FileExistsError, OSError):
+    except FileNotFoundError:
         return None
+    except OSError as error:
+        if target.exists():  # A same-named drop was claimed between our check and the rename.
+            return None
+        raise OSError(f"cannot move drop {drop} into {folders.processing}: {error.strerror or error}") from error
     os.utime(target)  # The claim's time, for stale_claims.
+    return target
+
+
+def release(drop: Path, folders: DropFolders) -> Path:
+    """Put a claimed drop back into the inbox, for a later run."""
+    target = folders.inbox / drop.name
+    os.rename(drop, target)
     return target
 
 
@@ -120,14 +146,16 @@ def finish(drop: Path, folders: DropFolders, failure: str | None = None) -> Path
 
     A name already taken there (the same drop name delivered twice) gets a time suffix.
     """
-    destination = folders.failed if failure else folders.done
+    destination = folders.failed if failure is not None else folders.done
     destination.mkdir(parents=True, exist_ok=True)
     target = destination / drop.name
     if target.exists():
         target = destination / f"{drop.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
-    if failure:
-        (drop / FAILURE_NOTE).write_text(failure.rstrip() + "\n")
     os.rename(drop, target)
+    if failure is not None:
+        # A read-only drop still moves; the run's log has the reason.
+        with contextlib.suppress(OSError):
+            (target / FAILURE_NOTE).write_text(failure.rstrip() + "\n")
     return target
 
 
@@ -161,8 +189,16 @@ def claim_drop_task(drop: Path, folders: DropFolders) -> Path | None:
     """Prefect task: claim one drop; None when another run claimed it first."""
     claimed = claim(drop, folders)
     if claimed is None:
-        run_logger(__name__).info("drop %s was claimed by another run", drop.name)
+        run_logger(__name__).info("drop %s was claimed by another run, or one of its name is being scored", drop.name)
     return claimed
+
+
+@task(name="release-drop", cache_policy=NO_CACHE)
+def release_drop_task(drop: Path, folders: DropFolders) -> str:
+    """Prefect task: return a claimed drop to the inbox (its drop name is busy in another run)."""
+    target = release(drop, folders)
+    run_logger(__name__).warning("drop %s is busy in another run; back in the inbox for the next run", drop.name)
+    return str(target)
 
 
 @task(name="finish-drop", cache_policy=NO_CACHE)

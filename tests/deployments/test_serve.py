@@ -116,3 +116,14 @@ def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_p
     names = {run.name for run in runs}
     assert "score-arrivals" in names and "train-tiny-" + str(images) in names
     assert not [run.name for run in runs if run.state_type.value in ("RUNNING", "PENDING")]
+
+
+def test_a_port_in_use_is_refused_naming_it(tmp_path):
+    from tasks.errors import VisionflowError
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(VisionflowError, match=f"port {port} is already in use"):
+            start_server(HomeLayout(tmp_path), port)

@@ -6,6 +6,7 @@ import pytest
 
 from flows.score import ScoringConfig
 from flows.score_drops import score_drops_flow
+from tasks.drop_outputs import DropOutputs
 from tasks.errors import VisionflowError
 from tasks.watch_inbox import FAILURE_NOTE, InboxConfig
 from tests.conftest import write_image
@@ -44,3 +45,25 @@ def test_a_drop_that_cannot_be_scored_moves_to_failed_with_the_reason(home):
         score_drops_flow(inbox=PATIENT, scoring=ONE_PROCESS, home=str(home))
     note = home / "drops" / "failed" / "orphan" / FAILURE_NOTE
     assert "no champion model yet" in note.read_text()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_drop_whose_outputs_are_busy_goes_back_to_the_inbox(home):
+    register_tiny_model(home / "models")
+    drop(home, "contended", images=1, ready=True)
+    with DropOutputs(home / "predictions" / "contended").exclusive():
+        result = score_drops_flow(inbox=PATIENT, scoring=ONE_PROCESS, home=str(home))
+    assert result["drops"]["contended"]["moved_to"] == str(home / "drops" / "inbox" / "contended")
+    assert (home / "drops" / "inbox" / "contended" / "sub" / "0.png").is_file()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_drop_of_only_rejected_files_is_scored_and_done(home):
+    register_tiny_model(home / "models")
+    folder = home / "drops" / "inbox" / "junk"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "_READY").write_text("")
+    result = score_drops_flow(inbox=PATIENT, scoring=ONE_PROCESS, home=str(home))
+    assert result["drops"]["junk"]["rejected"] == 1 and result["drops"]["junk"]["scored"] == 0
+    assert (home / "drops" / "done" / "junk" / "notes.txt").is_file()

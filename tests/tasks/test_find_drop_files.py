@@ -29,6 +29,16 @@ def test_every_file_of_a_hostile_drop_is_listed_once(tmp_path):
     }
 
 
+def test_the_ready_marker_and_failure_note_are_not_inputs(tmp_path):
+    (tmp_path / "drop").mkdir()
+    for name in ("_READY", "_FAILED.txt", "image.png"):
+        (tmp_path / "drop" / name).write_bytes(b"x")
+    (tmp_path / "drop" / "sub").mkdir()
+    (tmp_path / "drop" / "sub" / "_READY").write_bytes(b"x")
+    files = list_drop_files(tmp_path / "drop", ONE_PROCESS)
+    assert sorted(files["path"]) == ["image.png", "sub/_READY"], "only the drop's own top-level signals are skipped"
+
+
 def test_oversized_files_are_rejected_unread(tmp_path):
     (tmp_path / "drop").mkdir()
     (tmp_path / "drop" / "big.jpg").write_bytes(b"x" * 2000)

@@ -60,3 +60,15 @@ def test_probabilities_that_do_not_sum_to_one_and_a_wrong_label_are_breaches(tmp
             outputs.predictions, CLASSES, "v1", "drop", tmp_path / "empty-ledger.sqlite", tmp_path / "r.json",
             PredictionContractConfig(),
         )  # fmt: skip
+
+
+def test_a_drop_without_prediction_rows_passes_with_zero_expected(tmp_path):
+    report = validate_predictions(tmp_path / "no-parts-yet", CLASSES, "v1", 0, PredictionContractConfig())
+    assert report.success, [outcome.describe() for outcome in report.hard_failures]
+
+
+def test_parts_of_a_model_with_other_classes_do_not_break_the_read(outputs):
+    other = predictions_table(["z.png"], ["c" * 64], np.array([[1.0]]), WHEN[:1], ["bird"], "v2")
+    outputs.write_part(PREDICTIONS, other)
+    report = validate_predictions(outputs.predictions, CLASSES, "v1", 3, PredictionContractConfig())
+    assert [outcome.expectation for outcome in report.hard_failures] == ["expect_table_row_count_to_equal"]

@@ -16,6 +16,7 @@ from tasks.watch_inbox import (
     finish_drop_task,
     is_ready,
     ready_drops,
+    release,
     return_stale_claims,
 )
 
@@ -76,3 +77,18 @@ def test_a_stale_claim_goes_back_to_the_inbox_and_is_found_again(tmp_path):
     os.utime(claimed, (past, past))
     found = find_ready_drops_task.fn(folders, InboxConfig(stale_claim_seconds=3600))
     assert found == [folders.inbox / "abandoned"] and not claimed.exists()
+
+
+def test_a_drop_whose_name_is_still_being_scored_waits_in_the_inbox(tmp_path):
+    folders = DropFolders(tmp_path / "drops")
+    first = claim(make_drop(folders, "daily", marker=True), folders)
+    second = make_drop(folders, "daily", marker=True)
+    assert claim(second, folders) is None and second.is_dir()
+    assert first.is_dir(), "the drop being scored is left alone"
+
+
+def test_a_released_drop_is_back_in_the_inbox_for_the_next_run(tmp_path):
+    folders = DropFolders(tmp_path / "drops")
+    claimed = claim(make_drop(folders, "busy", marker=True), folders)
+    assert release(claimed, folders) == folders.inbox / "busy"
+    assert ready_drops(folders, InboxConfig()) == [folders.inbox / "busy"]
