@@ -38,6 +38,19 @@ def sha256_of_file(path: str) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def read_unchanged(path: str, expected_sha256: str, activity: str) -> tuple[bytes | None, str | None]:
+    """(the file's bytes, None), or (None, the reason) when it cannot be read or no longer has the
+    content its sha256 was taken of (it changed while being ingested or scored, as activity says)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        return None, f"unreadable: {error.strerror or error}"
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        return None, f"file changed while it was being {activity}"
+    return data, None
+
+
 def decode_files_chunk(
     rows: Sequence[tuple[int, str, str]], spec: ImageSpec, shard_path: str
 ) -> list[tuple[int, str | None, int | None, int | None, str | None, str | None]]:
@@ -52,14 +65,9 @@ def decode_files_chunk(
     good_ids: list[int] = []
     good_pixels: list[bytes] = []
     for row_id, path, expected_sha256 in rows:
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as error:
-            outcomes.append((row_id, None, None, None, None, f"unreadable: {error.strerror or error}"))
-            continue
-        if hashlib.sha256(data).hexdigest() != expected_sha256:
-            outcomes.append((row_id, None, None, None, None, "file changed while it was being ingested"))
+        data, problem = read_unchanged(path, expected_sha256, "ingested")
+        if problem is not None:
+            outcomes.append((row_id, None, None, None, None, problem))
             continue
         try:
             decoded = decode_image(data, spec)
@@ -101,14 +109,9 @@ def decode_for_scoring(rows: Sequence[tuple[str, str]], spec: ImageSpec) -> list
     """
     outcomes: list[tuple[str, bytes | None, str | None]] = []
     for path, expected_sha256 in rows:
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as error:
-            outcomes.append((expected_sha256, None, f"unreadable: {error.strerror or error}"))
-            continue
-        if hashlib.sha256(data).hexdigest() != expected_sha256:
-            outcomes.append((expected_sha256, None, "file changed while the drop was being scored"))
+        data, problem = read_unchanged(path, expected_sha256, "scored")
+        if problem is not None:
+            outcomes.append((expected_sha256, None, problem))
             continue
         try:
             outcomes.append((expected_sha256, decode_image(data, spec).pixels, None))
