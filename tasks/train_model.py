@@ -69,11 +69,13 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(**_CLASSIC, conv_filters=[32, 64], dense_units=512, conv_dropout=0.25, dense_dropout=0.5),
         train=TrainConfig(**_ADAM, epochs=10, batch_size=32, learning_rate=1e-3, early_stopping_patience=3),
     ),
-    # An airbench-style net: BatchNorm, GELU, crop + flip, label smoothing, Nesterov SGD with
-    # warm-up and cosine decay, bfloat16 compute where the hardware has it.
+    # An airbench-style net: three conv-pool-BatchNorm blocks, crop + flip, label smoothing,
+    # Nesterov SGD with warm-up and cosine decay, bfloat16 compute where the hardware has it.
+    # ReLU and no full-resolution stem: on a 2-core CPU they train 1.7x more images per second
+    # than GELU with a stem, and ten epochs of this reach 0.842 on CIFAR-10 (docs/BENCHMARKS.md).
     "default": Preset(
         name="default",
-        model=ModelConfig(architecture="airbench", stem_filters=32, conv_filters=[32, 128, 128]),
+        model=ModelConfig(architecture="airbench", stem_filters=0, activation="relu", conv_filters=[32, 128, 128]),
         train=TrainConfig(),
     ),
     # Two small conv stages for two quick epochs: tests and the offline demo.

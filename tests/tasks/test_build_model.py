@@ -132,3 +132,12 @@ def test_precision_policy_is_explicit_or_follows_the_hardware():
     model = build_model(ModelConfig(precision="mixed_bfloat16"), SHAPE, 3, channel_stats=([0.0] * 3, [1.0] * 3))
     assert model.get_layer("stem_conv").compute_dtype == "bfloat16"
     assert model.get_layer("probabilities").compute_dtype == "float32"
+
+
+def test_the_airbench_net_can_drop_its_stem_and_use_relu():
+    config = ModelConfig(stem_filters=0, activation="relu", precision="float32")
+    model = build_model(config, SHAPE, 3, channel_stats=([0.0] * 3, [1.0] * 3))
+    names = {layer.name for layer in model.layers}
+    assert "stem_conv" not in names and "block1_conv1" in names
+    assert model.get_layer("block1_2_relu").get_config()["activation"] == "relu"
+    assert not any("gelu" in name for name in names)
