@@ -172,7 +172,8 @@ def _score_lines(summary: dict) -> list[str]:
     classes = ", ".join(f"{name} {count:,}" for name, count in sorted(summary["class_counts"].items()) if count)
     lines = [
         f"scored drop {summary['drop']} with model {summary['model_version']} in {summary['seconds']:.1f} s "
-        f"({summary['images_per_second']:,.0f} images/s)",
+        f"(decode, predict and write: {summary['scoring_seconds']:.1f} s, {summary['scoring_images_per_second']:,.0f} "
+        "images/s)",
         f"files {summary['files']:,}: {summary['scored']:,} scored, {summary['already_scored']:,} already scored, "
         f"{summary['rejected']:,} rejected",
         f"predicted classes of the rows written: {classes or 'none (no new rows)'}",

@@ -82,4 +82,6 @@ def score_flow(drop: str, model: str = CHAMPION, config: ScoringConfig | None = 
         "rejection_examples": result.rejection_examples[:5],
         "seconds": round(seconds, 2),
         "images_per_second": round(result.scored / seconds, 1) if seconds > 0 else 0.0,
+        "scoring_seconds": result.seconds,  # Decoding, predicting and writing only.
+        "scoring_images_per_second": result.images_per_second,
     }
