@@ -92,10 +92,16 @@ def configure_logging() -> None:
 
 def run_flow(start_flow, json_output: bool) -> Any:
     """Run a flow and return its result, or exit with the code and one-line reason of its error."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from tasks.errors import VisionflowError
 
     try:
-        state = start_flow()
+        # A command runs its flow in this process, so flow-run heartbeats (which let a server
+        # automation mark runs of vanished workers as crashed) add nothing here, and joining
+        # their thread costs up to a second at the end of every flow run and subflow.
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            state = start_flow()
     except Exception as error:  # The flow never started: the Prefect server could not be reached.
         fail(
             f"could not start the flow run ({type(error).__name__}: {error}); is PREFECT_API_URL reachable?",
