@@ -36,7 +36,7 @@ class ModelConfig(BaseModel):
     """The network's architecture and the layers that sit in front of it."""
 
     # "classic_cnn": conv-relu-pool stages then dense layers, as in the Keras CIFAR-10 example.
-    # "airbench": a BatchNorm + GELU net in the style of Keller Jordan's airbench.
+    # "airbench": conv-pool-BatchNorm blocks in the style of Keller Jordan's airbench (GELU or ReLU).
     architecture: Literal["classic_cnn", "airbench"] = "airbench"
     # classic_cnn: filters of each conv + 2x2 max-pool stage. airbench: width (filters) of each
     # block of two 3x3 convs; every stage or block halves the image's height and width once.
