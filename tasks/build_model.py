@@ -19,6 +19,10 @@ from keras import layers
 from pydantic import BaseModel, Field
 
 from tasks.errors import BadInputError
+from tasks.initializers import whitening_filters
+
+# Pixels the whitening layer's "valid" 2x2 convolution takes off the height and the width.
+WHITENING_SHRINK = 1
 
 # Largest number of images whose pixels are summed at once when computing channel statistics;
 # it bounds the float64 working memory to about 8 bytes x this x H x W x C.
@@ -46,6 +50,10 @@ class ModelConfig(BaseModel):
     stem_filters: int = Field(default=32, ge=0)
     # airbench: the nonlinearity after each BatchNorm. "gelu" as in airbench; "relu" costs less on CPUs.
     activation: Literal["gelu", "relu"] = "gelu"
+    # airbench: a frozen 2x2 "valid" conv first whose filters whiten the training images' patches
+    # (tasks/initializers.py). It replaces the stem; images then shrink to an odd size, which also
+    # makes every later block a little cheaper.
+    whiten: bool = False
     dense_units: int = Field(default=512, ge=0)  # classic_cnn: units of the hidden dense layer; 0 for none.
     conv_dropout: float = Field(default=0.25, ge=0, lt=1)  # classic_cnn: fraction dropped after each stage.
     dense_dropout: float = Field(default=0.5, ge=0, lt=1)  # classic_cnn: fraction dropped after the dense layer.
@@ -85,6 +93,12 @@ def downsampling_steps(config: ModelConfig) -> int:
     return len(config.conv_filters)
 
 
+def minimum_side(config: ModelConfig) -> int:
+    """The smallest height and width in pixels the network can take."""
+    whitening_shrink = WHITENING_SHRINK if config.architecture == "airbench" and config.whiten else 0
+    return 2 ** downsampling_steps(config) + whitening_shrink
+
+
 def check_inputs(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> None:
     """Raise UnsuitableInputError when this network cannot train on such images or classes."""
     if num_classes < 2:
@@ -95,7 +109,7 @@ def check_inputs(config: ModelConfig, input_shape: tuple[int, int, int], num_cla
         raise UnsuitableInputError(f"images must have shape (height, width, channels), got {tuple(input_shape)}")
     height, width, _channels = input_shape
     steps = downsampling_steps(config)
-    minimum = 2**steps
+    minimum = minimum_side(config)
     if height < minimum or width < minimum:
         raise UnsuitableInputError(
             f"images of {height}x{width} pixels are too small for this {config.architecture} network: it halves "
@@ -123,11 +137,13 @@ def build_model(
     input_shape: tuple[int, int, int],
     num_classes: int,
     channel_stats: tuple[list[float], list[float]] | None = None,
+    whitening_kernel: np.ndarray | None = None,
 ) -> keras.Model:
     """An uncompiled model from uint8 images of input_shape to num_classes softmax probabilities.
 
     channel_stats (per-channel mean and variance in pixel units, from channel_statistics) is
-    required when config.normalization is "standardize" and ignored otherwise.
+    required when config.normalization is "standardize" and ignored otherwise. whitening_kernel
+    (from initializers.patch_whitening_kernel) is required when config.whiten is on.
     """
     input_shape = tuple(int(size) for size in input_shape)
     check_inputs(config, input_shape, num_classes)
@@ -142,7 +158,21 @@ def build_model(
         features = _airbench(features, config, policy)
     # The classifier head stays in float32, so probabilities sum to 1 at full precision.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
-    return keras.Model(inputs, outputs, name=f"visionflow_{config.architecture}")
+    model = keras.Model(inputs, outputs, name=f"visionflow_{config.architecture}")
+    if config.architecture == "airbench" and config.whiten:
+        _set_whitening_kernel(model, input_shape, whitening_kernel)
+    return model
+
+
+def _set_whitening_kernel(model: keras.Model, input_shape, whitening_kernel) -> None:
+    """Give the whitening layer its frozen filters, computed from the training images."""
+    expected = (2, 2, input_shape[-1], whitening_filters(input_shape[-1]))
+    if whitening_kernel is None or tuple(whitening_kernel.shape) != expected:
+        raise ValueError(
+            f"whiten=True needs whitening_kernel of shape {expected} from "
+            "initializers.patch_whitening_kernel(train_images, channel_stats)"
+        )
+    model.get_layer("whiten").kernel.assign(whitening_kernel)
 
 
 def _normalize(inputs, config: ModelConfig, channel_stats):
@@ -204,12 +234,22 @@ def _conv_bn_act(features, filters: int, config: ModelConfig, policy: str, name:
 
 
 def _airbench(features, config: ModelConfig, policy: str):
-    """A stem conv at full resolution, then per width a block: conv, 2x2 max-pool, conv.
+    """A whitening layer or stem conv at full resolution, then per width a block: conv, 2x2 max-pool, conv.
 
     Pooling right after each block's first conv (as airbench does) keeps most of the compute
     at the lower resolution. A global max-pool feeds the classifier.
     """
-    if config.stem_filters:
+    if config.whiten:
+        # Frozen and without bias: the filters come in sign pairs, so the activation keeps both
+        # halves of each whitened direction and a shift would only lose information.
+        whiten = layers.Conv2D(
+            whitening_filters(features.shape[-1]), 2, padding="valid", use_bias=False, dtype=policy, name="whiten"
+        )
+        whiten.trainable = False
+        features = layers.Activation(config.activation, dtype=policy, name=f"whiten_{config.activation}")(
+            whiten(features)
+        )
+    elif config.stem_filters:
         features = _conv_bn_act(features, config.stem_filters, config, policy, "stem")
     for index, filters in enumerate(config.conv_filters, start=1):
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=policy, name=f"block{index}_conv1")(

@@ -14,6 +14,7 @@ from tasks.build_model import (
     resolve_precision,
 )
 from tasks.errors import BadInputError
+from tasks.initializers import patch_whitening_kernel
 from tasks.train_model import PRESETS
 
 SHAPE = (16, 16, 3)
@@ -27,7 +28,9 @@ def random_images(count: int = 5, shape=SHAPE, seed: int = 0) -> np.ndarray:
 def test_every_preset_maps_uint8_images_to_class_probabilities(preset_name):
     images = random_images()
     config = PRESETS[preset_name].model
-    model = build_model(config, SHAPE, 4, channel_stats=channel_statistics(images))
+    stats = channel_statistics(images)
+    whitening = patch_whitening_kernel(images, stats) if config.whiten else None
+    model = build_model(config, SHAPE, 4, channel_stats=stats, whitening_kernel=whitening)
     assert model.inputs[0].dtype == "uint8"
     assert tuple(model.inputs[0].shape) == (None, *SHAPE)
     probabilities = model.predict(images, verbose=0)
@@ -78,7 +81,7 @@ def test_rescaling_and_standardisation_happen_inside_the_model():
     np.testing.assert_allclose(rescale_output[:, 0, 0, 0], [0.0, 0.2, 1.0], atol=1e-6)
 
     mean, variance = [51.0, 100.0, 0.0], [4.0, 25.0, 1.0]
-    config = PRESETS["default"].model.model_copy(update={"precision": "float32"})
+    config = ModelConfig(precision="float32")
     standardized = build_model(config, SHAPE, 3, channel_stats=(mean, variance))
     output = keras.Model(standardized.inputs, standardized.get_layer("standardize").output).predict(images, verbose=0)
     np.testing.assert_allclose(output[1, 0, 0], [(51 - 51) / 2, (51 - 100) / 5, 51.0], rtol=1e-5)
@@ -111,8 +114,10 @@ def test_augmentation_is_switchable_and_inactive_at_inference():
 def test_an_image_too_small_for_the_network_is_refused_with_the_minimum_size():
     with pytest.raises(ValueError, match="at least 4x4 pixels"):
         build_model(PRESETS["seed"].model, (3, 3, 3), 10)
+    with pytest.raises(UnsuitableInputError, match="at least 9x9 pixels"):
+        build_model(PRESETS["default"].model, (8, 8, 3), 10, channel_stats=([0.0] * 3, [1.0] * 3))
     with pytest.raises(UnsuitableInputError, match="at least 8x8 pixels"):
-        build_model(PRESETS["default"].model, (6, 6, 3), 10, channel_stats=([0.0] * 3, [1.0] * 3))
+        build_model(ModelConfig(), (6, 6, 3), 10, channel_stats=([0.0] * 3, [1.0] * 3))
 
 
 def test_one_class_is_refused():
