@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench-ingest bench-score clean
+.PHONY: demo test test-fast lint bench-ingest bench-score bench-presets clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench-ingest: $(VENV)/.installed
 
 bench-score: $(VENV)/.installed
 	$(BIN)/python benchmarks/score_benchmark.py --models-home $${VISIONFLOW_HOME:-visionflow-home} --drop ../shared/datasets/cifar10/test
+
+# Ingests CIFAR-10 (a no-op when it already is), then trains `seed` and `default` side by side.
+bench-presets: $(VENV)/.installed
+	$(BIN)/python benchmarks/preset_benchmark.py --dataset-dir "$$($(BIN)/visionflow ingest --data ../shared/datasets/cifar10 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["dataset_dir"])')"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
