@@ -42,6 +42,12 @@ def main() -> None:
         help='one more side: PRESET with CHANGES, a JSON object {"model": {...}, "train": {...}}',
     )
     arguments = parser.parse_args()
+    requested = [(name, name, {}) for name in arguments.presets]
+    for name, base, changes in arguments.variant:
+        try:
+            requested.append((name, base, json.loads(changes)))
+        except json.JSONDecodeError as error:
+            parser.error(f"--variant {name}: CHANGES is not JSON ({error})")
 
     from flows.runtime import configure_environment
 
@@ -50,12 +56,18 @@ def main() -> None:
     from tasks.train_model import PRESETS, compiled_model, make_dataset
     from tasks.write_parquet import load_split_arrays
 
+    unknown = sorted({base for _name, base, _changes in requested} - set(PRESETS))
+    if unknown:
+        parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    missing = [name for name in ("train", "val", "test") if not (arguments.dataset_dir / f"{name}.parquet").exists()]
+    if missing:
+        parser.error(
+            f"{arguments.dataset_dir} has no {', '.join(missing)}.parquet: pass a folder `visionflow ingest` wrote"
+        )
     splits = {name: load_split_arrays(arguments.dataset_dir / f"{name}.parquet") for name in ("train", "val", "test")}
     train_images, train_labels, metadata = splits["train"]
     classes = len(metadata["classes"])
     sides = {}
-    requested = [(name, name, {}) for name in arguments.presets]
-    requested += [(name, base, json.loads(changes)) for name, base, changes in arguments.variant]
     for name, base, changes in requested:
         train_changes = changes.get("train", {})
         if arguments.epochs is not None:

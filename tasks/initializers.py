@@ -17,7 +17,8 @@ WHITENING_PATCH = 2
 # (flat patches) are not amplified without bound. Same units as the eigenvalues: squared
 # normalised pixel values.
 WHITENING_EPSILON = 5e-4
-# Images whose patches estimate the covariance; 5,000 CIFAR-10 images give a stable estimate.
+# Images whose patches estimate the covariance, taken evenly across the training split; 5,000
+# CIFAR-10 images give a stable estimate.
 WHITENING_SAMPLE_IMAGES = 5000
 # Images normalised and turned into patches at once; bounds the float64 working memory to about
 # 8 bytes x this x H x W x C x patch area.
@@ -40,7 +41,7 @@ def normalized(images: np.ndarray, channel_stats: tuple[list[float], list[float]
 
 def patch_matrix(pixels: np.ndarray) -> np.ndarray:
     """Every 2x2 patch of (N, H, W, C) pixels as a row, in the (row, column, channel) order of a Conv2D kernel."""
-    count, height, width, channels = pixels.shape
+    _count, height, width, channels = pixels.shape
     size = WHITENING_PATCH
     shifted = [
         pixels[:, row : height - size + 1 + row, column : width - size + 1 + column, :]
@@ -58,7 +59,8 @@ def patch_whitening_kernel(images: np.ndarray, channel_stats: tuple[list[float],
     halves of every whitened direction. channel_stats is the per-channel mean and variance the
     model standardises with, or None when it rescales to [0, 1].
     """
-    sample = images[:WHITENING_SAMPLE_IMAGES]
+    # Every k-th image, so the sample spans all classes even when the split is stored class by class.
+    sample = images[:: max(1, len(images) // WHITENING_SAMPLE_IMAGES)][:WHITENING_SAMPLE_IMAGES]
     channels = images.shape[-1]
     dimension = WHITENING_PATCH * WHITENING_PATCH * channels
     second_moment = np.zeros((dimension, dimension))

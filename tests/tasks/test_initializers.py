@@ -81,3 +81,12 @@ def test_whitening_without_its_kernel_or_on_tiny_images_is_refused():
         build_model(whitening_config(), SHAPE, 3, channel_stats=stats, whitening_kernel=np.zeros((2, 2, 1, 8)))
     with pytest.raises(UnsuitableInputError, match="at least 9x9 pixels"):
         build_model(whitening_config(), (8, 8, 3), 3, channel_stats=stats, whitening_kernel=np.zeros((2, 2, 3, 24)))
+
+
+def test_whitening_samples_the_whole_split_even_when_it_is_stored_class_by_class():
+    smooth = correlated_images(count=6000, seed=1)
+    noisy = np.random.default_rng(2).integers(0, 256, size=smooth.shape, dtype=np.uint8)
+    stored_by_class = np.concatenate([smooth, noisy])
+    from_both = patch_whitening_kernel(stored_by_class, None)
+    from_first_class = patch_whitening_kernel(smooth, None)
+    assert not np.allclose(from_both, from_first_class, rtol=0.1, atol=0.1)
