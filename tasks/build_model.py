@@ -93,10 +93,14 @@ def downsampling_steps(config: ModelConfig) -> int:
     return len(config.conv_filters)
 
 
+def uses_whitening(config: ModelConfig) -> bool:
+    """Whether the network starts with the frozen patch-whitening layer (airbench only)."""
+    return config.architecture == "airbench" and config.whiten
+
+
 def minimum_side(config: ModelConfig) -> int:
     """The smallest height and width in pixels the network can take."""
-    whitening_shrink = WHITENING_SHRINK if config.architecture == "airbench" and config.whiten else 0
-    return 2 ** downsampling_steps(config) + whitening_shrink
+    return 2 ** downsampling_steps(config) + (WHITENING_SHRINK if uses_whitening(config) else 0)
 
 
 def check_inputs(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> None:
@@ -111,9 +115,11 @@ def check_inputs(config: ModelConfig, input_shape: tuple[int, int, int], num_cla
     steps = downsampling_steps(config)
     minimum = minimum_side(config)
     if height < minimum or width < minimum:
+        whitening = f", after its whitening layer takes {WHITENING_SHRINK} off" if uses_whitening(config) else ""
         raise UnsuitableInputError(
             f"images of {height}x{width} pixels are too small for this {config.architecture} network: it halves "
-            f"height and width {steps} times (2x2 max-pooling), so images must be at least {minimum}x{minimum} pixels"
+            f"height and width {steps} times (2x2 max-pooling){whitening}, so images must be at least "
+            f"{minimum}x{minimum} pixels; ingest with a larger --image-size"
         )
 
 
@@ -159,7 +165,7 @@ def build_model(
     # The classifier head stays in float32, so probabilities sum to 1 at full precision.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
     model = keras.Model(inputs, outputs, name=f"visionflow_{config.architecture}")
-    if config.architecture == "airbench" and config.whiten:
+    if uses_whitening(config):
         _set_whitening_kernel(model, input_shape, whitening_kernel)
     return model
 

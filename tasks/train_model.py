@@ -23,7 +23,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.build_model import ModelConfig, UnsuitableInputError, build_model, channel_statistics, resolve_precision
+from tasks.build_model import (
+    ModelConfig,
+    UnsuitableInputError,
+    build_model,
+    channel_statistics,
+    resolve_precision,
+    uses_whitening,
+)
 from tasks.initializers import patch_whitening_kernel
 from tasks.run_context import publish_markdown, publish_table, run_logger
 from tasks.training_callbacks import CheckedBackupAndRestore, CorruptBackupError, TrainingMonitor, save_curves
@@ -188,7 +195,7 @@ def compiled_model(preset: Preset, train_images: np.ndarray, num_classes: int, s
     """The preset's model, compiled with its optimizer and loss, seeded afresh."""
     keras.utils.set_random_seed(preset.train.seed)
     stats = channel_statistics(train_images) if preset.model.normalization == "standardize" else None
-    whitening = patch_whitening_kernel(train_images, stats) if preset.model.whiten else None
+    whitening = patch_whitening_kernel(train_images, stats) if uses_whitening(preset.model) else None
     model = build_model(
         preset.model, tuple(train_images.shape[1:]), num_classes, channel_stats=stats, whitening_kernel=whitening
     )
