@@ -31,8 +31,8 @@ test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not e2e"
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check flows tasks data_contracts deployments tests benchmarks
-	$(BIN)/ruff format --check flows tasks data_contracts deployments tests benchmarks
+	$(BIN)/ruff check visionflow flows tasks data_contracts deployments tests benchmarks
+	$(BIN)/ruff format --check visionflow flows tasks data_contracts deployments tests benchmarks
 
 bench-ingest: $(VENV)/.installed
 	$(BIN)/python benchmarks/ingest_benchmark.py --data ../shared/datasets/cifar10 --repeats 3

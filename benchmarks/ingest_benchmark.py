@@ -51,7 +51,7 @@ def plain_loop(data: Path, output: Path, image_size: int) -> int:
 
 def visionflow_ingest(data: Path, home: Path, image_size: int) -> dict:
     """visionflow's ingest flow, called as a flow run against the already running server."""
-    from flows.ingest import IngestConfig, ingest_flow
+    from visionflow.flows.ingest import IngestConfig, ingest_flow
 
     config = IngestConfig.model_validate({"decode": {"image_size": image_size}})
     return ingest_flow(data=str(data), config=config, home=str(home))
@@ -67,7 +67,7 @@ def main() -> None:
         sys.exit(f"benchmark data {arguments.data} not found")
 
     scratch = Path(tempfile.mkdtemp(prefix="visionflow-bench-"))
-    from flows.runtime import configure_environment
+    from visionflow.home import configure_environment
 
     configure_environment(scratch / "home-warmup")
     import logging

@@ -49,12 +49,14 @@ def main() -> None:
         except json.JSONDecodeError as error:
             parser.error(f"--variant {name}: CHANGES is not JSON ({error})")
 
-    from flows.runtime import configure_environment
+    from visionflow.home import configure_environment
 
     configure_environment()
-    from tasks.evaluate_model import EvaluationConfig, predict_probabilities
-    from tasks.train_model import PRESETS, compiled_model, make_dataset
-    from tasks.write_parquet import load_split_arrays
+    from visionflow.prediction import predict_probabilities
+    from visionflow.splits import load_split_arrays
+    from visionflow.tasks.train.evaluate_model import EvaluationConfig
+    from visionflow.tasks.train.presets import PRESETS
+    from visionflow.tasks.train.train_model import compiled_model, make_dataset
 
     unknown = sorted({base for _name, base, _changes in requested} - set(PRESETS))
     if unknown:
@@ -116,7 +118,8 @@ def main() -> None:
     test_images, test_labels, _ = splits["test"]
     results = []
     for name, side in sides.items():
-        probabilities = predict_probabilities(side["model"], test_images, EvaluationConfig())
+        evaluation = EvaluationConfig()
+        probabilities = predict_probabilities(side["model"], test_images, evaluation.batch_size, evaluation.flip_tta)
         results.append(
             {
                 "preset": name,

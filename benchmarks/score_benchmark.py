@@ -47,7 +47,7 @@ def preload(drop: Path, shape: tuple[int, int, int]):
     """Every image under drop decoded by visionflow's decode path into one uint8 array."""
     import numpy as np
 
-    from tasks.imaging import ImageSpec, decode_image, pixels_to_array
+    from visionflow.imaging import ImageSpec, decode_image, pixels_to_array
 
     spec = ImageSpec(*shape)
     paths = sorted(path for path in drop.rglob("*") if path.is_file())
@@ -67,10 +67,10 @@ def naive_predict(model, drop: Path, shape: tuple[int, int, int]) -> int:
 
 def memory_run(drop: Path, home: Path, model: str) -> None:
     """Child process: score drop with the score flow, print the peak resident memory (MiB) as JSON."""
-    from flows.runtime import configure_environment
+    from visionflow.home import configure_environment
 
     configure_environment(home)
-    from flows.score import score_flow
+    from visionflow.flows.score import score_flow
 
     summary = score_flow(drop=str(drop), model=model, home=str(home))  # Heartbeats on: the served case.
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -101,7 +101,7 @@ def main() -> None:
         return
 
     scratch = Path(tempfile.mkdtemp(prefix="visionflow-score-bench-"))
-    from flows.runtime import configure_environment
+    from visionflow.home import configure_environment
 
     configure_environment(scratch / "warm-up")
     import logging
@@ -117,22 +117,21 @@ def main() -> None:
     import great_expectations  # noqa: F401  (a long-running service has it imported already)
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from flows.score import score_flow
-    from tasks.evaluate_model import EvaluationConfig, predict_probabilities
-    from tasks.select_model import load_checked_model, select_model
+    from visionflow.flows.score import score_flow
+    from visionflow.prediction import predict_probabilities
+    from visionflow.registry import find_model, load_checked_model
 
-    record = select_model(arguments.models_home / "models", arguments.model)
+    record = find_model(arguments.models_home / "models", arguments.model)
     model = load_checked_model(record)
     images = preload(arguments.drop, record.input_shape)
     count = len(images)
-    evaluation = EvaluationConfig(batch_size=BATCH_SIZE)
-    predict_probabilities(model, images[:BATCH_SIZE], evaluation)  # Builds the predict function once.
+    predict_probabilities(model, images[:BATCH_SIZE], BATCH_SIZE)  # Builds the predict function once.
 
     times: dict[str, list[float]] = {"ceiling": [], "visionflow": [], "visionflow_with_heartbeats": [], "naive": []}
     stage_seconds: list[float] = []
     for repeat in range(arguments.repeats):
         started = time.perf_counter()
-        predict_probabilities(model, images, evaluation)
+        predict_probabilities(model, images, BATCH_SIZE)
         times["ceiling"].append(time.perf_counter() - started)
 
         home = scratch_home(arguments.models_home, record.version, scratch / f"home-{repeat}")

@@ -30,13 +30,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     arguments = parser.parse_args()
 
-    from flows.runtime import configure_environment
+    from visionflow.home import configure_environment
 
     configure_environment()
     import numpy as np
 
-    from tasks.train_model import PRESETS, compiled_model, make_dataset
-    from tasks.write_parquet import load_split_arrays
+    from visionflow.splits import load_split_arrays
+    from visionflow.tasks.train.presets import PRESETS
+    from visionflow.tasks.train.train_model import compiled_model, make_dataset
 
     images, labels, metadata = load_split_arrays(arguments.dataset_dir / "train.parquet")
     images, labels = images[: arguments.images], labels[: arguments.images]

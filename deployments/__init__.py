@@ -1,1 +1,1 @@
-"""Prefect deployment definitions for visionflow's flows, and how to serve them."""
+"""Prefect deployments of visionflow's flows, the service that serves them, and the drop inbox."""

@@ -18,22 +18,18 @@ from datetime import timedelta
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
-from deployments.serve import ServeConfig
-from flows.ingest import ingest_flow
-from flows.score import score_flow
-from flows.score_drops import score_drops_flow
-from flows.train import train_flow
-
-DROP_READY_EVENT = "visionflow.drop.ready"  # Emitted by the inbox watcher for each ready drop.
-DROP_RESOURCE_PREFIX = "visionflow.drop."  # Resource id of a drop: this prefix and the drop's name.
+from visionflow.deployments.inbox import DROP_READY_EVENT, DROP_RESOURCE_PREFIX
+from visionflow.deployments.settings import ServeConfig
+from visionflow.flows.ingest import ingest_flow
+from visionflow.flows.score import score_flow
+from visionflow.flows.score_drops import score_drops_flow
+from visionflow.flows.train import train_flow
 
 
-def train_deployment(
-    schedule: ServeConfig, entrypoint_type: EntrypointType = EntrypointType.FILE_PATH
-) -> RunnerDeployment:
+def train_deployment(schedule: ServeConfig) -> RunnerDeployment:
     """`train`: ingest, train, evaluate, gate and register; weekly by default."""
     return train_flow.to_deployment(
-        entrypoint_type=entrypoint_type,
+        entrypoint_type=EntrypointType.MODULE_PATH,
         name="train",
         description="Train a model on an image folder ('cifar10', 'demo' or a path); promote it if it passes the gate.",
         cron=schedule.train_cron,
@@ -42,12 +38,10 @@ def train_deployment(
     )
 
 
-def score_drops_deployment(
-    schedule: ServeConfig, entrypoint_type: EntrypointType = EntrypointType.FILE_PATH
-) -> RunnerDeployment:
+def score_drops_deployment(schedule: ServeConfig) -> RunnerDeployment:
     """`score-drops`: on a schedule, and on every `visionflow.drop.ready` event."""
     return score_drops_flow.to_deployment(
-        entrypoint_type=entrypoint_type,
+        entrypoint_type=EntrypointType.MODULE_PATH,
         name="score-drops",
         description="Score every ready drop in VISIONFLOW_HOME/drops/inbox with the champion model.",
         interval=timedelta(seconds=schedule.score_every_seconds),
@@ -67,20 +61,20 @@ def score_drops_deployment(
     )
 
 
-def score_deployment(entrypoint_type: EntrypointType = EntrypointType.FILE_PATH) -> RunnerDeployment:
+def score_deployment() -> RunnerDeployment:
     """`score`: one folder, given as the `drop` parameter; run from the UI or the API."""
     return score_flow.to_deployment(
-        entrypoint_type=entrypoint_type,
+        entrypoint_type=EntrypointType.MODULE_PATH,
         name="score",
         description="Score every file of one folder (the 'drop' parameter) with a registered model.",
         tags=["visionflow", "scoring"],
     )
 
 
-def ingest_deployment(entrypoint_type: EntrypointType = EntrypointType.FILE_PATH) -> RunnerDeployment:
+def ingest_deployment() -> RunnerDeployment:
     """`ingest`: turn an image folder into validated Parquet, triggered from the UI or the API."""
     return ingest_flow.to_deployment(
-        entrypoint_type=entrypoint_type,
+        entrypoint_type=EntrypointType.MODULE_PATH,
         name="ingest",
         description="Ingest a labelled image folder (or 'cifar10', 'demo') into validated Parquet.",
         parameters={"data": "demo"},
@@ -88,18 +82,11 @@ def ingest_deployment(entrypoint_type: EntrypointType = EntrypointType.FILE_PATH
     )
 
 
-def all_deployments(
-    schedule: ServeConfig | None = None, entrypoint_type: EntrypointType = EntrypointType.FILE_PATH
-) -> list[RunnerDeployment]:
+def all_deployments(schedule: ServeConfig | None = None) -> list[RunnerDeployment]:
     """Every deployment visionflow serves, scheduled as schedule (a ServeConfig) says.
 
-    entrypoint_type MODULE_PATH names each flow by its module ("flows.train.train_flow"), for
-    workers on other machines that have visionflow installed rather than this checkout.
+    Each names its flow by module ("visionflow.flows.train.train_flow"), so it runs wherever
+    visionflow is installed: in `visionflow serve`, or on a worker of a work pool.
     """
     schedule = schedule or ServeConfig()
-    return [
-        train_deployment(schedule, entrypoint_type),
-        score_drops_deployment(schedule, entrypoint_type),
-        score_deployment(entrypoint_type),
-        ingest_deployment(entrypoint_type),
-    ]
+    return [train_deployment(schedule), score_drops_deployment(schedule), score_deployment(), ingest_deployment()]

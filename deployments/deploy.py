@@ -1,8 +1,8 @@
 """`visionflow deploy`: register visionflow's deployments with a shared Prefect server and work pool.
 
 For a team that runs one Prefect server (PostgreSQL-backed) and workers on other machines: every
-machine with a worker installs visionflow (`pip install -e .` of this repository), and the
-deployments name their flows by module ("flows.train.train_flow"), so no code is shipped with
+machine with a worker installs visionflow (`pip install` of this repository), and the
+deployments name their flows by module ("visionflow.flows.train.train_flow"), so no code is shipped with
 them. A process work pool is created when the named one does not exist yet. Then, on each worker
 machine:
 
@@ -14,7 +14,7 @@ environment, for example on a shared file system, so the registry and the ledger
 
 from __future__ import annotations
 
-from deployments.serve import ServeConfig
+from visionflow.deployments.settings import ServeConfig
 
 
 def ensure_process_pool(pool: str) -> bool:
@@ -37,12 +37,11 @@ def ensure_process_pool(pool: str) -> bool:
 def deploy_to_pool(pool: str, config: ServeConfig) -> list[str]:
     """Register every deployment with the work pool on the current PREFECT_API_URL; return their ids."""
     from prefect import deploy
-    from prefect.deployments.runner import EntrypointType
 
-    from deployments.definitions import all_deployments
+    from visionflow.deployments.definitions import all_deployments
 
     ensure_process_pool(pool)
-    deployments = all_deployments(config, EntrypointType.MODULE_PATH)
+    deployments = all_deployments(config)
     ids = deploy(
         *deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False,
         ignore_warnings=True,

@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 
-from deployments.definitions import DROP_READY_EVENT, DROP_RESOURCE_PREFIX
-from tasks.watch_inbox import DropFolders, InboxConfig, ready_drops
+from visionflow.deployments.inbox import DROP_READY_EVENT, DROP_RESOURCE_PREFIX, DropFolders, ready_drops
+from visionflow.deployments.settings import InboxConfig
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,6 @@ included) unless PREFECT_API_URL already names one, starts the inbox watcher, an
 deployments of deployments/definitions.py until SIGINT or SIGTERM. On shutdown Prefect's runner
 cancels runs still in flight (they show as Cancelled, never as Running) and pauses the schedules
 until the next start; then the watcher and the server stop.
-
-    python -m deployments.serve   # the same as `visionflow serve`, with the defaults
 """
 
 from __future__ import annotations
@@ -20,26 +18,13 @@ import time
 import urllib.error
 import urllib.request
 
-from pydantic import BaseModel, Field
-
-from flows.runtime import HomeLayout
-from tasks.errors import VisionflowError
+from visionflow.deployments.settings import InboxConfig, ServeConfig
+from visionflow.errors import VisionflowError
+from visionflow.home import HomeLayout
 
 logger = logging.getLogger(__name__)
 
 SERVER_START_TIMEOUT_SECONDS = 180  # A first start builds the database; slow on two busy cores.
-
-
-class ServeConfig(BaseModel):
-    """How `visionflow serve` runs and schedules. This module imports no Prefect: the server's
-    address must be in the environment before Prefect is first imported."""
-
-    port: int = Field(default=4200, ge=1, le=65535)  # Port of the Prefect server and UI it starts.
-    train_data: str = "demo"  # What scheduled `train` runs train on: an image folder, "cifar10" or "demo".
-    train_cron: str = "0 3 * * 1"  # When `train` runs: a cron expression (server time zone), Mondays 03:00.
-    score_every_seconds: int = Field(default=300, ge=10)  # Interval of scheduled `score-drops` runs, in seconds.
-    settle_seconds: float = Field(default=30.0, ge=0)  # A drop without _READY is ready after this quiet time, in s.
-    poll_seconds: float = Field(default=2.0, gt=0)  # How often the inbox watcher looks, in seconds.
 
 
 def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
@@ -102,9 +87,9 @@ def serve_deployments(layout: HomeLayout, config: ServeConfig, on_ready=None) ->
     """
     from prefect import serve
 
-    from deployments.definitions import all_deployments
-    from deployments.inbox_watcher import InboxWatcher
-    from tasks.watch_inbox import DropFolders, InboxConfig
+    from visionflow.deployments.definitions import all_deployments
+    from visionflow.deployments.inbox import DropFolders
+    from visionflow.deployments.inbox_watcher import InboxWatcher
 
     deployments = all_deployments(config)
     for deployment in deployments:
@@ -142,14 +127,3 @@ def run_service(layout: HomeLayout, config: ServeConfig, on_started=None, on_rea
     finally:
         if server is not None:
             stop_server(server)
-
-
-def main() -> None:
-    """`python -m deployments.serve [OPTIONS]`: the same as `visionflow serve [OPTIONS]`."""
-    from flows.cli import app
-
-    app(["serve", *sys.argv[1:]])
-
-
-if __name__ == "__main__":
-    main()

@@ -1,1 +1,1 @@
-"""visionflow."""
+"""The flows: wiring of the stages in visionflow.tasks into Prefect flow runs."""

@@ -1,7 +1,7 @@
 """The ingest flow: a labelled image folder in, validated model-ready Parquet out.
 
 source -> scan -> decode (cached by content) -> splits -> raw contract -> Parquet -> processed
-contract -> dataset record. Every step is a task in tasks/ that also runs on its own.
+contract -> dataset record. Every step is a task in tasks/ingest/ that also runs on its own.
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ import time
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.runtime import resolve_home
-from tasks.assign_splits import SplitConfig, assign_splits_task
-from tasks.decode_images import DecodeConfig, decode_images_task
-from tasks.prepare_source import prepare_source_task
-from tasks.record_dataset import record_dataset_task
-from tasks.scan_files import ScanConfig, scan_files_task
-from tasks.validate_data import (
-    ContractConfig,
-    accepted_rows_per_split,
-    contract_versions,
-    validate_processed_task,
-    validate_raw_manifest_task,
-)
-from tasks.write_parquet import ParquetConfig, dataset_metadata, write_parquet_task
+from visionflow.home import resolve_home
+from visionflow.splits import DatasetRecord
+from visionflow.tasks.ingest.assign_splits import SplitConfig, assign_splits_task
+from visionflow.tasks.ingest.decode_images import DecodeConfig, decode_images_task
+from visionflow.tasks.ingest.prepare_source import prepare_source_task
+from visionflow.tasks.ingest.record_dataset import record_dataset_task
+from visionflow.tasks.ingest.scan_files import ScanConfig, scan_files_task
+from visionflow.tasks.ingest.validate_parquet import validate_processed_task
+from visionflow.tasks.ingest.validate_raw_manifest import ContractConfig, validate_raw_manifest_task
+from visionflow.tasks.ingest.write_parquet import ParquetConfig, write_parquet_task
 
 
 class IngestConfig(BaseModel):
@@ -37,8 +33,15 @@ class IngestConfig(BaseModel):
     parquet: ParquetConfig = Field(default_factory=ParquetConfig)  # Parquet layout.
 
 
+class IngestSummary(DatasetRecord):
+    """What one ingest flow run did: the dataset's record, where it came from, and how long it took."""
+
+    source: str  # The source's name ("cifar10", "demo" or the data folder's name).
+    seconds: float  # Wall-clock seconds of the whole flow run.
+
+
 @flow(name="ingest", flow_run_name="ingest-{data}")
-def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: str | None = None) -> dict:
+def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: str | None = None) -> IngestSummary:
     """Ingest `data` into validated Parquet under VISIONFLOW_HOME/datasets; return the summary.
 
     Args:
@@ -51,23 +54,19 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
     layout = resolve_home(home)
     source = prepare_source_task(data, layout.sources)
     decode_config = config.decode.for_source(source.suggested_channels)
+    spec = decode_config.image_spec()
     scanned = scan_files_task(source.root, config.scan)
     decode_dir = decode_images_task(scanned, source.root, decode_config, layout.decoded)
     split = assign_splits_task(scanned, decode_dir, config.split, layout.datasets, source.name)
+    reports_dir = split.dataset_dir / "contracts"
     raw_report = validate_raw_manifest_task(
-        split.manifest, split.classes, config.contracts, split.dataset_dir / "contracts" / "raw_manifest.json"
+        split.manifest, split.classes, config.contracts, reports_dir / "raw_manifest.json"
     )
-    spec = decode_config.image_spec()
-    metadata = dataset_metadata(split.classes, split.fingerprint, source.name, contract_versions())
-    parquet_paths = write_parquet_task(split.manifest, decode_dir, split.dataset_dir, spec, metadata, config.parquet)
+    parquet_paths = write_parquet_task(split, decode_dir, spec, source.name, config.parquet)
     processed_reports = validate_processed_task(
-        parquet_paths,
-        accepted_rows_per_split(split.manifest),
-        len(split.classes),
-        spec.pixel_bytes,
-        split.dataset_dir / "contracts" / "processed_parquet.json",
+        parquet_paths, split.manifest, len(split.classes), spec.pixel_bytes, reports_dir / "processed_parquet.json"
     )
-    summary = record_dataset_task(
+    record = record_dataset_task(
         split.manifest,
         split.classes,
         split.fingerprint,
@@ -76,4 +75,4 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
         [raw_report, *processed_reports],
         split.dataset_dir,
     )
-    return {**summary, "source": source.name, "seconds": round(time.perf_counter() - started, 2)}
+    return IngestSummary(**record.model_dump(), source=source.name, seconds=round(time.perf_counter() - started, 2))

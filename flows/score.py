@@ -1,7 +1,7 @@
 """The score flow: one image drop in, predictions and rejections out, every file exactly once.
 
 select model -> list and hash the drop -> decode and predict new contents in batches (ledger)
--> predictions contract on the rows on disk -> report with drift. Every step is a task in tasks/.
+-> predictions contract on the rows on disk -> report with drift. Every step is a task in tasks/score/.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.runtime import resolve_home
-from tasks.find_drop_files import DropScanConfig, list_drop_files_task
-from tasks.profile_images import DriftConfig
-from tasks.report_scoring import report_scoring_task
-from tasks.score_images import ScoreConfig, score_images_task
-from tasks.select_model import CHAMPION, select_model_task
-from tasks.validate_predictions import PredictionContractConfig, validate_predictions_task
+from visionflow.home import resolve_home
+from visionflow.image_profile import DriftConfig
+from visionflow.registry import CHAMPION
+from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files_task
+from visionflow.tasks.score.report_scoring import report_scoring_task
+from visionflow.tasks.score.score_drop import ScoreConfig, score_drop_task
+from visionflow.tasks.score.select_model import select_model_task
+from visionflow.tasks.score.validate_predictions import PredictionContractConfig, validate_predictions_task
 
 
 class ScoringConfig(BaseModel):
@@ -30,6 +31,28 @@ class ScoringConfig(BaseModel):
     drift: DriftConfig = Field(default_factory=DriftConfig)  # When a drop counts as drifted.
 
 
+class ScoreSummary(BaseModel):
+    """What one score flow run did to a drop."""
+
+    drop: str  # The drop folder, as an absolute path.
+    model_version: str  # The registered model that scored it.
+    files: int  # Files listed in the drop (its control files excepted).
+    scored: int  # Files whose content the model predicted in this run.
+    already_scored: int  # Files whose content the ledger held for this model before this run.
+    rejected: int  # Files that cannot be scored; each has a rejection row.
+    predictions_path: str  # Folder of the drop's prediction parts (a pyarrow dataset).
+    rejections_path: str  # Folder of the drop's rejection parts (a pyarrow dataset).
+    report_path: str  # This run's JSON report.
+    drifted: bool | None  # True: the drop looks unlike the training data; None: not judged.
+    drift_reasons: list[str]  # One sentence per finding, or why drift was not judged.
+    class_counts: dict[str, int]  # Predicted class of the rows this run wrote.
+    rejection_examples: list[dict]  # Up to 5 rejected files with their reasons.
+    seconds: float  # Wall-clock seconds of the whole flow run.
+    images_per_second: float  # scored / seconds.
+    scoring_seconds: float  # Seconds of decoding, predicting and writing only.
+    scoring_images_per_second: float  # scored / scoring_seconds.
+
+
 def _run_name() -> str:
     """ "score-<drop folder name>": the full path is a parameter of the run, its name stays short."""
     from prefect.runtime import flow_run
@@ -38,7 +61,9 @@ def _run_name() -> str:
 
 
 @flow(name="score", flow_run_name=_run_name)
-def score_flow(drop: str, model: str = CHAMPION, config: ScoringConfig | None = None, home: str | None = None) -> dict:
+def score_flow(
+    drop: str, model: str = CHAMPION, config: ScoringConfig | None = None, home: str | None = None
+) -> ScoreSummary:
     """Score every file of the folder `drop` with a registered model; each file once.
 
     Args:
@@ -54,7 +79,7 @@ def score_flow(drop: str, model: str = CHAMPION, config: ScoringConfig | None = 
     outputs_root = layout.predictions / drop_path.name
     record = select_model_task(layout.models, model)
     files = list_drop_files_task(drop_path, config.scan)
-    result = score_images_task(files, drop_path, record, layout.ledger, outputs_root, config.score)
+    result = score_drop_task(files, drop_path, record, layout.ledger, outputs_root, config.score)
     contract = validate_predictions_task(
         result.predictions_path,
         record.class_names,
@@ -66,22 +91,22 @@ def score_flow(drop: str, model: str = CHAMPION, config: ScoringConfig | None = 
     )
     report = report_scoring_task(result, record, str(drop_path), contract, outputs_root / "reports", config.drift)
     seconds = time.perf_counter() - started
-    return {
-        "drop": str(drop_path),
-        "model_version": record.version,
-        "files": result.files,
-        "scored": result.scored,
-        "already_scored": result.already_scored,
-        "rejected": result.rejected,
-        "predictions_path": result.predictions_path,
-        "rejections_path": result.rejections_path,
-        "report_path": report["report_path"],
-        "drifted": report["drift"].get("drifted"),
-        "drift_reasons": report["drift"].get("reasons", []),
-        "class_counts": result.class_counts,
-        "rejection_examples": result.rejection_examples[:5],
-        "seconds": round(seconds, 2),
-        "images_per_second": round(result.scored / seconds, 1) if seconds > 0 else 0.0,
-        "scoring_seconds": result.seconds,  # Decoding, predicting and writing only.
-        "scoring_images_per_second": result.images_per_second,
-    }
+    return ScoreSummary(
+        drop=str(drop_path),
+        model_version=record.version,
+        files=result.files,
+        scored=result.scored,
+        already_scored=result.already_scored,
+        rejected=result.rejected,
+        predictions_path=result.predictions_path,
+        rejections_path=result.rejections_path,
+        report_path=report.report_path,
+        drifted=report.drifted,
+        drift_reasons=report.drift_reasons,
+        class_counts=result.class_counts,
+        rejection_examples=result.rejection_examples[:5],
+        seconds=round(seconds, 2),
+        images_per_second=round(result.scored / seconds, 1) if seconds > 0 else 0.0,
+        scoring_seconds=result.seconds,
+        scoring_images_per_second=result.images_per_second,
+    )

@@ -11,18 +11,18 @@ import time
 
 from prefect import flow
 
-from flows.runtime import resolve_home
-from flows.score import ScoringConfig, score_flow
-from tasks.errors import BusyError, VisionflowError
-from tasks.select_model import CHAMPION
-from tasks.watch_inbox import (
+from visionflow.deployments.inbox import (
     DropFolders,
-    InboxConfig,
     claim_drop_task,
     find_ready_drops_task,
     finish_drop_task,
     release_drop_task,
 )
+from visionflow.deployments.settings import InboxConfig
+from visionflow.errors import BusyError, VisionflowError
+from visionflow.flows.score import ScoringConfig, score_flow
+from visionflow.home import resolve_home
+from visionflow.registry import CHAMPION
 
 
 @flow(name="score-drops", flow_run_name="score-drops")
@@ -57,7 +57,7 @@ def score_drops_flow(
             reason = str(error) or repr(error)
             outcomes[drop.name] = {"moved_to": finish_drop_task(claimed, folders, failure=reason), "error": reason}
             continue
-        outcomes[drop.name] = {**summary, "moved_to": finish_drop_task(claimed, folders)}
+        outcomes[drop.name] = {**summary.model_dump(mode="json"), "moved_to": finish_drop_task(claimed, folders)}
     failed = sorted(name for name, outcome in outcomes.items() if "error" in outcome)
     if failed:
         raise VisionflowError(

@@ -1,7 +1,7 @@
 """The train flow: ingest, train, evaluate, gate and register, as one Prefect flow run.
 
 ingest (subflow) -> train -> evaluate -> gate (against the champion, on the same test split)
--> register (and promote when the gate passed). Every step is a task in tasks/.
+-> register (and promote when the gate passed). Every step is a task in tasks/train/.
 """
 
 from __future__ import annotations
@@ -10,12 +10,26 @@ import time
 
 from prefect import flow
 
-from flows.ingest import IngestConfig, ingest_flow
-from flows.runtime import resolve_home
-from tasks.evaluate_model import EvaluationConfig, evaluate_model_task
-from tasks.gate_model import GateConfig, gate_model_task
-from tasks.register_model import model_metadata, register_model_task, registry_files
-from tasks.train_model import preset_hyperparameters, preset_overrides, train_model_task, training_run_dir
+from visionflow.flows.ingest import IngestConfig, ingest_flow
+from visionflow.home import resolve_home
+from visionflow.tasks.train.evaluate_model import EvaluationConfig, evaluate_model_task
+from visionflow.tasks.train.gate_model import GateConfig, gate_model_task
+from visionflow.tasks.train.presets import preset_overrides, resolve_preset
+from visionflow.tasks.train.register_model import Registration, register_model_task
+from visionflow.tasks.train.train_model import train_model_task, training_run_dir
+
+
+class TrainSummary(Registration):
+    """What one train flow run did: the registration, and the run's data, recipe and results."""
+
+    dataset_fingerprint: str  # The dataset trained on (its ingest's fingerprint).
+    parquet: dict[str, str]  # That dataset's split files, by split name.
+    preset: str  # The recipe's name.
+    epochs_run: int  # Epochs trained, resumed ones included.
+    test_accuracy: float  # Share of the test split classified correctly, 0 to 1.
+    macro_f1: float  # Mean per-class F1 on the test split, 0 to 1.
+    train_images_per_second: float  # Training throughput, validation excluded.
+    seconds: float  # Wall-clock seconds of the whole flow run.
 
 
 @flow(name="train", flow_run_name="train-{preset}-{data}")
@@ -27,7 +41,7 @@ def train_flow(
     evaluation: EvaluationConfig | None = None,
     gate: GateConfig | None = None,
     home: str | None = None,
-) -> dict:
+) -> TrainSummary:
     """Train a model on `data` with a preset, evaluate it, and register it behind the gate.
 
     Args:
@@ -43,21 +57,21 @@ def train_flow(
     layout = resolve_home(home)
     evaluation = evaluation or EvaluationConfig()
     overrides = preset_overrides(preset, epochs)
+    recipe = resolve_preset(preset, overrides)
     dataset = ingest_flow(data=data, config=ingest, home=str(layout.root))
-    run_dir = training_run_dir(layout.runs, dataset["dataset_fingerprint"], preset, overrides)
-    training = train_model_task(dataset["parquet"]["train"], dataset["parquet"]["val"], preset, run_dir, overrides)
-    metrics = evaluate_model_task(training.model_path, dataset["parquet"]["test"], run_dir / "evaluation", evaluation)
-    decision = gate_model_task(metrics, dataset["parquet"]["test"], layout.models, gate or GateConfig(), evaluation)
-    metadata = model_metadata(dataset, training, metrics, preset, preset_hyperparameters(preset, overrides))
-    registered = register_model_task(registry_files(training, metrics), metadata, decision, layout.models)
-    return {
-        **registered,
-        "dataset_fingerprint": dataset["dataset_fingerprint"],
-        "parquet": dataset["parquet"],
-        "preset": preset,
-        "epochs_run": training.epochs_run,
-        "test_accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "train_images_per_second": round(training.train_images_per_second, 1),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    run_dir = training_run_dir(layout.runs, dataset.dataset_fingerprint, preset, overrides)
+    training = train_model_task(dataset.parquet["train"], dataset.parquet["val"], recipe, run_dir)
+    evaluated = evaluate_model_task(training.model_path, dataset.parquet["test"], run_dir / "evaluation", evaluation)
+    decision = gate_model_task(evaluated, dataset.parquet["test"], layout.models, gate or GateConfig(), evaluation)
+    registered = register_model_task(dataset, training, evaluated, recipe, decision, layout.models)
+    return TrainSummary(
+        **registered.model_dump(),
+        dataset_fingerprint=dataset.dataset_fingerprint,
+        parquet=dataset.parquet,
+        preset=preset,
+        epochs_run=training.epochs_run,
+        test_accuracy=evaluated.accuracy,
+        macro_f1=evaluated.macro_f1,
+        train_images_per_second=round(training.train_images_per_second, 1),
+        seconds=round(time.perf_counter() - started, 2),
+    )

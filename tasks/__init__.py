@@ -1,1 +1,1 @@
-"""visionflow's pipeline stages: one module a stage, pure functions first, a Prefect task last."""
+"""visionflow's pipeline stages, grouped by pipeline: ingest/, train/, score/."""

@@ -3,6 +3,9 @@ Prefect server for the flow tests (started once per session, only when a test as
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +17,12 @@ from PIL import Image
 # Everything the tests write, Prefect's database included, goes to one temporary home, set
 # before Prefect is imported anywhere.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="visionflow-tests-"))
-from flows.runtime import configure_environment  # noqa: E402
+from visionflow.home import configure_environment  # noqa: E402
 
 configure_environment(_SESSION_HOME)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+VISIONFLOW = [sys.executable, "-m", "visionflow"]  # The command as a user runs it.
 SHARED_CIFAR10 = REPOSITORY_ROOT.parent / "shared" / "datasets" / "cifar10"
 
 
@@ -81,6 +85,22 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def run_cli(prefect_server, home):
+    """Run the `visionflow` command against the test session's Prefect server, with its own home."""
+    from prefect.settings import PREFECT_API_URL
+
+    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "VISIONFLOW_HOME": str(home)}
+    environment.pop("PREFECT_HOME", None)
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*VISIONFLOW, *arguments], capture_output=True, text=True, env=environment, timeout=300, check=False
+        )
+
+    return run
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.build_model import build_model
-from tasks.profile_images import ImageProfile
-from tasks.register_model import register, set_champion
-from tasks.train_model import PRESETS
+from visionflow.image_profile import ImageProfile
+from visionflow.registry import register, set_champion
+from visionflow.tasks.train.build_model import build_model
+from visionflow.tasks.train.presets import PRESETS
 
 CLASSES = ["blue", "green", "red"]
 SHAPE = (12, 12, 3)

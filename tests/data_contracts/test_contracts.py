@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_contracts.gx_validation import SUITES_DIR, ContractReport, contract_version, load_suite, validate
-from tasks.validate_data import ContractConfig, processed_parameters, raw_manifest_parameters
+from visionflow.data_contracts.gx_validation import SUITES_DIR, ContractReport, contract_version, load_suite, validate
+from visionflow.tasks.ingest.validate_parquet import processed_parameters
+from visionflow.tasks.ingest.validate_raw_manifest import ContractConfig, raw_manifest_parameters
 
 CLASSES = ["cat", "dog", "fox"]
 SPLIT_NAMES = ["train", "val", "test"]

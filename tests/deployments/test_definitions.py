@@ -7,12 +7,13 @@ import inspect
 import pytest
 from prefect.utilities.callables import parameter_schema
 
-from deployments.definitions import DROP_READY_EVENT, all_deployments
-from deployments.serve import ServeConfig
-from flows.ingest import ingest_flow
-from flows.score import score_flow
-from flows.score_drops import score_drops_flow
-from flows.train import train_flow
+from visionflow.deployments.definitions import all_deployments
+from visionflow.deployments.inbox import DROP_READY_EVENT
+from visionflow.deployments.settings import ServeConfig
+from visionflow.flows.ingest import ingest_flow
+from visionflow.flows.score import score_flow
+from visionflow.flows.score_drops import score_drops_flow
+from visionflow.flows.train import train_flow
 
 FLOWS = {"train": train_flow, "score-drops": score_drops_flow, "score": score_flow, "ingest": ingest_flow}
 
@@ -29,7 +30,9 @@ def test_every_deployment_runs_its_flow_with_parameters_the_flow_accepts(deploym
         flow = FLOWS[name]
         assert deployment.flow_name == flow.name
         assert set(deployment.parameters) <= set(inspect.signature(flow.fn).parameters)
-        assert deployment.enforce_parameter_schema is not False
+        assert deployment.enforce_parameter_schema is True, "the server refuses parameters the flow would not accept"
+        assert deployment.entrypoint == f"{flow.fn.__module__}.{flow.fn.__name__}"
+        assert deployment.entrypoint.startswith("visionflow.flows."), "flows are found by their installed module"
 
 
 def test_train_and_score_drops_are_scheduled_as_configured(deployments):

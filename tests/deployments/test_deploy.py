@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from deployments.deploy import deploy_to_pool, ensure_process_pool
-from deployments.serve import ServeConfig
-from tests.flows.conftest import VISIONFLOW
+from visionflow.deployments.deploy import deploy_to_pool, ensure_process_pool
+from visionflow.deployments.settings import ServeConfig
+
+from tests.conftest import VISIONFLOW
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -26,8 +27,8 @@ def test_deployments_are_registered_with_a_new_process_pool_by_module_path():
         }
     assert pool.type == "process"
     assert deployments["train"].work_pool_name == "team-pool"
-    assert deployments["train"].entrypoint == "flows.train.train_flow"
-    assert deployments["score-drops"].entrypoint == "flows.score_drops.score_drops_flow"
+    assert deployments["train"].entrypoint == "visionflow.flows.train.train_flow"
+    assert deployments["score-drops"].entrypoint == "visionflow.flows.score_drops.score_drops_flow"
     assert deployments["train"].schedules[0].schedule.cron == "0 5 * * *"
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from deployments.definitions import DROP_READY_EVENT
-from deployments.inbox_watcher import REANNOUNCE_SECONDS, InboxWatcher
-from tasks.watch_inbox import DropFolders, InboxConfig
+from visionflow.deployments.inbox import DROP_READY_EVENT, DropFolders
+from visionflow.deployments.inbox_watcher import REANNOUNCE_SECONDS, InboxWatcher
+from visionflow.deployments.settings import InboxConfig
 
 
 def test_ready_drops_are_announced_once_and_again_when_left_unclaimed(tmp_path):

@@ -13,14 +13,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from deployments.serve import start_server, stop_server
-from flows.runtime import HomeLayout
-from tests.conftest import write_image
+from visionflow.deployments.serve import start_server, stop_server
+from visionflow.home import HomeLayout
+
+from tests.conftest import VISIONFLOW, write_image
 
 READY_TIMEOUT_SECONDS = 180  # serve imports TensorFlow and registers four deployments.
 DROP_TIMEOUT_SECONDS = 120  # A ready drop must be scored well within this.
@@ -70,7 +70,7 @@ async def deployments_and_runs(api_url: str) -> tuple[dict, list]:
 def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_path, home):
     environment = {**os.environ, "PREFECT_API_URL": server, "VISIONFLOW_HOME": str(home)}
     environment.pop("PREFECT_HOME", None)
-    command = [sys.executable, "-m", "flows.cli", "serve", "--settle-seconds", "2", "--score-every", "3600", "--json"]
+    command = [*VISIONFLOW, "serve", "--settle-seconds", "2", "--score-every", "3600", "--json"]
     serve = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = wait_for_json_line(serve, READY_TIMEOUT_SECONDS)
@@ -119,7 +119,7 @@ def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_p
 
 
 def test_a_port_in_use_is_refused_naming_it(tmp_path):
-    from tasks.errors import VisionflowError
+    from visionflow.errors import VisionflowError
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from flows.ingest import ingest_flow
-from tasks.write_parquet import load_split_arrays
+from visionflow.flows.ingest import ingest_flow
+from visionflow.splits import load_split_arrays
+
 from tests.conftest import SHARED_CIFAR10
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
@@ -17,13 +18,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
 
 def test_cifar10_ingests_to_60000_rows_whose_pixels_match_the_jpegs(home):
     summary = ingest_flow(data=str(SHARED_CIFAR10), home=str(home))
-    assert summary["files_found"] == 60_000 and summary["quarantined"] == 0
-    assert summary["splits"] == {"train": 45_000, "val": 5_000, "test": 10_000}
-    assert all(outcome["success"] and not outcome["failed"] for outcome in summary["contracts"].values())
-    assert sum(ds.dataset(path).count_rows() for path in summary["parquet"].values()) == 60_000
+    assert summary.files_found == 60_000 and summary.quarantined == 0
+    assert summary.splits == {"train": 45_000, "val": 5_000, "test": 10_000}
+    assert all(outcome["success"] and not outcome["failed"] for outcome in summary.contracts.values())
+    assert sum(ds.dataset(path).count_rows() for path in summary.parquet.values()) == 60_000
 
     generator = np.random.default_rng(0)
-    for path in summary["parquet"].values():
+    for path in summary.parquet.values():
         images, labels, metadata = load_split_arrays(path)
         paths = pq.read_table(path, columns=["path"]).column("path").to_pylist()
         for index in generator.choice(len(paths), size=25, replace=False):

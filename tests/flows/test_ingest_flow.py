@@ -12,8 +12,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.ingest import IngestConfig, ingest_flow
-from tasks.errors import ContractBreachError
+from visionflow.errors import ContractBreachError
+from visionflow.flows.ingest import IngestConfig, ingest_flow
+
 from tests.conftest import write_image
 
 SMALL = IngestConfig.model_validate(
@@ -34,18 +35,18 @@ def task_states(flow_state) -> dict[str, str]:
 def test_a_split_folder_becomes_validated_parquet(make_image_folder, home):
     root = make_image_folder(layout="split", per_class=20, test_per_class=5)
     summary = ingest_flow(data=str(root), config=SMALL, home=str(home))
-    assert summary["classes"] == ["blue", "green", "red"]
-    assert summary["image_shape"] == [16, 16, 3]
-    assert summary["splits"] == {"train": 45, "val": 15, "test": 15}
-    assert summary["quarantined"] == 0
-    assert {suite: outcome["success"] for suite, outcome in summary["contracts"].items()} == {
+    assert summary.classes == ["blue", "green", "red"]
+    assert summary.image_shape == [16, 16, 3]
+    assert summary.splits == {"train": 45, "val": 15, "test": 15}
+    assert summary.quarantined == 0
+    assert {suite: outcome["success"] for suite, outcome in summary.contracts.items()} == {
         "raw_manifest": True,
         "processed_parquet": True,
     }
-    assert {split: ds.dataset(path).count_rows() for split, path in summary["parquet"].items()} == summary["splits"]
-    record = json.loads((Path(summary["dataset_dir"]) / "dataset.json").read_text())
-    assert record["dataset_fingerprint"] == summary["dataset_fingerprint"]
-    assert Path(summary["dataset_dir"]).is_relative_to(home)
+    assert {split: ds.dataset(path).count_rows() for split, path in summary.parquet.items()} == summary.splits
+    record = json.loads((Path(summary.dataset_dir) / "dataset.json").read_text())
+    assert record["dataset_fingerprint"] == summary.dataset_fingerprint
+    assert Path(summary.dataset_dir).is_relative_to(home)
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -59,7 +60,7 @@ def test_an_unchanged_dataset_is_not_decoded_again(make_image_folder, home):
     assert task_states(first)["decode-images"] == "Completed"
     assert task_states(third)["decode-images"] == "Cached"
     assert (decoded / "decoded_manifest.parquet").stat().st_mtime_ns == written
-    assert first.result()["dataset_fingerprint"] == second.result()["dataset_fingerprint"]
+    assert first.result().dataset_fingerprint == second.result().dataset_fingerprint
 
     shutil.rmtree(decoded)
     fourth = ingest_flow(data=str(root), config=SMALL, home=str(home), return_state=True)
@@ -76,9 +77,9 @@ def test_a_grayscale_dataset_of_another_size(tmp_path, home):
             )
     config = SMALL.model_copy(update={"decode": SMALL.decode.model_copy(update={"image_size": 28, "channels": 1})})
     summary = ingest_flow(data=str(root), config=config, home=str(home))
-    assert summary["image_shape"] == [28, 28, 1]
-    assert summary["splits"] == {"train": 28, "val": 12, "test": 10}
-    table = ds.dataset(summary["parquet"]["train"]).to_table()
+    assert summary.image_shape == [28, 28, 1]
+    assert summary.splits == {"train": 28, "val": 12, "test": 10}
+    table = ds.dataset(summary.parquet["train"]).to_table()
     assert table.schema.field("pixels").type.byte_width == 28 * 28
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from flows.score import ScoringConfig
-from flows.score_drops import score_drops_flow
-from tasks.drop_outputs import DropOutputs
-from tasks.errors import VisionflowError
-from tasks.watch_inbox import FAILURE_NOTE, InboxConfig
+from visionflow.deployments.settings import InboxConfig
+from visionflow.drops import FAILURE_NOTE, DropOutputs
+from visionflow.errors import VisionflowError
+from visionflow.flows.score import ScoringConfig
+from visionflow.flows.score_drops import score_drops_flow
+
 from tests.conftest import write_image
 from tests.scoring_helpers import register_tiny_model
 

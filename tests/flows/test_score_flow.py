@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from flows.score import ScoringConfig, score_flow
+from visionflow.flows.score import ScoringConfig, score_flow
+
 from tests.scoring_helpers import build_hostile_drop, register_tiny_model
 
 ONE_PROCESS = ScoringConfig.model_validate({"scan": {"workers": 1}, "score": {"workers": 1, "batch_size": 8}})
@@ -22,17 +23,17 @@ def test_a_hostile_drop_is_scored_validated_and_reported_then_nothing_is_scored_
     summary = score_flow(drop=str(drop), config=ONE_PROCESS, home=str(home))
 
     accepted = sum(outcome == "predicted" for outcome in expected.values())
-    assert summary["model_version"] == version and summary["files"] == len(expected)
-    assert (summary["scored"], summary["already_scored"], summary["rejected"]) == (
+    assert summary.model_version == version and summary.files == len(expected)
+    assert (summary.scored, summary.already_scored, summary.rejected) == (
         accepted, 0, len(expected) - accepted,
     )  # fmt: skip
-    predictions = ds.dataset(summary["predictions_path"], format="parquet").to_table()
-    rejections = ds.dataset(summary["rejections_path"], format="parquet").to_table()
+    predictions = ds.dataset(summary.predictions_path, format="parquet").to_table()
+    rejections = ds.dataset(summary.rejections_path, format="parquet").to_table()
     assert predictions.num_rows == accepted and rejections.num_rows == len(expected) - accepted
-    report = json.loads(Path(summary["report_path"]).read_text())
+    report = json.loads(Path(summary.report_path).read_text())
     assert report["contract"]["success"] and report["counts"]["files"] == len(expected)
     assert report["drift"]["drifted"] is None, "too few images to judge"
 
     again = score_flow(drop=str(drop), config=ONE_PROCESS, home=str(home))
-    assert (again["scored"], again["already_scored"], again["rejected"]) == (0, accepted, len(expected) - accepted)
-    assert ds.dataset(summary["predictions_path"], format="parquet").to_table().num_rows == accepted
+    assert (again.scored, again.already_scored, again.rejected) == (0, accepted, len(expected) - accepted)
+    assert ds.dataset(summary.predictions_path, format="parquet").to_table().num_rows == accepted

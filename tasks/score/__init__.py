@@ -1,0 +1,1 @@
+"""Scoring: one image drop in, predictions and rejections out, each file once; one module a stage."""

@@ -1,0 +1,272 @@
+"""The networks that training builds, with the Keras Functional API.
+
+Every model takes raw uint8 images of the recorded shape: normalisation (and, when switched
+on, data augmentation) are layers inside the model, so a saved model needs no preprocessing
+code to score, and augmentation runs only while training. Only built-in Keras layers are used,
+so a saved model loads with `keras.models.load_model(path, safe_mode=True)` and no imports.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+from pydantic import BaseModel, Field
+
+from visionflow.errors import BadInputError
+from visionflow.tasks.train.initializers import whitening_filters
+
+# Pixels the whitening layer's "valid" 2x2 convolution takes off the height and the width.
+WHITENING_SHRINK = 1
+
+# Largest number of images whose pixels are summed at once when computing channel statistics;
+# it bounds the float64 working memory to about 8 bytes x this x H x W x C.
+STATS_CHUNK_IMAGES = 4096
+
+
+class UnsuitableInputError(BadInputError, ValueError):
+    """The data cannot train this network (image too small, fewer than two classes...).
+
+    It is a ValueError for Python callers and a BadInputError (CLI exit code 4) for the CLI.
+    """
+
+
+class ModelConfig(BaseModel):
+    """The network's architecture and the layers that sit in front of it."""
+
+    # "classic_cnn": conv-relu-pool stages then dense layers, as in the Keras CIFAR-10 example.
+    # "airbench": conv-pool-BatchNorm blocks in the style of Keller Jordan's airbench (GELU or ReLU).
+    architecture: Literal["classic_cnn", "airbench"] = "airbench"
+    # classic_cnn: filters of each conv + 2x2 max-pool stage. airbench: width (filters) of each
+    # block of two 3x3 convs; every stage or block halves the image's height and width once.
+    conv_filters: list[int] = Field(default=[128, 128, 128], min_length=1)
+    # airbench: filters of the 3x3 stem conv at full resolution; 0 for none (the first block then
+    # reads the pixels directly, which saves the costliest full-resolution work).
+    stem_filters: int = Field(default=32, ge=0)
+    # airbench: the nonlinearity after each BatchNorm. "gelu" as in airbench; "relu" costs less on CPUs.
+    activation: Literal["gelu", "relu"] = "gelu"
+    # airbench: a frozen 2x2 "valid" conv first whose filters whiten the training images' patches
+    # (tasks/initializers.py). It replaces the stem; images then shrink to an odd size, which also
+    # makes every later block a little cheaper.
+    whiten: bool = False
+    dense_units: int = Field(default=512, ge=0)  # classic_cnn: units of the hidden dense layer; 0 for none.
+    conv_dropout: float = Field(default=0.25, ge=0, lt=1)  # classic_cnn: fraction dropped after each stage.
+    dense_dropout: float = Field(default=0.5, ge=0, lt=1)  # classic_cnn: fraction dropped after the dense layer.
+    batchnorm_momentum: float = Field(default=0.9, gt=0, lt=1)  # airbench: weight of the old running statistics.
+    # "rescale": pixels / 255 into [0, 1]. "standardize": (pixel - mean) / std per channel, the
+    # mean and variance measured on the training images (see channel_statistics).
+    normalization: Literal["rescale", "standardize"] = "standardize"
+    augment: bool = True  # Random crop with padding and horizontal flip, active only while training.
+    crop_padding: int = Field(default=2, ge=0, le=8)  # Pixels of zero padding around the random crop.
+    horizontal_flip: bool = True  # Mirror half of the training images left to right.
+    # "auto": bfloat16 compute with float32 weights when the hardware does bfloat16 natively
+    # (CPU flags avx512_bf16 or amx_bf16, or a GPU of compute capability 8.0 or newer), else float32.
+    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
+
+
+@lru_cache(maxsize=1)
+def hardware_supports_bfloat16() -> bool:
+    """True when this machine computes in bfloat16 natively, so mixed precision pays off."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+        if tuple(capability) >= (8, 0):
+            return True
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text(errors="ignore").split() if cpuinfo.exists() else []
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(config: ModelConfig) -> str:
+    """The Keras dtype policy name the compute layers use."""
+    if config.precision == "auto":
+        return "mixed_bfloat16" if hardware_supports_bfloat16() else "float32"
+    return config.precision
+
+
+def downsampling_steps(config: ModelConfig) -> int:
+    """How many times the network halves the image's height and width."""
+    return len(config.conv_filters)
+
+
+def uses_whitening(config: ModelConfig) -> bool:
+    """Whether the network starts with the frozen patch-whitening layer (airbench only)."""
+    return config.architecture == "airbench" and config.whiten
+
+
+def minimum_side(config: ModelConfig) -> int:
+    """The smallest height and width in pixels the network can take."""
+    return 2 ** downsampling_steps(config) + (WHITENING_SHRINK if uses_whitening(config) else 0)
+
+
+def check_inputs(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    """Raise UnsuitableInputError when this network cannot train on such images or classes."""
+    if num_classes < 2:
+        raise UnsuitableInputError(
+            f"training needs at least 2 classes, got {num_classes}: a classifier of one class learns nothing"
+        )
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise UnsuitableInputError(f"images must have shape (height, width, channels), got {tuple(input_shape)}")
+    height, width, _channels = input_shape
+    steps = downsampling_steps(config)
+    minimum = minimum_side(config)
+    if height < minimum or width < minimum:
+        whitening = f", after its whitening layer takes {WHITENING_SHRINK} off" if uses_whitening(config) else ""
+        raise UnsuitableInputError(
+            f"images of {height}x{width} pixels are too small for this {config.architecture} network: it halves "
+            f"height and width {steps} times (2x2 max-pooling){whitening}, so images must be at least "
+            f"{minimum}x{minimum} pixels; ingest with a larger --image-size"
+        )
+
+
+def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and variance of uint8 images (N, H, W, C), in pixel units (0 to 255)."""
+    channels = images.shape[-1]
+    total = np.zeros(channels)
+    total_squares = np.zeros(channels)
+    for start in range(0, len(images), STATS_CHUNK_IMAGES):
+        chunk = images[start : start + STATS_CHUNK_IMAGES].reshape(-1, channels).astype(np.float64)
+        total += chunk.sum(axis=0)
+        total_squares += np.square(chunk).sum(axis=0)
+    count = images.size // channels
+    mean = total / count
+    variance = np.maximum(total_squares / count - np.square(mean), 1e-6)
+    return mean.tolist(), variance.tolist()
+
+
+def build_model(
+    config: ModelConfig,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    channel_stats: tuple[list[float], list[float]] | None = None,
+    whitening_kernel: np.ndarray | None = None,
+) -> keras.Model:
+    """An uncompiled model from uint8 images of input_shape to num_classes softmax probabilities.
+
+    channel_stats (per-channel mean and variance in pixel units, from channel_statistics) is
+    required when config.normalization is "standardize" and ignored otherwise. whitening_kernel
+    (from initializers.patch_whitening_kernel) is required when config.whiten is on.
+    """
+    input_shape = tuple(int(size) for size in input_shape)
+    check_inputs(config, input_shape, num_classes)
+    policy = resolve_precision(config)
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
+    features = _normalize(inputs, config, channel_stats)
+    if config.augment:
+        features = _augment(features, config, input_shape)
+    if config.architecture == "classic_cnn":
+        features = _classic_cnn(features, config, policy)
+    else:
+        features = _airbench(features, config, policy)
+    # The classifier head stays in float32, so probabilities sum to 1 at full precision.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
+    model = keras.Model(inputs, outputs, name=f"visionflow_{config.architecture}")
+    if uses_whitening(config):
+        _set_whitening_kernel(model, input_shape, whitening_kernel)
+    return model
+
+
+def _set_whitening_kernel(model: keras.Model, input_shape, whitening_kernel) -> None:
+    """Give the whitening layer its frozen filters, computed from the training images."""
+    expected = (2, 2, input_shape[-1], whitening_filters(input_shape[-1]))
+    if whitening_kernel is None or tuple(whitening_kernel.shape) != expected:
+        raise ValueError(
+            f"whiten=True needs whitening_kernel of shape {expected} from "
+            "initializers.patch_whitening_kernel(train_images, channel_stats)"
+        )
+    model.get_layer("whiten").kernel.assign(whitening_kernel)
+
+
+def _normalize(inputs, config: ModelConfig, channel_stats):
+    """uint8 pixels to float32 features: [0, 1], or zero mean and unit variance per channel."""
+    if config.normalization == "rescale":
+        return layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    if channel_stats is None:
+        raise ValueError(
+            'normalization="standardize" needs channel_stats, the per-channel mean and variance of the '
+            "training images: pass channel_statistics(train_images)"
+        )
+    mean, variance = channel_stats
+    as_float = layers.Rescaling(1.0, name="to_float")(inputs)
+    return layers.Normalization(axis=-1, mean=mean, variance=variance, name="standardize")(as_float)
+
+
+def _augment(features, config: ModelConfig, input_shape: tuple[int, int, int]):
+    """Random crop with zero padding, then horizontal flip; both are identities at inference.
+
+    Translating by up to crop_padding pixels with zero fill is a random crop of the image
+    padded by crop_padding; nearest interpolation keeps the shifts whole pixels. Zero is the
+    mean colour after standardisation and black after rescaling.
+    """
+    height, width, _channels = input_shape
+    if config.crop_padding > 0:
+        features = layers.RandomTranslation(
+            height_factor=config.crop_padding / height,
+            width_factor=config.crop_padding / width,
+            fill_mode="constant",
+            interpolation="nearest",
+            fill_value=0.0,
+            name="random_crop",
+        )(features)
+    if config.horizontal_flip:
+        features = layers.RandomFlip("horizontal", name="random_flip")(features)
+    return features
+
+
+def _classic_cnn(features, config: ModelConfig, policy: str):
+    """Stages of Conv2D(3x3, same, relu) + MaxPool 2x2 + Dropout, then Flatten, Dense, Dropout."""
+    for index, filters in enumerate(config.conv_filters, start=1):
+        features = layers.Conv2D(filters, 3, padding="same", activation="relu", dtype=policy, name=f"conv{index}")(
+            features
+        )
+        features = layers.MaxPooling2D(2, dtype=policy, name=f"pool{index}")(features)
+        features = layers.Dropout(config.conv_dropout, dtype=policy, name=f"dropout{index}")(features)
+    features = layers.Flatten(dtype=policy, name="flatten")(features)
+    if config.dense_units:
+        features = layers.Dense(config.dense_units, activation="relu", dtype=policy, name="dense")(features)
+        features = layers.Dropout(config.dense_dropout, dtype=policy, name="dense_dropout")(features)
+    return features
+
+
+def _conv_bn_act(features, filters: int, config: ModelConfig, policy: str, name: str):
+    """3x3 conv without bias (BatchNorm supplies the shift), BatchNorm, the activation."""
+    features = layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=policy, name=f"{name}_conv")(features)
+    features = layers.BatchNormalization(momentum=config.batchnorm_momentum, dtype=policy, name=f"{name}_bn")(features)
+    return layers.Activation(config.activation, dtype=policy, name=f"{name}_{config.activation}")(features)
+
+
+def _airbench(features, config: ModelConfig, policy: str):
+    """A whitening layer or stem conv at full resolution, then per width a block: conv, 2x2 max-pool, conv.
+
+    Pooling right after each block's first conv (as airbench does) keeps most of the compute
+    at the lower resolution. A global max-pool feeds the classifier.
+    """
+    if config.whiten:
+        # Frozen and without bias: the filters come in sign pairs, so the activation keeps both
+        # halves of each whitened direction and a shift would only lose information.
+        whiten = layers.Conv2D(
+            whitening_filters(features.shape[-1]), 2, padding="valid", use_bias=False, dtype=policy, name="whiten"
+        )
+        whiten.trainable = False
+        features = layers.Activation(config.activation, dtype=policy, name=f"whiten_{config.activation}")(
+            whiten(features)
+        )
+    elif config.stem_filters:
+        features = _conv_bn_act(features, config.stem_filters, config, policy, "stem")
+    for index, filters in enumerate(config.conv_filters, start=1):
+        features = layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=policy, name=f"block{index}_conv1")(
+            features
+        )
+        features = layers.MaxPooling2D(2, dtype=policy, name=f"block{index}_pool")(features)
+        features = layers.BatchNormalization(
+            momentum=config.batchnorm_momentum, dtype=policy, name=f"block{index}_bn1"
+        )(features)
+        features = layers.Activation(config.activation, dtype=policy, name=f"block{index}_{config.activation}1")(
+            features
+        )
+        features = _conv_bn_act(features, filters, config, policy, f"block{index}_2")
+    return layers.GlobalMaxPooling2D(dtype=policy, name="global_max_pool")(features)

@@ -1,0 +1,102 @@
+"""Stage: the approval gate between a trained model and the champion slot.
+
+A candidate is promoted only when its test accuracy and every class's recall clear configured
+floors and it is not worse than the current champion measured on the candidate's own test
+split: the champion is re-evaluated there, so the comparison is like for like even when the
+champion was trained on an older version of the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from visionflow.prediction import predict_probabilities
+from visionflow.registry import MODEL_FILE, champion_dir, load_model, read_metadata
+from visionflow.run_context import run_logger
+from visionflow.splits import load_split_arrays
+from visionflow.tasks.train.evaluate_model import EvaluationConfig, EvaluationResult, compute_metrics
+
+
+class GateConfig(BaseModel):
+    """When a newly trained model may replace the champion."""
+
+    min_test_accuracy: float = Field(default=0.5, ge=0.0, le=1.0)  # Least test accuracy, 0..1.
+    min_class_recall: float = Field(default=0.1, ge=0.0, le=1.0)  # Least recall of any single class, 0..1.
+    # How much lower than the champion's accuracy on the same test split the candidate may be,
+    # in accuracy points (0.0: it must be at least as good).
+    champion_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a candidate becomes the champion, and why, in a sentence a person can read."""
+
+    promoted: bool
+    reason: str
+    champion_version: str | None  # The champion it was compared with, if any.
+    champion_accuracy: float | None  # That champion's accuracy on the candidate's test split.
+
+
+def decide(
+    candidate: dict, champion_version: str | None, champion_accuracy: float | None, gate: GateConfig
+) -> GateDecision:
+    """Apply the gate to a candidate's metrics (accuracy and per_class recalls, as evaluation writes them).
+
+    champion_accuracy is the champion measured on the candidate's own test split, or None when
+    there is no champion or it cannot be measured there (other classes or image shape).
+    """
+    accuracy = candidate["accuracy"]
+    if accuracy < gate.min_test_accuracy:
+        reason = f"test accuracy {accuracy:.4f} is below the floor {gate.min_test_accuracy:.4f}"
+        return GateDecision(False, reason, champion_version, champion_accuracy)
+    weakest = min(candidate["per_class"], key=lambda row: row["recall"])
+    if weakest["recall"] < gate.min_class_recall:
+        recall, floor = weakest["recall"], gate.min_class_recall
+        reason = f"recall of class '{weakest['class']}' is {recall:.4f}, below the floor {floor:.4f}"
+        return GateDecision(False, reason, champion_version, champion_accuracy)
+    if champion_accuracy is not None and accuracy < champion_accuracy - gate.champion_tolerance:
+        reason = (
+            f"test accuracy {accuracy:.4f} is worse than champion {champion_version}'s {champion_accuracy:.4f} "
+            "on the same test split"
+        )
+        return GateDecision(False, reason, champion_version, champion_accuracy)
+    if champion_accuracy is None:
+        against = "no comparable champion" if champion_version else "no champion yet"
+        reason = f"passed the floors (accuracy {accuracy:.4f}); {against}"
+    else:
+        reason = f"test accuracy {accuracy:.4f} is not worse than champion {champion_version}'s {champion_accuracy:.4f}"
+    return GateDecision(True, reason, champion_version, champion_accuracy)
+
+
+def comparable_champion(champion_metadata: dict, class_names: list[str], image_shape: list[int]) -> bool:
+    """A champion can be measured on a test split only with the same classes and input shape."""
+    return champion_metadata.get("class_names") == class_names and champion_metadata.get("input_shape") == image_shape
+
+
+@task(name="gate-model", cache_policy=NO_CACHE)
+def gate_model_task(
+    candidate: EvaluationResult, test_path: str, models_root: Path, gate: GateConfig, evaluation: EvaluationConfig
+) -> GateDecision:
+    """Prefect task: measure the champion on the candidate's test split and apply the gate."""
+    log = run_logger(__name__)
+    folder = champion_dir(Path(models_root))
+    champion_version = folder.name if folder else None
+    champion_accuracy = None
+    if folder is not None:
+        images, labels, split_metadata = load_split_arrays(test_path)
+        if comparable_champion(read_metadata(folder), split_metadata["classes"], list(images.shape[1:])):
+            model = load_model(folder / MODEL_FILE)
+            probabilities = predict_probabilities(model, images, evaluation.batch_size, evaluation.flip_tta)
+            metrics = compute_metrics(labels, probabilities, split_metadata["classes"], evaluation.most_confused)
+            champion_accuracy = metrics["accuracy"]
+            log.info("champion %s scores %.4f on this test split", champion_version, champion_accuracy)
+        else:
+            log.info("champion %s has other classes or input shape; comparing on the floors only", champion_version)
+    decision = decide(candidate.metrics, champion_version, champion_accuracy, gate)
+    log.info("gate: %s (%s)", "promote" if decision.promoted else "keep the champion", decision.reason)
+    return decision

@@ -1,0 +1,159 @@
+"""Training's last stage: register the model with everything needed to trust or reproduce it.
+
+Every trained model is registered under VISIONFLOW_HOME/models/<version>/ (visionflow/registry.py
+owns the layout): the model, its training history and curves, its evaluation, and metadata.json
+with the dataset, the recipe, the results, the training images' profile (against which scoring
+measures drift) and the provenance (package versions, git commit). Only a model the gate passed
+becomes the champion; a rejected one stays registered with the reason, and never touches the
+champion pointer.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib import metadata as package_metadata
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from visionflow.image_profile import ImageProfile, profile_split
+from visionflow.registry import MODEL_FILE, read_champion, register, set_champion
+from visionflow.run_context import publish_markdown, run_logger
+from visionflow.splits import DatasetRecord, read_split_metadata
+from visionflow.tasks.train.evaluate_model import EvaluationResult
+from visionflow.tasks.train.gate_model import GateDecision
+from visionflow.tasks.train.presets import Preset, preset_hyperparameters
+from visionflow.tasks.train.train_model import TrainResult
+
+# Packages whose versions a model's metadata records, because they shape its pixels or weights.
+RECORDED_PACKAGES = ["visionflow", "tensorflow", "keras", "numpy", "pillow", "simplejpeg", "pyarrow", "pandas",
+                     "prefect", "great-expectations", "scikit-learn"]  # fmt: skip
+
+# The evaluation results a model's metadata repeats, for listing models without opening metrics.json.
+RECORDED_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class")
+
+
+class Registration(BaseModel):
+    """Where a trained model was registered, and whether it became the champion."""
+
+    model_version: str  # Registry version, e.g. "v0003".
+    model_path: str  # Its model.keras in the registry.
+    promoted: bool  # True when the gate made it the champion.
+    gate_reason: str  # The gate's decision, in a sentence.
+    champion_version: str | None  # The champion after this registration; None when there is none.
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a model."""
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(directory: Path) -> str | None:
+    """The commit checked out where directory lies, when it lies in a git checkout; else None."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def registry_files(training: TrainResult, evaluation: EvaluationResult) -> dict[str, Path]:
+    """The files a registered model keeps, by name: the model and its history and curves from
+    training, the metrics and confusion matrix from evaluation."""
+    run_dir = training.model_path.parent
+    files = {
+        MODEL_FILE: training.model_path,
+        "history.json": run_dir / "history.json",
+        "curves.png": run_dir / "curves.png",
+    }
+    files = {name: path for name, path in files.items() if path.exists()}
+    return {**files, "metrics.json": evaluation.metrics_path, "confusion.png": evaluation.confusion_png}
+
+
+def model_metadata(
+    dataset: DatasetRecord,
+    training: TrainResult,
+    evaluation: EvaluationResult,
+    preset: Preset,
+    training_profile: ImageProfile,
+    contract_versions: dict[str, str],
+) -> dict:
+    """Everything a registered model records: its data, recipe, results and provenance."""
+    return {
+        "dataset_fingerprint": dataset.dataset_fingerprint,
+        "dataset_dir": dataset.dataset_dir,
+        "contract_versions": contract_versions,
+        "class_names": dataset.classes,
+        "input_shape": dataset.image_shape,
+        # The training images' statistics, against which scoring measures each drop's drift.
+        "training_profile": training_profile.model_dump(),
+        "preset": preset.name,
+        "hyperparameters": preset_hyperparameters(preset),
+        "seed": training.seed,
+        "precision": training.precision,
+        "epochs_run": training.epochs_run,
+        "train_seconds": round(training.seconds, 2),
+        "train_images_per_second": round(training.train_images_per_second, 1),
+        "metrics": {key: evaluation.metrics[key] for key in RECORDED_METRICS},
+        "packages": package_versions(),
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+    }
+
+
+def register_and_promote(
+    files: dict[str, Path], metadata: dict, decision: GateDecision, models_root: Path
+) -> Registration:
+    """Register the files with metadata and the gate's decision; promote the version when it passed."""
+    record = {**metadata, "gate": asdict(decision), "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    version = register(files, record, models_root)
+    if decision.promoted:
+        set_champion(models_root, version)
+    champion = read_champion(models_root)
+    return Registration(
+        model_version=version,
+        model_path=str(models_root / version / MODEL_FILE),
+        promoted=decision.promoted,
+        gate_reason=decision.reason,
+        champion_version=champion["version"] if champion else None,
+    )
+
+
+@task(name="register-model", cache_policy=NO_CACHE)
+def register_model_task(
+    dataset: DatasetRecord,
+    training: TrainResult,
+    evaluation: EvaluationResult,
+    preset: Preset,
+    decision: GateDecision,
+    models_root: Path,
+) -> Registration:
+    """Prefect task: profile the training split, register the model, promote it when the gate passed."""
+    log = run_logger(__name__)
+    train_path = dataset.parquet["train"]
+    contract_versions = read_split_metadata(train_path).get("contract_versions", {})
+    metadata = model_metadata(dataset, training, evaluation, preset, profile_split(train_path), contract_versions)
+    registration = register_and_promote(registry_files(training, evaluation), metadata, decision, Path(models_root))
+    version = registration.model_version
+    if decision.promoted:
+        log.info("registered %s and promoted it to champion: %s", version, decision.reason)
+    else:
+        log.warning("registered %s, not promoted: %s", version, decision.reason)
+    publish_markdown(
+        "model-registry",
+        f"# Model {version}\n\n- promoted: **{decision.promoted}**\n- reason: {decision.reason}\n"
+        f"- champion now: {registration.champion_version or 'none'}\n",
+        f"Registration of model {version}",
+    )
+    return registration

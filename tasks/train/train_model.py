@@ -1,0 +1,246 @@
+"""Training stage: the tf.data input pipeline and the fit loop of a preset (tasks/train/presets.py).
+
+The splits arrive as uint8 NumPy arrays read zero-copy from Parquet; tf.data shuffles indices
+with a seed and gathers whole batches, so no image is ever decoded again. Training can be
+killed at any point: started again with the same run_dir, it resumes after the last finished
+epoch (BackupAndRestore). A backup that cannot be read (corrupt, or weights missing beside
+its epoch marker) is deleted with a logged warning and training restarts cleanly from epoch 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from visionflow.run_context import publish_markdown, publish_table, run_logger
+from visionflow.splits import load_split_arrays
+from visionflow.tasks.train.build_model import (
+    UnsuitableInputError,
+    build_model,
+    channel_statistics,
+    resolve_precision,
+    uses_whitening,
+)
+from visionflow.tasks.train.initializers import patch_whitening_kernel
+from visionflow.tasks.train.presets import Preset, TrainConfig
+from visionflow.tasks.train.training_callbacks import (
+    CheckedBackupAndRestore,
+    CorruptBackupError,
+    TrainingMonitor,
+    save_curves,
+)
+
+
+class TrainResult(BaseModel):
+    """What one training run produced."""
+
+    model_path: Path  # run_dir/model.keras: the best weights, taking raw uint8 images.
+    history: dict[str, list[float]]  # Per metric, one value per epoch (epoch 1 first), resumed epochs included.
+    epochs_run: int  # Epochs finished in total, before an interruption included.
+    resumed_from_epoch: int  # Epochs already done when this call started (0 for a fresh run).
+    seconds: float  # Wall-clock seconds of this call's fit().
+    train_images_per_second: float  # Training throughput of this call, validation excluded.
+    seed: int
+    precision: str  # Keras dtype policy of the compute layers.
+
+
+# fit() options: the dataset is already shuffled, and progress goes to the run logger instead.
+QUIET = {"shuffle": False, "verbose": 0}
+
+
+def check_arrays(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int) -> None:
+    """Raise UnsuitableInputError when the arrays cannot train a classifier of num_classes."""
+    present = np.unique(train[1]).size
+    if num_classes < 2 or present < 2:
+        raise UnsuitableInputError(f"training needs at least 2 classes; got {num_classes}, {present} in train")
+    for split, (images, labels) in (("train", train), ("val", val)):
+        if len(images) == 0 or len(images) != len(labels):
+            raise UnsuitableInputError(f"{split}: {len(images)} images and {len(labels)} labels; need as many, >= 1")
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise UnsuitableInputError(f"{split}: images must be uint8 (N, H, W, C), got {images.dtype} {images.shape}")
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise UnsuitableInputError(f"{split}: labels must lie in [0, {num_classes - 1}]")
+    if train[0].shape[1:] != val[0].shape[1:]:
+        raise UnsuitableInputError(f"train images are {train[0].shape[1:]} but val images {val[0].shape[1:]}")
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, num_classes: int, training: bool):
+    """Batches of (uint8 images, labels): seeded shuffled index batches gathered in parallel.
+
+    The arrays become one tensor each; batches are gathered from them, never decoded. Labels
+    are one-hot when label smoothing needs them.
+    """
+    image_tensor = tf.constant(images)
+    label_tensor = tf.constant(labels.astype(np.int32))
+    indices = tf.data.Dataset.range(len(images))
+    if training:
+        indices = indices.shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True)
+
+    @tf.autograph.experimental.do_not_convert  # Plain graph code: autograph has nothing to convert.
+    def gather(batch_indices):
+        batch_labels = tf.gather(label_tensor, batch_indices)
+        if config.label_smoothing > 0:
+            batch_labels = tf.one_hot(batch_labels, num_classes)
+        return tf.gather(image_tensor, batch_indices), batch_labels
+
+    batches = indices.batch(config.batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam or Nesterov SGD, with a constant step size or linear warm-up then cosine decay."""
+    learning_rate = config.learning_rate
+    if config.schedule == "cosine":
+        total_steps = config.epochs * steps_per_epoch
+        warmup_steps = int(config.warmup_fraction * total_steps)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else config.learning_rate,
+            decay_steps=max(total_steps - warmup_steps, 1),
+            warmup_target=config.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    decay = config.weight_decay or None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    return keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay)
+
+
+def compiled_model(preset: Preset, train_images: np.ndarray, num_classes: int, steps_per_epoch: int) -> keras.Model:
+    """The preset's model, compiled with its optimizer and loss, seeded afresh."""
+    keras.utils.set_random_seed(preset.train.seed)
+    stats = channel_statistics(train_images) if preset.model.normalization == "standardize" else None
+    whitening = patch_whitening_kernel(train_images, stats) if uses_whitening(preset.model) else None
+    model = build_model(
+        preset.model, tuple(train_images.shape[1:]), num_classes, channel_stats=stats, whitening_kernel=whitening
+    )
+    if preset.train.label_smoothing > 0:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.train.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(make_optimizer(preset.train, steps_per_epoch), loss=loss, metrics=["accuracy"])
+    return model
+
+
+def train_model(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    preset: Preset,
+    run_dir: Path,
+    num_classes: int,
+    extra_callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
+    """Train preset on train, validating on val each epoch; write model, checkpoints, history, curves.
+
+    Calling it again with the same run_dir after a crash resumes after the last finished epoch.
+    extra_callbacks run after the built-in ones (tests use one to simulate a crash).
+    """
+    log = run_logger(__name__)
+    check_arrays(train, val, num_classes)
+    run_dir = Path(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    config = preset.train
+    steps_per_epoch = -(-len(train[0]) // config.batch_size)
+    train_data = make_dataset(*train, config, num_classes, training=True)
+    val_data = make_dataset(*val, config, num_classes, training=False)
+    for attempt in (1, 2):
+        model = compiled_model(preset, train[0], num_classes, steps_per_epoch)
+        monitor = TrainingMonitor(run_dir, config.epochs, len(train[0]), log)
+        callbacks = [
+            CheckedBackupAndRestore(backup_dir=str(run_dir / "backup")),
+            keras.callbacks.EarlyStopping(
+                monitor=config.early_stopping_monitor,
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+            ),
+            keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras"), save_freq="epoch"),
+            monitor,
+            *(extra_callbacks or []),
+        ]
+        started = time.perf_counter()
+        try:
+            model.fit(train_data, validation_data=val_data, epochs=config.epochs, callbacks=callbacks, **QUIET)
+            break
+        except CorruptBackupError as error:
+            if attempt == 2:
+                raise
+            log.warning("%s; deleting the backup and training from epoch 1 again", error)
+            shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    seconds = time.perf_counter() - started
+    model_path = run_dir / "model.keras"
+    model.save(model_path)
+    save_curves(monitor.history, run_dir / "curves.png")
+    first_epoch, epochs_run = monitor.first_epoch or 0, len(monitor.history.get("loss", []))
+    return TrainResult(
+        model_path=model_path,
+        history=monitor.history,
+        epochs_run=epochs_run,
+        resumed_from_epoch=first_epoch,
+        seconds=seconds,
+        train_images_per_second=len(train[0]) * (epochs_run - first_epoch) / max(monitor.train_seconds, 1e-9),
+        seed=config.seed,
+        precision=resolve_precision(preset.model),
+    )
+
+
+def training_run_dir(runs_root: Path, fingerprint: str, preset_name: str, overrides: dict | None) -> Path:
+    """A run folder named by dataset, preset and overrides, so a rerun of a killed run resumes in it."""
+    settings = json.dumps(overrides or {}, sort_keys=True)
+    key = hashlib.sha256(f"{fingerprint}|{preset_name}|{settings}".encode()).hexdigest()[:12]
+    return Path(runs_root) / f"{preset_name}-{fingerprint[:12]}-{key}"
+
+
+@task(name="train-model", cache_policy=NO_CACHE)
+def train_model_task(train_path: str, val_path: str, preset: Preset, run_dir: Path) -> TrainResult:
+    """Prefect task: load the splits and train the preset (resolved, overrides applied) on them."""
+    log = run_logger(__name__)
+    preset_name = preset.name
+    train_images, train_labels, metadata = load_split_arrays(train_path)
+    val_images, val_labels, val_metadata = load_split_arrays(val_path)
+    if val_metadata["classes"] != metadata["classes"]:
+        raise UnsuitableInputError(f"{train_path} and {val_path} list different classes")
+    classes = metadata["classes"]
+    shape = "x".join(map(str, metadata["image_shape"]))
+    log.info(
+        "training preset %s on %d images (%d to validate) of %s into %s",
+        preset_name,
+        len(train_labels),
+        len(val_labels),
+        shape,
+        run_dir,
+    )
+    result = train_model((train_images, train_labels), (val_images, val_labels), preset, Path(run_dir), len(classes))
+    val_accuracy = result.history.get("val_accuracy", [float("nan")])
+    summary = (result.epochs_run, result.seconds, result.train_images_per_second, max(val_accuracy))
+    log.info("trained %d epochs in %.1f s (%.0f images/s), best val_accuracy %.4f", *summary)
+    publish_markdown(
+        "train-summary",
+        "| preset | epochs | seconds | images/s | best val accuracy |\n|---|---|---|---|---|\n"
+        "| {} | {} | {:.1f} | {:.0f} | {:.4f} |".format(preset_name, *summary),
+        "Training summary",
+    )
+    publish_table(
+        "training-curves", history_rows(result.history), "Loss and accuracy per epoch (curves.png as a table)"
+    )
+    return result
+
+
+def history_rows(history: dict[str, list[float]]) -> list[dict]:
+    """One row per epoch with every recorded metric, rounded for reading."""
+    epochs = max((len(values) for values in history.values()), default=0)
+    return [
+        {
+            "epoch": epoch + 1,
+            **{name: round(values[epoch], 4) for name, values in history.items() if epoch < len(values)},
+        }
+        for epoch in range(epochs)
+    ]

@@ -1,0 +1,136 @@
+"""Scoring a drop: every file in exactly one row, nothing scored twice, resumable after a crash."""
+
+from __future__ import annotations
+
+import pyarrow.dataset as ds
+import pytest
+
+from visionflow.drops import DropOutputs
+from visionflow.errors import BusyError
+from visionflow.ledger import PredictionLedger
+from visionflow.registry import find_model, load_checked_model
+from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files
+from visionflow.tasks.score.score_drop import ScoreConfig, score_drop
+
+from tests.scoring_helpers import CLASSES, build_hostile_drop, register_tiny_model
+
+ONE_PROCESS = DropScanConfig(workers=1)
+SMALL_BATCHES = ScoreConfig(workers=1, batch_size=4)
+
+
+@pytest.fixture
+def scoring(tmp_path):
+    """A registered tiny model and a function that scores a drop with it."""
+    models = tmp_path / "models"
+    register_tiny_model(models)
+    record = find_model(models)
+    model = load_checked_model(record)
+
+    def score(drop, config=SMALL_BATCHES):
+        files = list_drop_files(drop, ONE_PROCESS)
+        outputs = DropOutputs(tmp_path / "predictions" / drop.name)
+        with PredictionLedger(tmp_path / "predictions" / "ledger.sqlite") as ledger:
+            return score_drop(files, drop, record, model, ledger, outputs, config)
+
+    return score
+
+
+def rows(folder):
+    return ds.dataset(folder, format="parquet").to_table().to_pandas() if any(folder.glob("*.parquet")) else None
+
+
+def test_a_hostile_drop_is_fully_accounted_for_and_a_second_run_scores_nothing(scoring, tmp_path):
+    drop = tmp_path / "drop-1"
+    expected = build_hostile_drop(drop, tmp_path / "outside")
+    first = scoring(drop)
+
+    predictions, rejections = (
+        rows(tmp_path / "predictions/drop-1/predictions"),
+        rows(tmp_path / "predictions/drop-1/rejections"),
+    )
+    outcome = {path: "predicted" for path in predictions["path"]} | {path: "rejected" for path in rejections["path"]}
+    assert len(predictions) + len(rejections) == len(expected) == first.files
+    assert outcome == expected
+    assert first.scored == len(predictions) and first.rejected == len(rejections) and first.already_scored == 0
+    assert first.contents_predicted == first.scored - 3, "four copies of one content are predicted once"
+    assert set(predictions["label"]) <= set(CLASSES)
+    probabilities = predictions[[f"probability_{name}" for name in CLASSES]].sum(axis=1)
+    assert probabilities.between(0.999, 1.001).all()
+    copies = predictions[predictions["path"].str.startswith("copies/")]
+    assert copies["sha256"].nunique() == 1 and copies["confidence"].nunique() == 1
+
+    reasons = dict(zip(rejections["path"], rejections["reason"], strict=True))
+    assert reasons["broken/text.png"].startswith("not an image")
+    assert reasons["broken/empty.jpg"] == "empty file (0 bytes)"
+    assert "too many pixels" in reasons["broken/bomb.png"]
+    assert "truncated" in reasons["broken/truncated.jpg"]
+    assert reasons["broken/icon.ico"] == "unsupported image format ICO"
+    assert reasons["link-out.png"] == "symlink leading outside the drop"
+    assert reasons[".cache/"] == "hidden folder, not entered" and reasons[".hidden.jpg"] == "hidden file"
+
+    second = scoring(drop)
+    assert (second.scored, second.already_scored, second.rejected) == (0, first.scored, first.rejected)
+    assert second.prediction_rows_written == second.rejection_rows_written == 0
+    assert len(rows(tmp_path / "predictions/drop-1/predictions")) == len(predictions)
+
+
+def test_known_images_in_another_drop_get_rows_without_being_predicted_again(scoring, tmp_path):
+    build_hostile_drop(tmp_path / "first", tmp_path / "outside")
+    first = scoring(tmp_path / "first")
+    second_drop = tmp_path / "second"
+    (second_drop / "renamed").mkdir(parents=True)
+    (second_drop / "renamed" / "x.png").write_bytes((tmp_path / "first" / "formats" / "image.png").read_bytes())
+    (second_drop / "new.png").write_bytes((tmp_path / "first" / "modes" / "gray.png").read_bytes() + b"")
+    result = scoring(second_drop)
+    assert result.already_scored == 2 and result.scored == 0 and result.contents_predicted == 0
+    new_rows = rows(tmp_path / "predictions/second/predictions")
+    old_rows = rows(tmp_path / "predictions/first/predictions").set_index("path")
+    assert sorted(new_rows["path"]) == ["new.png", "renamed/x.png"]
+    reused = new_rows.set_index("path").loc["renamed/x.png"]
+    assert reused["confidence"] == old_rows.loc["formats/image.png", "confidence"]
+    assert reused["scored_at"] == old_rows.loc["formats/image.png", "scored_at"]
+    assert first.scored > 0
+
+
+def test_a_run_killed_mid_commit_is_finished_by_the_next_without_duplicates(scoring, tmp_path, monkeypatch):
+    drop = tmp_path / "drop"
+    expected = build_hostile_drop(drop, tmp_path / "outside")
+    calls = {"count": 0}
+    real_commit = PredictionLedger.commit_part
+
+    def crash_on_second_predictions_commit(self, drop_name, kind, *arguments, **keywords):
+        calls["count"] += kind == "predictions"
+        if calls["count"] == 2:
+            raise KeyboardInterrupt("killed after writing a part, before committing it")
+        return real_commit(self, drop_name, kind, *arguments, **keywords)
+
+    monkeypatch.setattr(PredictionLedger, "commit_part", crash_on_second_predictions_commit)
+    with pytest.raises(KeyboardInterrupt):
+        scoring(drop, ScoreConfig(workers=1, batch_size=2, part_rows=3))
+    parts = list((tmp_path / "predictions/drop/predictions").glob("*.parquet"))
+    assert len(parts) == 2, "one committed part and one orphan are on disk"
+
+    monkeypatch.setattr(PredictionLedger, "commit_part", real_commit)
+    result = scoring(drop, ScoreConfig(workers=1, batch_size=2, part_rows=3))
+    assert result.orphan_parts_removed == 1
+    predictions = rows(tmp_path / "predictions/drop/predictions")
+    rejections = rows(tmp_path / "predictions/drop/rejections")
+    assert not predictions["path"].duplicated().any() and not rejections["path"].duplicated().any()
+    assert sorted([*predictions["path"], *rejections["path"]]) == sorted(expected)
+    assert result.already_scored > 0, "what the killed run committed is not scored again"
+    assert result.scored + result.already_scored == len(predictions)
+
+
+def test_two_runs_on_one_drop_at_once_are_refused_as_busy(scoring, tmp_path):
+    drop = tmp_path / "busy"
+    build_hostile_drop(drop, tmp_path / "outside")
+    with DropOutputs(tmp_path / "predictions" / "busy").exclusive(), pytest.raises(BusyError, match="another run"):
+        scoring(drop)
+
+
+def test_decoding_in_worker_processes_gives_the_same_rows(scoring, tmp_path):
+    drop = tmp_path / "parallel"
+    expected = build_hostile_drop(drop, tmp_path / "outside")
+    result = scoring(drop, ScoreConfig(workers=2, files_per_chunk=3, batch_size=5, chunks_in_flight_per_worker=1))
+    predictions = rows(tmp_path / "predictions/parallel/predictions")
+    assert result.scored == len(predictions) == sum(outcome == "predicted" for outcome in expected.values())

@@ -1,0 +1,46 @@
+"""The presets: typed recipes, the classic one unchanged, overrides merged once and validated."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from visionflow.tasks.train.build_model import UnsuitableInputError
+from visionflow.tasks.train.presets import (
+    PRESETS,
+    TrainConfig,
+    preset_hyperparameters,
+    preset_overrides,
+    resolve_preset,
+)
+
+
+def test_every_preset_is_typed_and_seed_follows_the_classic_recipe():
+    seed = PRESETS["seed"].train
+    assert (seed.optimizer, seed.learning_rate, seed.batch_size, seed.epochs) == ("adam", 1e-3, 32, 10)
+    assert seed.label_smoothing == 0 and not PRESETS["seed"].model.augment
+    default = PRESETS["default"]
+    assert default.train.label_smoothing == 0.2 and default.model.augment and default.train.optimizer == "sgd"
+    for name, preset in PRESETS.items():
+        assert preset.name == name
+        assert isinstance(preset.train, TrainConfig)
+
+
+def test_overrides_apply_to_a_copy_and_reach_the_recorded_hyperparameters():
+    resolved = resolve_preset("seed", preset_overrides("seed", 3))
+    assert resolved.train.epochs == 3 and PRESETS["seed"].train.epochs == 10, "the preset itself is unchanged"
+    assert resolved.model == PRESETS["seed"].model
+    recorded = preset_hyperparameters(resolved)
+    assert recorded["train"]["epochs"] == 3 and recorded["model"]["conv_filters"] == [32, 64]
+    assert preset_overrides("default", None) == {}
+
+
+def test_unknown_presets_bad_epochs_and_unknown_settings_are_refused():
+    with pytest.raises(UnsuitableInputError, match="unknown preset 'huge'; choose one of seed, default, tiny"):
+        preset_overrides("huge")
+    with pytest.raises(UnsuitableInputError, match="unknown preset 'huge'"):
+        resolve_preset("huge")
+    with pytest.raises(UnsuitableInputError, match="epochs must be at least 1, not 0"):
+        preset_overrides("tiny", 0)
+    with pytest.raises(ValidationError, match="epochz"):
+        resolve_preset("tiny", {"epochz": 1})

@@ -1,0 +1,118 @@
+"""The `visionflow` command as a user runs it: a real process, real files, a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import VISIONFLOW
+
+REQUIRED_INGEST_KEYS = {
+    "dataset_fingerprint",
+    "classes",
+    "image_shape",
+    "splits",
+    "quarantined",
+    "parquet",
+    "contracts",
+    "seconds",
+}
+
+
+def test_help_answers_without_starting_anything():
+    result = subprocess.run([*VISIONFLOW, "ingest", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert "--data" in result.stdout and "--json" in result.stdout and "--image-size" in result.stdout
+
+
+def test_ingest_json_is_the_last_line_of_stdout(run_cli, make_image_folder, home):
+    root = make_image_folder(layout="split", per_class=50, test_per_class=5)
+    result = run_cli("ingest", "--data", str(root), "--image-size", "16", "--workers", "1", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) >= REQUIRED_INGEST_KEYS
+    assert summary["image_shape"] == [16, 16, 3] and summary["splits"]["test"] == 15
+    assert all(Path(path).is_relative_to(home) for path in summary["parquet"].values())
+    assert "Task run" in result.stderr, "logs go to stderr"
+
+
+def test_ingest_prints_a_human_summary(run_cli, make_image_folder):
+    root = make_image_folder(layout="flat", per_class=50)
+    result = run_cli("ingest", "--data", str(root), "--workers", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ingested images: 150 files, 0 quarantined" in result.stdout
+    assert "contract raw_manifest: passed" in result.stdout
+
+
+def test_a_missing_folder_exits_4_with_one_line_and_no_traceback(run_cli, tmp_path):
+    result = run_cli("ingest", "--data", str(tmp_path / "nowhere"), "--json")
+    assert result.returncode == 4
+    assert json.loads(result.stdout.strip().splitlines()[-1])["exit_code"] == 4
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("visionflow: --data") and "no such folder" in last_line
+    assert "Traceback" not in result.stderr
+
+
+def test_leakage_exits_3_naming_the_overlap(run_cli, make_image_folder):
+    root = make_image_folder(layout="split", per_class=50, test_per_class=5)
+    shutil.copy(root / "test" / "red" / "001.png", root / "train" / "red" / "leaked.png")
+    result = run_cli("ingest", "--data", str(root), "--workers", "1")
+    assert result.returncode == 3
+    assert "in_other_split" in result.stderr and "leaked.png" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_options_exit_2(run_cli, make_image_folder):
+    root = make_image_folder(layout="flat", per_class=2)
+    result = run_cli("ingest", "--data", str(root), "--channels", "2")
+    assert result.returncode == 2
+    assert "channels" in result.stderr
+
+
+def test_an_unusable_home_exits_4_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = subprocess.run(
+        [*VISIONFLOW, "ingest", "--data", "demo", "--home", str(blocker / "home")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 4
+    assert "as VISIONFLOW_HOME" in result.stderr and "Traceback" not in result.stderr
+
+
+REQUIRED_TRAIN_KEYS = {
+    "model_version",
+    "model_path",
+    "dataset_fingerprint",
+    "parquet",
+    "preset",
+    "epochs_run",
+    "test_accuracy",
+    "macro_f1",
+    "promoted",
+    "gate_reason",
+    "champion_version",
+    "seconds",
+    "train_images_per_second",
+}
+
+
+def test_train_json_reports_the_registered_model(run_cli, make_image_folder):
+    root = make_image_folder(layout="flat", per_class=50)
+    result = run_cli("train", "--data", str(root), "--preset", "tiny", "--image-size", "12", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) >= REQUIRED_TRAIN_KEYS
+    assert summary["model_version"] == "v0001" and summary["preset"] == "tiny" and summary["epochs_run"] == 2
+    assert Path(summary["model_path"]).is_file()
+
+
+def test_an_unknown_preset_exits_4_listing_the_presets(run_cli, make_image_folder):
+    root = make_image_folder(layout="flat", per_class=50)
+    result = run_cli("train", "--data", str(root), "--preset", "fastest")
+    assert result.returncode == 4
+    assert "unknown preset 'fastest'; choose one of seed, default, tiny" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,48 @@
+"""`visionflow score` as a user runs it: a real process, a real drop, a real Prefect server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.conftest import VISIONFLOW
+from tests.scoring_helpers import build_hostile_drop, register_tiny_model
+
+REQUIRED_SCORE_KEYS = {
+    "drop", "model_version", "scored", "already_scored", "rejected", "predictions_path", "rejections_path",
+    "seconds", "images_per_second",
+}  # fmt: skip
+
+
+def test_score_help_names_the_drop_and_the_model_option():
+    result = subprocess.run([*VISIONFLOW, "score", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "DROP" in result.stdout and "--model" in result.stdout
+
+
+def test_score_json_then_human_summary_on_a_second_run(run_cli, home, tmp_path):
+    register_tiny_model(home / "models")
+    drop = tmp_path / "drop"
+    build_hostile_drop(drop, tmp_path / "outside")
+    result = run_cli("score", str(drop), "--json", "--workers", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) >= REQUIRED_SCORE_KEYS and summary["scored"] > 0 and summary["rejected"] > 0
+    again = run_cli("score", str(drop), "--workers", "1")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"0 scored, {summary['scored']} already scored, {summary['rejected']} rejected" in again.stdout
+
+
+def test_no_champion_exits_4_saying_to_train_first(run_cli, tmp_path):
+    (tmp_path / "drop").mkdir()
+    (tmp_path / "drop" / "x.png").write_bytes(b"x")
+    result = run_cli("score", str(tmp_path / "drop"), "--json")
+    assert result.returncode == 4
+    assert json.loads(result.stdout.strip().splitlines()[-1])["exit_code"] == 4
+    assert "no champion model yet" in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
+
+
+def test_a_missing_drop_exits_4_naming_it(run_cli, home, tmp_path):
+    register_tiny_model(home / "models")
+    result = run_cli("score", str(tmp_path / "nowhere"))
+    assert result.returncode == 4
+    assert f"drop folder {tmp_path / 'nowhere'} does not exist" in result.stderr.strip().splitlines()[-1]

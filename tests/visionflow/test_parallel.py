@@ -1,0 +1,71 @@
+"""Worker pools: chunks run in processes, at most a bounded number wait in memory, a dead worker is reported."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import pytest
+
+from visionflow.parallel import chunked, map_chunks, shared_pool
+
+
+def mark_started(chunk: list[int], folder: str) -> list[int]:
+    """Leave a file per chunk when a worker starts it, then take a moment, then return it doubled."""
+    Path(folder, f"chunk-{chunk[0]}").touch()
+    time.sleep(0.05)
+    return [value * 2 for value in chunk]
+
+
+def die(chunk: list[int]) -> list[int]:
+    """A worker that dies as a crash in a native decoder would: no exception, no result."""
+    os._exit(3)
+
+
+def test_chunks_are_consecutive_and_cover_everything():
+    assert chunked(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert chunked([], 3) == []
+
+
+def test_one_worker_runs_in_this_process_in_order_with_progress(tmp_path):
+    seen = []
+    chunks = chunked(list(range(6)), 2)
+    results = list(map_chunks(mark_started, chunks, 1, (str(tmp_path),), on_progress=lambda *args: seen.append(args)))
+    assert results == [(0, [0, 2]), (1, [4, 6]), (2, [8, 10])]
+    assert [(done, total) for done, total, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_processes_return_every_chunk_once(tmp_path):
+    chunks = chunked(list(range(40)), 4)
+    results = dict(map_chunks(mark_started, chunks, 2, (str(tmp_path),)))
+    assert sorted(results) == list(range(10))
+    assert [value for index in range(10) for value in results[index]] == [value * 2 for value in range(40)]
+
+
+def test_a_slow_consumer_never_has_more_than_the_limit_of_chunks_submitted_ahead(tmp_path):
+    limit = 2
+    chunks = chunked(list(range(12)), 1)
+    for yielded, _ in enumerate(map_chunks(mark_started, chunks, 2, (str(tmp_path),), max_in_flight=limit), start=1):
+        time.sleep(0.3)  # Long enough for the workers to start everything they were given.
+        started = len(list(tmp_path.iterdir()))
+        assert started <= yielded + limit, f"{started} chunks started after {yielded} were consumed"
+    assert len(list(tmp_path.iterdir())) == 12
+
+
+def test_without_a_limit_every_chunk_is_submitted_at_once(tmp_path):
+    chunks = chunked(list(range(8)), 1)
+    iterator = map_chunks(mark_started, chunks, 2, (str(tmp_path),))
+    next(iterator)
+    time.sleep(0.6)
+    assert len(list(tmp_path.iterdir())) == 8, "the test above can only fail if a limit is what holds chunks back"
+    assert len(list(iterator)) == 7
+
+
+def test_a_dead_worker_raises_and_the_next_call_gets_a_fresh_pool(tmp_path):
+    broken = shared_pool(2)
+    with pytest.raises(BrokenProcessPool):
+        list(map_chunks(die, [[1], [2], [3]], 2))
+    assert shared_pool(2) is not broken, "a broken pool is never handed out again"
+    assert dict(map_chunks(mark_started, [[1], [2]], 2, (str(tmp_path),))) == {0: [2], 1: [4]}

@@ -1,0 +1,175 @@
+"""Shared parts of the `visionflow` command line: the app, common options, running a flow, output.
+
+Each command runs a Prefect flow and ends with either a short human summary or, with --json,
+one JSON object as the last line of stdout; logs go to stderr. Exit codes: 0 done, 1 an
+unexpected error, 2 a usage error, 3 a data contract breach, 4 unusable input, 5 busy (another
+run holds the drop; try again later).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="visionflow",
+    help="Batch image classification on Prefect: ingest and validate image folders, train, evaluate, score drops.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Options that mirror a config field default to None and are passed on only when given (see
+# `given`), so the config holds each default; show_default repeats it for --help only, and
+# tests/visionflow/cli/test_defaults.py checks that the two agree.
+ImageSizeOption = Annotated[
+    int | None, typer.Option(help="Height and width, in pixels, every image is resized to.", show_default="32")
+]
+ChannelsOption = Annotated[
+    int | None, typer.Option(help="3 for RGB, 1 for grayscale.", show_default="1 for demo, else 3")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Processes for hashing and decoding.", show_default="one per core")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")]
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Where visionflow keeps everything it writes.",
+        show_default="$VISIONFLOW_HOME or ./visionflow-home",
+    ),
+]
+
+
+def prepare(home: Path | None, json_output: bool):
+    """Set up VISIONFLOW_HOME and the offline environment, then Prefect's logging."""
+    from visionflow.home import configure_environment
+
+    try:
+        layout = configure_environment(home)
+    except OSError as error:
+        fail(
+            f"cannot use {error.filename or home} as VISIONFLOW_HOME ({error.strerror}); choose a writable --home",
+            4,
+            False,
+        )
+    configure_logging()
+    return layout
+
+
+def configure_logging() -> None:
+    """Run logs at INFO on stderr, Prefect's own start-up chatter off, no tracebacks for user errors."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    from visionflow.errors import VisionflowError
+
+    ensure_logging_setup()  # Prefect configures logging lazily; do it now so the changes below stick.
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+    class HideUserErrorTracebacks(logging.Filter):
+        """Errors a user can act on are reported in one message; their tracebacks only add noise."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], VisionflowError):
+                record.exc_info = None
+                record.exc_text = None
+            return True
+
+    handlers = {
+        handler
+        for logger in [
+            logging.getLogger(),
+            *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict)),
+        ]
+        for handler in getattr(logger, "handlers", [])
+    }
+    for handler in handlers:
+        handler.addFilter(HideUserErrorTracebacks())
+
+
+def run_flow(start_flow, json_output: bool) -> Any:
+    """Run a flow and return its result, or exit with the code and one-line reason of its error."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from visionflow.errors import VisionflowError
+
+    try:
+        # A command runs its flow in this process, so flow-run heartbeats (which let a server
+        # automation mark runs of vanished workers as crashed) add nothing here, and joining
+        # their thread costs up to a second at the end of every flow run and subflow.
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            state = start_flow()
+    except Exception as error:  # The flow never started: the Prefect server could not be reached.
+        fail(
+            f"could not start the flow run ({type(error).__name__}: {error}); is PREFECT_API_URL reachable?",
+            1,
+            json_output,
+        )
+    result = state.result(raise_on_failure=False)
+    drain_prefect_workers()
+    if isinstance(result, VisionflowError):
+        fail(str(result), result.exit_code, json_output)
+    if isinstance(result, BaseException):
+        fail(f"unexpected error: {type(result).__name__}: {result} (the log above has the details)", 1, json_output)
+    return result
+
+
+def drain_prefect_workers() -> None:
+    """Send Prefect's queued events and logs now, so its exit-time notices do not follow the
+    command's own last line."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (EventsWorker, APILogWorker):
+        try:
+            worker.drain_all(timeout=10)
+        except Exception:  # Delivery of telemetry must never change the command's outcome.
+            continue
+
+
+def finish(summary, json_output: bool, human_lines) -> None:
+    """Print a flow's result: one JSON object with --json, else the human summary lines."""
+    if hasattr(summary, "model_dump"):
+        summary = summary.model_dump(mode="json")
+    if json_output:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        typer.echo("\n".join(human_lines(summary)))
+
+
+def fail(message: str, exit_code: int, json_output: bool) -> None:
+    """Report an error as the last word: a one-line reason on stderr (and JSON on stdout with --json)."""
+    if json_output:
+        typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
+    first_line, _, rest = message.partition("\n")
+    typer.echo(f"visionflow: {first_line}" + (f"\n{rest}" if rest else ""), err=True)
+    raise typer.Exit(exit_code)
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (those not None), for a config or flow that holds the defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def validated_config(model, values: dict, json_output: bool):
+    """model (a pydantic config class) built from values, or exit 2 naming the first invalid option."""
+    try:
+        return model.model_validate(values)
+    except ValueError as error:
+        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
+
+
+def first_pydantic_error(error: ValueError) -> str:
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    return str(error)

@@ -1,0 +1,199 @@
+"""The pipeline commands of `visionflow`: ingest, train, score.
+
+Each runs one flow; heavy libraries are imported inside the command, after VISIONFLOW_HOME and
+the offline settings are in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from visionflow.cli.common import (
+    ChannelsOption,
+    HomeOption,
+    ImageSizeOption,
+    JsonOption,
+    WorkersOption,
+    app,
+    finish,
+    given,
+    prepare,
+    run_flow,
+    validated_config,
+)
+
+
+@app.callback()
+def main() -> None:
+    """visionflow: workflow-orchestrated batch image classification."""
+
+
+@app.command()
+def ingest(
+    data: Annotated[
+        str,
+        typer.Option(
+            help="An image folder (<class>/<images>, or train|val|test/<class>/<images>), 'cifar10' or 'demo'."
+        ),
+    ],
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(help="Largest source width*height accepted (decompression-bomb guard).", show_default="50000000"),
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="Share of train carved out as validation when the source has no val.", show_default="0.1"),
+    ] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Share carved out as test when the source has no test.", show_default="0.2")
+    ] = None,
+    workers: WorkersOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Turn a labelled image folder into validated, model-ready Parquet (one file per split)."""
+    layout = prepare(home, json_output)
+    from visionflow.flows.ingest import IngestConfig, ingest_flow
+
+    values = {
+        "decode": given(image_size=image_size, channels=channels, max_pixels=max_pixels, workers=workers),
+        "scan": given(workers=workers),
+        "split": given(val_fraction=val_fraction, test_fraction=test_fraction),
+    }
+    config = validated_config(IngestConfig, values, json_output)
+    summary = run_flow(
+        lambda: ingest_flow(data=data, config=config, home=str(layout.root), return_state=True), json_output
+    )
+    finish(summary, json_output, _ingest_lines)
+
+
+def _ingest_lines(summary: dict) -> list[str]:
+    """The human summary of an ingest."""
+    splits = ", ".join(f"{split} {rows:,}" for split, rows in summary["splits"].items())
+    lines = [
+        f"ingested {summary['source']}: {summary['files_found']:,} files, {summary['quarantined']:,} quarantined, "
+        f"in {summary['seconds']:.1f} s",
+        f"classes ({len(summary['classes'])}): {', '.join(summary['classes'])}",
+        f"image shape: {'x'.join(str(size) for size in summary['image_shape'])}; splits: {splits}",
+        f"dataset {summary['dataset_fingerprint'][:12]} in {summary['dataset_dir']}",
+    ]
+    for suite, outcome in summary["contracts"].items():
+        state = "passed" if outcome["success"] else "FAILED"
+        warnings = f" ({len(outcome['warnings'])} warnings)" if outcome["warnings"] else ""
+        lines.append(f"contract {suite}: {state}{warnings}")
+    for example in summary["quarantine_examples"][:5]:
+        lines.append(f"quarantined: {example['path']}: {example['reason']}")
+    if summary["quarantined"] > 5:
+        lines.append(f"... all {summary['quarantined']} quarantined files are listed in {summary['manifest']}")
+    return lines
+
+
+@app.command()
+def train(
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="An image folder, 'cifar10' or 'demo' (ingested first, reusing earlier work).", show_default="demo"
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Training recipe: 'seed' (the classic Keras CIFAR-10 CNN), 'default', 'tiny'.", show_default="default"
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Train for this many epochs instead of the preset's.", show_default="the preset's"),
+    ] = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Ingest, train, evaluate and register a model; promote it to champion if it passes the gate."""
+    layout = prepare(home, json_output)
+    from visionflow.flows.ingest import IngestConfig
+    from visionflow.flows.train import train_flow
+
+    values = {"decode": given(image_size=image_size, channels=channels)}
+    ingest_config = validated_config(IngestConfig, values, json_output)
+    parameters = given(data=data, preset=preset, epochs=epochs)
+    summary = run_flow(
+        lambda: train_flow(**parameters, ingest=ingest_config, home=str(layout.root), return_state=True),
+        json_output,
+    )
+    finish(summary, json_output, _train_lines)
+
+
+def _train_lines(summary: dict) -> list[str]:
+    """The human summary of a training run."""
+    verdict = "promoted to champion" if summary["promoted"] else "registered, not promoted"
+    return [
+        f"model {summary['model_version']} ({summary['preset']}, {summary['epochs_run']} epochs, "
+        f"{summary['train_images_per_second']:,.0f} images/s): test accuracy {summary['test_accuracy']:.4f}, "
+        f"macro F1 {summary['macro_f1']:.4f}",
+        f"{verdict}: {summary['gate_reason']}",
+        f"champion: {summary['champion_version'] or 'none'}; model file {summary['model_path']}",
+        f"done in {summary['seconds']:.0f} s",
+    ]
+
+
+@app.command()
+def score(
+    drop: Annotated[
+        Path, typer.Argument(metavar="DROP", help="The folder of images to score (any nesting, any mix of files).")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="'champion' (the promoted model) or a registered version such as v0002.", show_default="champion"
+        ),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per predict call.", show_default="256")] = None,
+    workers: WorkersOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Score every file of a drop with a registered model: predictions and rejections as Parquet.
+
+    Each file ends in exactly one row, a prediction or a rejection with its reason. Images the model already scored (in this drop or another) are not scored again.
+    """  # noqa: E501 (typer shows each docstring paragraph as written)
+    layout = prepare(home, json_output)
+    from visionflow.flows.score import ScoringConfig, score_flow
+
+    values = {"scan": given(workers=workers), "score": given(batch_size=batch_size, workers=workers)}
+    config = validated_config(ScoringConfig, values, json_output)
+    parameters = given(model=model)
+    summary = run_flow(
+        lambda: score_flow(drop=str(drop), **parameters, config=config, home=str(layout.root), return_state=True),
+        json_output,
+    )
+    finish(summary, json_output, _score_lines)
+
+
+def _score_lines(summary: dict) -> list[str]:
+    """The human summary of a scoring run."""
+    drift = {True: "DRIFT: " + "; ".join(summary["drift_reasons"]), False: "no drift"}.get(
+        summary["drifted"], "drift not judged (" + "; ".join(summary["drift_reasons"]) + ")"
+    )
+    classes = ", ".join(f"{name} {count:,}" for name, count in sorted(summary["class_counts"].items()) if count)
+    lines = [
+        f"scored drop {summary['drop']} with model {summary['model_version']} in {summary['seconds']:.1f} s "
+        f"(decode, predict and write: {summary['scoring_seconds']:.1f} s, {summary['scoring_images_per_second']:,.0f} "
+        "images/s)",
+        f"files {summary['files']:,}: {summary['scored']:,} scored, {summary['already_scored']:,} already scored, "
+        f"{summary['rejected']:,} rejected",
+        f"predicted classes of the rows written: {classes or 'none (no new rows)'}",
+        drift,
+    ]
+    for example in summary["rejection_examples"]:
+        lines.append(f"rejected: {example['path']}: {example['reason']}")
+    lines.append(f"predictions: {summary['predictions_path']}")
+    lines.append(f"rejections: {summary['rejections_path']}; report: {summary['report_path']}")
+    return lines

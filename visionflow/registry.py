@@ -1,0 +1,167 @@
+"""The model registry: versions, the champion pointer, each model's metadata, and safe loading.
+
+Every trained model is registered under VISIONFLOW_HOME/models/<version>/ (model.keras,
+metadata.json and the files that explain it). models/champion.json names the champion, the
+model scoring uses; it moves by an atomic rename, so readers see the old champion or the new
+one, never a half-written pointer. Models load with Keras' safe mode: nothing is unpickled.
+Training registers and promotes (tasks/train/register_model.py); the gate and scoring read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from visionflow.atomic import write_json_atomically
+from visionflow.errors import BadInputError
+from visionflow.image_profile import ImageProfile
+
+if TYPE_CHECKING:
+    import keras
+
+CHAMPION = "champion"  # The name that means "whichever version the champion pointer names".
+CHAMPION_POINTER = "champion.json"
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+
+
+class ModelRecord(BaseModel):
+    """What scoring needs to know about a registered model."""
+
+    version: str  # Registry version, e.g. "v0003".
+    model_path: Path  # The model.keras file.
+    class_names: list[str]  # Class of each output, in output order.
+    input_shape: tuple[int, int, int]  # (height, width, channels) of the images the model takes, in pixels.
+    training_profile: ImageProfile | None = None  # Statistics of the training images; None for older models.
+
+
+def read_champion(models_root: Path) -> dict | None:
+    """The champion pointer ({"version", "promoted_at"}), or None when no model was promoted yet."""
+    path = Path(models_root) / CHAMPION_POINTER
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def champion_dir(models_root: Path) -> Path | None:
+    """The champion's registry folder, or None."""
+    pointer = read_champion(models_root)
+    return Path(models_root) / pointer["version"] if pointer else None
+
+
+def set_champion(models_root: Path, version: str) -> None:
+    """Point champion.json at version: written to a temporary file, then renamed over the old one."""
+    pointer = {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    write_json_atomically(Path(models_root) / CHAMPION_POINTER, pointer)
+
+
+def read_metadata(version_dir: Path) -> dict:
+    """A registered version's metadata.json."""
+    return json.loads((Path(version_dir) / METADATA_FILE).read_text())
+
+
+def register(model_files: dict[str, Path], metadata: dict, models_root: Path) -> str:
+    """Copy a model and its files into a new version folder; return the version ("v0001", ...).
+
+    The folder is filled under a temporary name and renamed into place, so a version folder
+    that exists is complete. Versions are claimed with an exclusive rename, so two runs
+    registering at once get different versions.
+    """
+    models_root = Path(models_root)
+    models_root.mkdir(parents=True, exist_ok=True)
+    staging = models_root / f".staging-{os.getpid()}-{datetime.now(UTC).strftime('%H%M%S%f')}"
+    staging.mkdir()
+    try:
+        for name, source in model_files.items():
+            shutil.copy2(source, staging / name)
+        while True:
+            version = next_version(models_root)
+            write_json_atomically(staging / METADATA_FILE, {**metadata, "version": version})
+            try:
+                os.rename(staging, models_root / version)
+                return version
+            except OSError:
+                if not (models_root / version).exists():
+                    raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def next_version(models_root: Path) -> str:
+    """The next free version name: one more than the highest registered."""
+    numbers = [int(path.name[1:]) for path in Path(models_root).glob("v[0-9]*") if path.name[1:].isdigit()]
+    return f"v{max(numbers, default=0) + 1:04d}"
+
+
+def find_model(models_root: Path, model: str = CHAMPION) -> ModelRecord:
+    """The record of `model` ("champion" or a version). Raises BadInputError when there is none."""
+    models_root = Path(models_root)
+    if model == CHAMPION:
+        pointer = read_champion(models_root)
+        if pointer is None:
+            raise BadInputError(
+                f"no champion model yet in {models_root}: train one first (`visionflow train --data ...`), "
+                "or pass --model with a registered version"
+            )
+        version = pointer["version"]
+    else:
+        version = model
+    folder = models_root / version
+    if not (folder / METADATA_FILE).is_file():
+        known = sorted(path.name for path in models_root.glob("v[0-9]*") if (path / METADATA_FILE).is_file())
+        raise BadInputError(
+            f"no registered model {version!r} in {models_root}; registered: {', '.join(known) or 'none'} "
+            "(or use --model champion)"
+        )
+    if not (folder / MODEL_FILE).is_file():
+        raise BadInputError(f"model {version} has no {MODEL_FILE} in {folder}: the registry entry is incomplete")
+    metadata = read_metadata(folder)
+    profile = metadata.get("training_profile")
+    return ModelRecord(
+        version=version,
+        model_path=folder / MODEL_FILE,
+        class_names=metadata["class_names"],
+        input_shape=tuple(metadata["input_shape"]),
+        training_profile=ImageProfile.model_validate(profile) if profile else None,
+    )
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """A saved Keras model, loaded in safe mode (no pickled code runs)."""
+    import keras  # Imported here: TensorFlow takes seconds to import.
+
+    return keras.models.load_model(path, safe_mode=True)
+
+
+def load_checked_model(record: ModelRecord) -> keras.Model:
+    """The Keras model of a record, loaded in safe mode and checked against the record.
+
+    A model whose input shape or class count differs from what its metadata.json says is refused:
+    the images would be decoded to one shape and fed to a network expecting another.
+    """
+    try:
+        model = load_model(record.model_path)
+    except Exception as error:  # Keras raises many types for a damaged file; all mean the same here.
+        raise BadInputError(
+            f"cannot load model {record.version} from {record.model_path} ({type(error).__name__}: {error}); "
+            "score with another version (--model) or retrain"
+        ) from None
+    model_shape = tuple(model.input_shape[1:])
+    if model_shape != tuple(record.input_shape):
+        raise BadInputError(
+            f"model {record.version} takes images of shape {model_shape} but its registry record says "
+            f"{tuple(record.input_shape)}: the registry entry does not belong to this model file; "
+            "score with another version (--model) or retrain"
+        )
+    if model.output_shape[-1] != len(record.class_names):
+        raise BadInputError(
+            f"model {record.version} predicts {model.output_shape[-1]} classes but its registry record names "
+            f"{len(record.class_names)}: score with another version (--model) or retrain"
+        )
+    return model

@@ -1,0 +1,90 @@
+"""Logging and artifacts that work inside a Prefect run and outside one alike.
+
+A task's function is also called directly (`task.fn(...)`, scripts, tests). There, Prefect's
+run logger does not exist and an artifact would need a server, so these helpers fall back to
+standard logging and skip the artifact, instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import MissingContextError
+
+
+def in_prefect_run() -> bool:
+    """True inside a flow or task run."""
+    return TaskRunContext.get() is not None or FlowRunContext.get() is not None
+
+
+def run_logger(name: str) -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a run (its lines show in the UI), else the standard logger."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(name)
+
+
+def publish_markdown(key: str, markdown: str, description: str) -> None:
+    """A keyed markdown artifact, so each run's version shows under the same key in the UI."""
+    if in_prefect_run():
+        create_markdown_artifact(key=key, markdown=markdown, description=description)
+
+
+def publish_table(key: str, table: list[dict], description: str) -> None:
+    """A keyed table artifact."""
+    if in_prefect_run():
+        create_table_artifact(key=key, table=table, description=description)
+
+
+def start_progress(key: str, description: str) -> UUID | None:
+    """A progress artifact at 0 %, or None outside a run."""
+    if not in_prefect_run():
+        return None
+    return create_progress_artifact(progress=0.0, key=key, description=description)
+
+
+def update_progress(artifact_id: UUID | None, percent: float) -> None:
+    """Move a progress artifact to percent (0 to 100); nothing outside a run."""
+    if artifact_id is not None:
+        update_progress_artifact(artifact_id=artifact_id, progress=percent)
+
+
+def progress_reporter(
+    log, artifact_id: UUID | None, verb: str, total_items: int | None = None, interval_seconds: float = 5.0
+) -> Callable[[int, int, float], None]:
+    """An on_progress(done, total, seconds elapsed) callback for long work: a log line such as
+    "predicted 512 of 10000 images (2,345 images/s, ETA 4 s)" at most every interval_seconds and
+    at the end, and the progress artifact moved at most once a second (each move is a call to
+    the server).
+
+    done and total count images, or units of work (chunks) when total_items says how many images
+    all the units hold together; the line then counts images in proportion to the units done.
+    """
+    last_logged = [0.0]
+    last_moved = [0.0]
+
+    def report(done: int, total: int, elapsed: float) -> None:
+        if done >= total or elapsed - last_moved[0] >= 1.0:
+            last_moved[0] = elapsed
+            update_progress(artifact_id, 100.0 * done / max(total, 1))
+        if done < total and elapsed - last_logged[0] < interval_seconds:
+            return
+        last_logged[0] = elapsed
+        if total_items is not None:
+            done, total = round(total_items * done / max(total, 1)), total_items
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        log.info("%s %d of %d images (%.0f images/s, ETA %.0f s)", verb, done, total, rate, eta)
+
+    return report
