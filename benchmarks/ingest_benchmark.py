@@ -91,7 +91,7 @@ def main() -> None:
         started = time.perf_counter()
         summary = visionflow_ingest(arguments.data, home, arguments.image_size)
         flow_times.append(time.perf_counter() - started)
-        flow_internal.append(summary["seconds"])
+        flow_internal.append(summary.seconds)
         shutil.rmtree(home, ignore_errors=True)
 
         started = time.perf_counter()

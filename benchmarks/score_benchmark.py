@@ -74,7 +74,7 @@ def memory_run(drop: Path, home: Path, model: str) -> None:
 
     summary = score_flow(drop=str(drop), model=model, home=str(home))  # Heartbeats on: the served case.
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"scored": summary["scored"], "peak_mib": round(peak_mib, 1), "seconds": summary["seconds"]}))
+    print(json.dumps({"scored": summary.scored, "peak_mib": round(peak_mib, 1), "seconds": summary.seconds}))
 
 
 def measure_memory(drops: list[Path], models_home: Path, version: str, scratch: Path) -> list[dict]:
@@ -140,8 +140,8 @@ def main() -> None:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             summary = score_flow(drop=str(arguments.drop), model=record.version, home=str(home))
         times["visionflow"].append(time.perf_counter() - started)
-        assert summary["scored"] == count, summary
-        stage_seconds.append(json.loads(Path(summary["report_path"]).read_text())["seconds"])
+        assert summary.scored == count, summary
+        stage_seconds.append(json.loads(Path(summary.report_path).read_text())["seconds"])
 
         # As a served deployment runs it: with Prefect's default heartbeats (every 180 s).
         home = scratch_home(arguments.models_home, record.version, scratch / f"home-served-{repeat}")
