@@ -23,11 +23,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    from visionflow.flows.ingest import IngestSummary
 
 
 def plain_loop(data: Path, output: Path, image_size: int) -> int:
@@ -49,7 +51,7 @@ def plain_loop(data: Path, output: Path, image_size: int) -> int:
     return count
 
 
-def visionflow_ingest(data: Path, home: Path, image_size: int) -> dict:
+def visionflow_ingest(data: Path, home: Path, image_size: int) -> IngestSummary:
     """visionflow's ingest flow, called as a flow run against the already running server."""
     from visionflow.flows.ingest import IngestConfig, ingest_flow
 

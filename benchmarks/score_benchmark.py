@@ -30,8 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 BATCH_SIZE = 256  # Images per predict call, the same on every side.
 
 

@@ -1,10 +1,10 @@
 """`visionflow deploy`: register visionflow's deployments with a shared Prefect server and work pool.
 
 For a team that runs one Prefect server (PostgreSQL-backed) and workers on other machines: every
-machine with a worker installs visionflow (`pip install` of this repository), and the
-deployments name their flows by module ("visionflow.flows.train.train_flow"), so no code is shipped with
-them. A process work pool is created when the named one does not exist yet. Then, on each worker
-machine:
+machine with a worker installs visionflow (`pip install -e .` of this repository, so each model
+records the commit that trained it), and the deployments name their flows by module
+("visionflow.flows.train.train_flow"), so no code is shipped with them. A process work pool is
+created when the named one does not exist yet. Then, on each worker machine:
 
     PREFECT_API_URL=http://prefect.example.internal:4200/api prefect worker start --pool visionflow
 

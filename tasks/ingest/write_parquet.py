@@ -67,15 +67,24 @@ def write_split_parquet(
     )
     final_paths = {split: output_dir / f"{split}.parquet" for split in splits}
     with ExitStack() as renames:
-        writers: dict[str, pq.ParquetWriter] = {}
-        for split in splits:
-            temporary = renames.enter_context(atomic_path(final_paths[split]))
-            schema = split_schema(spec, {**metadata, "image_shape": list(spec.shape), "split": split})
-            writers[split] = renames.enter_context(pq.ParquetWriter(temporary, schema, compression=config.compression))
-        for row_ids, pixels in iterate_pixel_shards(decode_dir):
-            _write_shard(row_ids, pixels, lookup, writers, config.row_group_rows)
-    # Leaving the block closed every writer, then renamed every file into place.
+        temporaries = {split: renames.enter_context(atomic_path(path)) for split, path in final_paths.items()}
+        with ExitStack() as open_writers:
+            writers = {
+                split: open_writers.enter_context(
+                    pq.ParquetWriter(temporaries[split], _schema(spec, metadata, split), compression=config.compression)
+                )
+                for split in splits
+            }
+            for row_ids, pixels in iterate_pixel_shards(decode_dir):
+                _write_shard(row_ids, pixels, lookup, writers, config.row_group_rows)
+        # Every writer has closed; only now are the files renamed into place, so an error before
+        # this point leaves all the old split files as they were.
     return {split: str(path) for split, path in final_paths.items()}
+
+
+def _schema(spec: ImageSpec, metadata: dict, split: str) -> pa.Schema:
+    """The schema of one split file: the dataset's metadata with the image shape and split added."""
+    return split_schema(spec, {**metadata, "image_shape": list(spec.shape), "split": split})
 
 
 def _write_shard(row_ids: pa.Array, pixels: pa.Array, lookup: pd.DataFrame, writers: dict, row_group_rows: int) -> None:

@@ -51,7 +51,7 @@ class ModelConfig(BaseModel):
     # airbench: the nonlinearity after each BatchNorm. "gelu" as in airbench; "relu" costs less on CPUs.
     activation: Literal["gelu", "relu"] = "gelu"
     # airbench: a frozen 2x2 "valid" conv first whose filters whiten the training images' patches
-    # (tasks/initializers.py). It replaces the stem; images then shrink to an odd size, which also
+    # (tasks/train/initializers.py). It replaces the stem; images then shrink to an odd size, which also
     # makes every later block a little cheaper.
     whiten: bool = False
     dense_units: int = Field(default=512, ge=0)  # classic_cnn: units of the hidden dense layer; 0 for none.

@@ -66,7 +66,9 @@ def test_ingestion_decodes_good_files_into_a_shard_and_reports_the_rest(tmp_path
     pixels = np.frombuffer(table.column("pixels")[0].as_py(), dtype=np.uint8).reshape(8, 8, 3)
     expected = np.asarray(Image.open(good).convert("RGB").resize((8, 8), Image.Resampling.BILINEAR))
     assert abs(int(pixels.mean()) - int(expected.mean())) <= 2
-    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == [], "no temporary file left"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corrupt.png", "good.png", "shard.arrow"], (
+        "no temporary file is left beside the shard"
+    )
 
 
 def test_scoring_decodes_by_content_and_rejects_with_a_reason(tmp_path):
