@@ -5,19 +5,21 @@ inputs: _READY (the drop is complete) and _FAILED.txt (why scoring it failed).
 
 VISIONFLOW_HOME/predictions/<drop name>/ holds predictions/ and rejections/ (each a folder of
 Parquet part files, one pyarrow dataset), reports/ (one JSON report per run) and a lock file.
-Parts are written under a temporary name and renamed into place; see visionflow/ledger.py for how
-they are committed. The drop's name is its identity: the same folder moved from an inbox to a
-done folder keeps its outputs and its exactly-once record.
+Parts are reserved in the ledger, written under a temporary name and renamed into place, then
+committed; see visionflow/ledger.py. Part files the ledger cannot account for are adopted or set
+aside, never deleted (DropOutputs.recover). The drop's name is its identity: the same folder
+moved from an inbox to a done folder keeps its outputs and its exactly-once record.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from visionflow.atomic import atomic_path
-from visionflow.errors import BusyError
-from visionflow.ledger import PredictionLedger, orphan_parts
+from visionflow.errors import BusyError, NoSpaceError
+from visionflow.ledger import PENDING, PredictionLedger, part_files
 
 READY_MARKER = "_READY"  # A file of this name at the top of a drop says the drop is complete.
 FAILURE_NOTE = "_FAILED.txt"  # Written at the top of a drop that failed; a failed drop put back is scored again.
@@ -114,22 +116,84 @@ class DropOutputs:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def remove_orphans(self, ledger: PredictionLedger) -> list[Path]:
-        """Delete part files the ledger never committed (a run killed mid-write); return them."""
-        removed = []
-        for kind, folder in ((PREDICTIONS, self.predictions), (REJECTIONS, self.rejections)):
-            for path in orphan_parts(folder, ledger.parts(self.name, kind)):
-                path.unlink()
-                removed.append(path)
-        return removed
+    def recover(self, ledger: PredictionLedger) -> Recovery:
+        """Settle what an interrupted run or a lost ledger left, before this run writes.
 
-    def write_part(self, kind: str, table: pa.Table) -> str:
-        """Write a table as a new part file of kind, atomically; return the part's file name."""
+        Temporary files of unfinished writes and parts the ledger holds as pending (written, never
+        committed) are deleted: their rows were never counted, and this run scores those files
+        again. Parts the ledger does not know at all were renamed into place whole, so they are
+        adopted: their rows are read back into the ledger. A part that cannot be read is moved
+        aside, never deleted.
+        """
+        recovery = Recovery()
+        for kind, folder in ((PREDICTIONS, self.predictions), (REJECTIONS, self.rejections)):
+            committed, pending = ledger.parts(self.name, kind), ledger.parts(self.name, kind, PENDING)
+            for path in part_files(folder):
+                if path.name in committed:
+                    continue
+                if path.name.startswith(".") or path.name in pending:
+                    path.unlink()
+                    recovery.removed.append(path)
+                elif self._adopt(ledger, kind, path):
+                    recovery.adopted.append(path)
+                else:
+                    aside = self.root / "set-aside" / kind / path.name
+                    aside.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, aside)
+                    recovery.set_aside.append(aside)
+            for name in pending:
+                ledger.forget_part(self.name, kind, name)
+        return recovery
+
+    def _adopt(self, ledger: PredictionLedger, kind: str, path: Path) -> bool:
+        """Record a part the ledger does not know from its own rows; False when it cannot be read."""
+        try:
+            table = pq.read_table(path)
+            versions = set(table.column("model_version").to_pylist())
+            paths, sha256s = table.column("path").to_pylist(), table.column("sha256").to_pylist()
+        except (OSError, KeyError, pa.ArrowException):
+            return False
+        if len(versions) > 1:
+            return False
+        version = versions.pop() if versions else ""
+        if kind == REJECTIONS:
+            files = [(path_, sha256 or "", "rejected") for path_, sha256 in zip(paths, sha256s, strict=True)]
+            ledger.commit_part(self.name, kind, path.name, files, [], version, adopt=True)
+            return True
+        columns = [name for name in table.column_names if name.startswith(PROBABILITY_PREFIX)]
+        probabilities = np.column_stack([table.column(name).to_numpy() for name in columns]).astype(np.float32)
+        scored_at = [stamp.isoformat(timespec="microseconds") for stamp in table.column("scored_at").to_pylist()]
+        files = [(path_, sha256, "predicted") for path_, sha256 in zip(paths, sha256s, strict=True)]
+        predictions = list(zip(sha256s, probabilities, scored_at, strict=True))
+        ledger.commit_part(self.name, kind, path.name, files, predictions, version, adopt=True)
+        return True
+
+    def write_part(self, kind: str, table: pa.Table, ledger: PredictionLedger) -> str:
+        """Reserve a new part in the ledger, then write the table as its file, atomically; return its
+        name. The caller commits it (PredictionLedger.commit_part) once the file is in place."""
         name = f"part-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}.parquet"
-        # Durable: on disk before the ledger records it, power cuts included.
-        with atomic_path(self.root / kind / name, durable=True) as temporary:
-            pq.write_table(table, temporary)
+        ledger.reserve_part(self.name, kind, name)
+        # Durable: on disk before the ledger records it as committed, power cuts included.
+        try:
+            with atomic_path(self.root / kind / name, durable=True) as temporary:
+                pq.write_table(table, temporary)
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                raise NoSpaceError(
+                    f"the disk holding {self.root} is full; free some space and run the same command again: "
+                    "parts committed before are kept, and the rest is scored then"
+                ) from error
+            raise
         return name
+
+
+@dataclass
+class Recovery:
+    """What settling a drop's outputs before a run did."""
+
+    removed: list[Path] = field(default_factory=list)  # Uncommitted parts and temporary files, deleted.
+    adopted: list[Path] = field(default_factory=list)  # Whole parts the ledger did not know, read back into it.
+    set_aside: list[Path] = field(default_factory=list)  # Unreadable unknown parts, moved to set-aside/.
 
 
 def predictions_table(

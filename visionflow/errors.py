@@ -25,3 +25,17 @@ class BusyError(VisionflowError):
     """Another run holds what this run needs (a drop being scored); trying again later works."""
 
     exit_code = 5
+
+
+class DamagedStateError(VisionflowError):
+    """A file visionflow keeps (the ledger, the champion pointer, a model) is damaged: the message
+    names it and says how to recover; nothing is deleted to get past it."""
+
+    exit_code = 6
+
+
+class NoSpaceError(VisionflowError):
+    """The disk visionflow writes to is full; what was committed before stays, and the same command
+    finishes the work once space is freed."""
+
+    exit_code = 7

@@ -6,12 +6,14 @@ A SQLite database under VISIONFLOW_HOME/ledger/scoring.sqlite with three tables:
   image seen again, in the same drop or another, is looked up here instead of being scored again.
 - drop_files: one row per (drop, file path, sha256, model version) that has an output row, a
   prediction or a rejection, so a drop scored again gets no duplicate rows.
-- parts: the Parquet part files each drop's outputs consist of.
+- parts: the Parquet part files each drop's outputs consist of, each "pending" or "committed".
 
-A part file is renamed into place first and recorded second, in one transaction together with
-its drop_files and predictions rows. A run killed in between leaves a part file the ledger does
-not know; the next run of that drop deletes it (see orphan_parts) and scores those files again,
-so every file ends up in exactly one committed row.
+A part is reserved (recorded as pending) before its file is written, renamed into place second,
+and committed third, in one transaction together with its drop_files and predictions rows. A run
+killed in between leaves a pending part: the next run of that drop deletes it and scores those
+files again, so every file ends up in exactly one committed row. A part file the ledger does not
+know at all (the ledger was lost or replaced) was renamed into place whole, so it is adopted: its
+rows are read back into the ledger, and nothing written is ever deleted for want of a record.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from visionflow.errors import DamagedStateError, NoSpaceError
 
 # Rows per SQL statement when looking many keys up at once; SQLite allows 32,766 variables.
 LOOKUP_CHUNK = 900
@@ -51,22 +55,30 @@ CREATE TABLE IF NOT EXISTS parts (
     kind TEXT NOT NULL,           -- 'predictions' or 'rejections'
     name TEXT NOT NULL,
     rows INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'committed',  -- 'pending' from reservation until its rows are committed
     PRIMARY KEY (drop_name, kind, name)
 );
 """
+
+PENDING = "pending"
+COMMITTED = "committed"
 
 
 class PredictionLedger:
     """One connection to the ledger; use as a context manager, or call close()."""
 
     def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        # Write-ahead logging lets one process read while another commits a part.
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.executescript(SCHEMA)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        with self._explained():
+            # Write-ahead logging lets one process read while another commits a part.
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
+            self._connection.executescript(SCHEMA)
+            columns = {row[1] for row in self._connection.execute("PRAGMA table_info(parts)")}
+            if "state" not in columns:  # A ledger written before parts had states: all were committed.
+                self._connection.execute(f"ALTER TABLE parts ADD COLUMN state TEXT NOT NULL DEFAULT '{COMMITTED}'")
 
     def __enter__(self) -> PredictionLedger:
         return self
@@ -88,27 +100,41 @@ class PredictionLedger:
                 "SELECT sha256, probabilities, scored_at FROM predictions "
                 f"WHERE model_version = ? AND sha256 IN ({marks})"
             )
-            for sha256, blob, scored_at in self._connection.execute(query, [model_version, *chunk]):
+            for sha256, blob, scored_at in self._rows(query, [model_version, *chunk]):
                 found[sha256] = (np.frombuffer(blob, dtype=np.float32), scored_at)
         return found
 
     def recorded_files(self, drop_name: str, model_version: str) -> dict[tuple[str, str], str]:
         """The outcome ("predicted" or "rejected") of every (path, sha256) with a row in this drop."""
         query = "SELECT path, sha256, outcome FROM drop_files WHERE drop_name = ? AND model_version = ?"
-        return {
-            (path, sha256): outcome
-            for path, sha256, outcome in self._connection.execute(query, (drop_name, model_version))
-        }
+        return {(path, sha256): outcome for path, sha256, outcome in self._rows(query, (drop_name, model_version))}
 
     def accepted_count(self, drop_name: str, model_version: str) -> int:
         """How many prediction rows this drop's outputs hold for this model."""
         query = "SELECT COUNT(*) FROM drop_files WHERE drop_name = ? AND model_version = ? AND outcome = 'predicted'"
-        return int(self._connection.execute(query, (drop_name, model_version)).fetchone()[0])
+        return int(self._rows(query, (drop_name, model_version))[0][0])
 
-    def parts(self, drop_name: str, kind: str) -> set[str]:
-        """Names of the committed part files of one kind for this drop."""
-        query = "SELECT name FROM parts WHERE drop_name = ? AND kind = ?"
-        return {name for (name,) in self._connection.execute(query, (drop_name, kind))}
+    def parts(self, drop_name: str, kind: str, state: str = COMMITTED) -> set[str]:
+        """Names of this drop's part files of one kind in one state (committed, or pending)."""
+        query = "SELECT name FROM parts WHERE drop_name = ? AND kind = ? AND state = ?"
+        return {name for (name,) in self._rows(query, (drop_name, kind, state))}
+
+    def reserve_part(self, drop_name: str, kind: str, part_name: str) -> None:
+        """Record a part as pending before its file is written, so a run killed before the commit
+        leaves a part that is provably uncommitted."""
+        with self._transaction():
+            self._connection.execute(
+                "INSERT INTO parts (drop_name, kind, name, rows, state) VALUES (?, ?, ?, 0, ?)",
+                (drop_name, kind, part_name, PENDING),
+            )
+
+    def forget_part(self, drop_name: str, kind: str, part_name: str) -> None:
+        """Remove a pending part's record, once its file is gone."""
+        with self._transaction():
+            self._connection.execute(
+                "DELETE FROM parts WHERE drop_name = ? AND kind = ? AND name = ? AND state = ?",
+                (drop_name, kind, part_name, PENDING),
+            )
 
     def commit_part(
         self,
@@ -118,19 +144,24 @@ class PredictionLedger:
         files: Sequence[tuple[str, str, str]],
         new_predictions: Sequence[tuple[str, np.ndarray, str]],
         model_version: str,
+        adopt: bool = False,
     ) -> None:
         """Record a part file that is already in place, in one transaction.
 
         files holds (path, sha256 or '', outcome) per row of the part; new_predictions holds
-        (sha256, probabilities, scored_at) for contents the model scored for this part.
+        (sha256, probabilities, scored_at) for contents the model scored for this part. adopt=True
+        takes in a part the ledger never knew (read back from its file): rows the ledger already
+        holds are kept as they are instead of being refused as duplicates.
         """
+        insert = "INSERT OR IGNORE" if adopt else "INSERT"
         with self._transaction():
             self._connection.execute(
-                "INSERT INTO parts (drop_name, kind, name, rows) VALUES (?, ?, ?, ?)",
-                (drop_name, kind, part_name, len(files)),
+                "INSERT INTO parts (drop_name, kind, name, rows, state) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (drop_name, kind, name) DO UPDATE SET rows = excluded.rows, state = excluded.state",
+                (drop_name, kind, part_name, len(files), COMMITTED),
             )
             self._connection.executemany(
-                "INSERT INTO drop_files (drop_name, path, sha256, model_version, outcome, part) "
+                f"{insert} INTO drop_files (drop_name, path, sha256, model_version, outcome, part) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(drop_name, path, sha256, model_version, outcome, part_name) for path, sha256, outcome in files],
             )
@@ -143,20 +174,52 @@ class PredictionLedger:
                 ],
             )
 
+    def _rows(self, query: str, parameters: Sequence) -> list[tuple]:
+        """All rows of a read, with errors about the file itself explained."""
+        with self._explained():
+            return self._connection.execute(query, parameters).fetchall()
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
-        self._connection.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; the error raised is the one that
+        happened, never a failed rollback's (SQLite may already have rolled back a full disk)."""
+        with self._explained():
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
+
+    @contextmanager
+    def _explained(self) -> Iterator[None]:
+        """Turn SQLite's errors about the file itself into errors that say where it is and what to do."""
         try:
             yield
-        except BaseException:
-            self._connection.execute("ROLLBACK")
-            raise
-        self._connection.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            raise ledger_error(self.path, error) from error
 
 
-def orphan_parts(folder: Path, committed: set[str]) -> list[Path]:
-    """Part files in folder that the ledger does not know: left by a run killed mid-commit."""
+def ledger_error(path: Path, error: sqlite3.DatabaseError) -> Exception:
+    """A full disk or a damaged file as an error a person can act on; any other error as it was."""
+    text = str(error)
+    if "full" in text:
+        return NoSpaceError(
+            f"the disk holding the scoring ledger {path} is full ({text}); free some space and run the same "
+            "command again: parts committed before are kept, and the rest is scored then"
+        )
+    if any(sign in text for sign in ("not a database", "malformed", "disk image", "encrypted")):
+        return DamagedStateError(
+            f"the scoring ledger {path} is damaged ({text}); move it aside (mv {path} {path}.damaged) and run "
+            "the same command again: the ledger is rebuilt from each drop's Parquet parts as drops are scored"
+        )
+    return error
+
+
+def part_files(folder: Path) -> list[Path]:
+    """The part files in a drop's output folder, temporary files of unfinished writes included."""
     if not folder.is_dir():
         return []
-    return [path for path in sorted(folder.iterdir()) if path.name not in committed]
+    return sorted(path for path in folder.iterdir() if path.is_file())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from visionflow.atomic import write_json_atomically
-from visionflow.errors import BadInputError
+from visionflow.errors import BadInputError, DamagedStateError
 from visionflow.image_profile import ImageProfile
 
 if TYPE_CHECKING:
@@ -46,7 +47,17 @@ def read_champion(models_root: Path) -> dict | None:
     path = Path(models_root) / CHAMPION_POINTER
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        pointer = json.loads(path.read_text())
+        if isinstance(pointer, dict) and isinstance(pointer.get("version"), str):
+            return pointer
+    except (ValueError, UnicodeDecodeError):
+        pass
+    versions = ", ".join(sorted(folder.name for folder in Path(models_root).glob("v[0-9]*") if folder.is_dir()))
+    raise DamagedStateError(
+        f"the champion pointer {path} is damaged (not a JSON object naming a version); write the champion back "
+        f'into it, e.g. echo \'{{"version": "v0001"}}\' > {path} (registered: {versions or "none"}), or train again'
+    )
 
 
 def champion_dir(models_root: Path) -> Path | None:
@@ -136,6 +147,9 @@ def load_model(path: str | Path) -> keras.Model:
     """A saved Keras model, loaded in safe mode (no pickled code runs)."""
     import keras  # Imported here: TensorFlow takes seconds to import.
 
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        # Keras reports such a file as "File not found", which sends a person looking in the wrong place.
+        raise ValueError(f"{path} is not a Keras model file: it is damaged or truncated")
     return keras.models.load_model(path, safe_mode=True)
 
 
@@ -148,7 +162,7 @@ def load_checked_model(record: ModelRecord) -> keras.Model:
     try:
         model = load_model(record.model_path)
     except Exception as error:  # Keras raises many types for a damaged file; all mean the same here.
-        raise BadInputError(
+        raise DamagedStateError(
             f"cannot load model {record.version} from {record.model_path} ({type(error).__name__}: {error}); "
             "score with another version (--model) or retrain"
         ) from None

@@ -74,6 +74,8 @@ class ScoreResult(BaseModel):
     prediction_rows_written: int  # Rows this run added to the drop's predictions.
     rejection_rows_written: int  # Rows this run added to the drop's rejections.
     orphan_parts_removed: int  # Uncommitted parts of an interrupted earlier run, deleted.
+    parts_adopted: int = 0  # Whole parts the ledger did not know (it was lost or replaced), read back into it.
+    parts_set_aside: list[str] = []  # Unreadable parts the ledger did not know, moved aside (never deleted).
     predictions_path: str  # Folder of the drop's prediction parts (a pyarrow dataset).
     rejections_path: str  # Folder of the drop's rejection parts (a pyarrow dataset).
     seconds: float  # Wall-clock seconds of decoding, predicting and writing.
@@ -126,7 +128,7 @@ class _OutputBuffer:
         version, classes = self.record.version, self.record.class_names
         probabilities = np.stack(self.probabilities)
         table = predictions_table(self.paths, self.sha256s, probabilities, self.scored_at, classes, version)
-        part = self.outputs.write_part(PREDICTIONS, table)
+        part = self.outputs.write_part(PREDICTIONS, table, self.ledger)
         files = [(path, sha256, "predicted") for path, sha256 in zip(self.paths, self.sha256s, strict=True)]
         self.ledger.commit_part(self.outputs.name, PREDICTIONS, part, files, self.new_predictions, version)
         self.profile.add_classes(table.column("label").to_pylist())
@@ -139,7 +141,7 @@ class _OutputBuffer:
         if not self.rejections:
             return
         table = rejections_table(self.rejections, self.record.version)
-        part = self.outputs.write_part(REJECTIONS, table)
+        part = self.outputs.write_part(REJECTIONS, table, self.ledger)
         files = [(path, sha256 or "", "rejected") for path, sha256, _, _ in self.rejections]
         self.ledger.commit_part(self.outputs.name, REJECTIONS, part, files, [], self.record.version)
         self.rejection_rows += len(self.rejections)
@@ -163,7 +165,7 @@ def score_drop(
     started = time.perf_counter()
     counts = {"scored": 0, "already_scored": 0, "rejected": 0}
     with outputs.exclusive():
-        orphans = outputs.remove_orphans(ledger)
+        recovery = outputs.recover(ledger)
         recorded = ledger.recorded_files(outputs.name, record.version)
         buffer = _OutputBuffer(outputs, ledger, record, config.part_rows)
         sizes: dict[str, int | None] = {}
@@ -202,7 +204,9 @@ def score_drop(
         contents_predicted=predicted,
         prediction_rows_written=buffer.prediction_rows,
         rejection_rows_written=buffer.rejection_rows,
-        orphan_parts_removed=len(orphans),
+        orphan_parts_removed=len(recovery.removed),
+        parts_adopted=len(recovery.adopted),
+        parts_set_aside=[str(path) for path in recovery.set_aside],
         predictions_path=str(outputs.predictions),
         rejections_path=str(outputs.rejections),
         seconds=round(seconds, 3),
@@ -300,4 +304,9 @@ def score_drop_task(
         result.images_per_second,
         f"; removed {result.orphan_parts_removed} parts of an interrupted run" if result.orphan_parts_removed else "",
     )
+    if result.parts_adopted:
+        count = result.parts_adopted
+        log.warning("drop %s: the ledger did not know %d parts; read their rows back into it", result.drop_name, count)
+    for path in result.parts_set_aside:
+        log.warning("drop %s: an unreadable part the ledger did not know was moved to %s", result.drop_name, path)
     return result

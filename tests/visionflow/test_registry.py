@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from visionflow.errors import BadInputError
+from visionflow.errors import BadInputError, DamagedStateError
 from visionflow.registry import (
     CHAMPION_POINTER,
     champion_dir,
@@ -99,5 +99,15 @@ def test_a_model_whose_shape_differs_from_its_record_is_refused(tmp_path):
 def test_a_damaged_model_file_is_refused(tmp_path):
     version = register_tiny_model(tmp_path / "models")
     (tmp_path / "models" / version / "model.keras").write_bytes(b"not a keras file")
-    with pytest.raises(BadInputError, match=f"cannot load model {version}"):
+    with pytest.raises(DamagedStateError, match=f"cannot load model {version} .*damaged or truncated.*--model"):
         load_checked_model(find_model(tmp_path / "models"))
+
+
+def test_a_damaged_champion_pointer_names_the_file_and_the_versions_to_point_at(tmp_path):
+    version = register_tiny_model(tmp_path / "models")
+    pointer = tmp_path / "models" / "champion.json"
+    for damage in ("{not json", '"v0001"', '{"promoted_at": "today"}'):
+        pointer.write_text(damage)
+        with pytest.raises(DamagedStateError, match=f"champion pointer {pointer} is damaged.*registered: {version}"):
+            find_model(tmp_path / "models")
+    assert pointer.read_text() == '{"promoted_at": "today"}', "the damaged file is left for a person to mend"

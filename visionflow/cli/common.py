@@ -3,7 +3,8 @@
 Each command runs a Prefect flow and ends with either a short human summary or, with --json,
 one JSON object as the last line of stdout; logs go to stderr. Exit codes: 0 done, 1 an
 unexpected error, 2 a usage error, 3 a data contract breach, 4 unusable input, 5 busy (another
-run holds the drop; try again later).
+run holds the drop; try again later), 6 damaged state (the message says which file and how to
+recover), 7 the disk is full.
 """
 
 from __future__ import annotations

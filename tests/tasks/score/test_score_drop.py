@@ -134,3 +134,37 @@ def test_decoding_in_worker_processes_gives_the_same_rows(scoring, tmp_path):
     result = scoring(drop, ScoreConfig(workers=2, files_per_chunk=3, batch_size=5, chunks_in_flight_per_worker=1))
     predictions = rows(tmp_path / "predictions/parallel/predictions")
     assert result.scored == len(predictions) == sum(outcome == "predicted" for outcome in expected.values())
+
+
+def test_a_lost_ledger_destroys_nothing_and_is_rebuilt_from_the_parts(scoring, tmp_path):
+    drop = tmp_path / "kept"
+    expected = build_hostile_drop(drop, tmp_path / "outside")
+    first = scoring(drop, ScoreConfig(workers=1, batch_size=2, part_rows=3))
+    before = rows(tmp_path / "predictions/kept/predictions").sort_values("path").reset_index(drop=True)
+    (tmp_path / "predictions" / "ledger.sqlite").unlink()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / "predictions" / f"ledger.sqlite{suffix}").unlink(missing_ok=True)
+    removed = sorted(path for path, outcome in expected.items() if outcome == "predicted")[::2]
+    for path in removed:
+        (drop / path).unlink()
+
+    again = scoring(drop, ScoreConfig(workers=1, batch_size=2, part_rows=3))
+    assert again.orphan_parts_removed == 0 and again.parts_adopted > 0 and again.parts_set_aside == []
+    after = rows(tmp_path / "predictions/kept/predictions").sort_values("path").reset_index(drop=True)
+    assert after.equals(before), "every row written before the ledger was lost is still there, unchanged"
+    assert again.scored == 0 and again.prediction_rows_written == 0, "what the parts hold is not scored again"
+    assert again.already_scored == first.scored - len(removed)
+    with PredictionLedger(tmp_path / "predictions" / "ledger.sqlite") as ledger:
+        assert ledger.accepted_count("kept", "v0001") == len(before)
+
+
+def test_an_unreadable_part_the_ledger_does_not_know_is_set_aside_not_deleted(scoring, tmp_path):
+    drop = tmp_path / "damaged"
+    build_hostile_drop(drop, tmp_path / "outside")
+    scoring(drop)
+    stray = tmp_path / "predictions/damaged/predictions/part-stray.parquet"
+    stray.write_bytes(b"half of a parquet file")
+    again = scoring(drop)
+    aside = tmp_path / "predictions/damaged/set-aside/predictions/part-stray.parquet"
+    assert again.parts_set_aside == [str(aside)] and aside.read_bytes() == b"half of a parquet file"
+    assert not stray.exists() and again.scored == 0

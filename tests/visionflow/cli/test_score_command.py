@@ -46,3 +46,22 @@ def test_a_missing_drop_exits_4_naming_it(run_cli, home, tmp_path):
     result = run_cli("score", str(tmp_path / "nowhere"))
     assert result.returncode == 4
     assert f"drop folder {tmp_path / 'nowhere'} does not exist" in result.stderr.strip().splitlines()[-1]
+
+
+def test_damaged_state_exits_6_naming_the_file_and_the_way_out(run_cli, home, tmp_path):
+    register_tiny_model(home / "models")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "x.png").write_bytes(b"x")
+    ledger = home / "ledger" / "scoring.sqlite"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(b"garbage where the ledger was " * 200)
+    result = run_cli("score", str(drop), "--json")
+    assert result.returncode == 6, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"scoring ledger {ledger} is damaged" in last and f"mv {ledger}" in last and "Traceback" not in result.stderr
+
+    ledger.unlink()
+    (home / "models" / "champion.json").write_text("{half a pointer")
+    result = run_cli("score", str(drop))
+    assert result.returncode == 6 and "champion pointer" in result.stderr.strip().splitlines()[-1]
