@@ -100,11 +100,14 @@ def file_problem(
     return status.st_size, None
 
 
-def hash_files(files: pd.DataFrame, root: Path, workers: int, files_per_chunk: int, failed_status: str) -> pd.DataFrame:
+def hash_files(
+    files: pd.DataFrame, root: Path, workers: int, files_per_chunk: int, max_file_bytes: int, failed_status: str
+) -> pd.DataFrame:
     """Fill in the sha256 of every row whose status is still "ok", hashing on worker processes.
 
-    files has a `path` column relative to root. A file that cannot be read gets failed_status and
-    the reason. Returns a copy; the input frame is left as it was.
+    files has a `path` column relative to root. A file that cannot be read safely (see
+    visionflow/safe_read.py), or is over max_file_bytes by now, gets failed_status and the reason.
+    Returns a copy; the input frame is left as it was.
     """
     files = files.copy()
     readable = files.index[files["status"] == STATUS_OK]
@@ -112,7 +115,7 @@ def hash_files(files: pd.DataFrame, root: Path, workers: int, files_per_chunk: i
     paths = [f"{root_text}/{path}" for path in files.loc[readable, "path"]]
     chunks = chunked(paths, files_per_chunk)
     digests: list = [None] * len(chunks)
-    for index, result in map_chunks(hash_files_chunk, chunks, workers):
+    for index, result in map_chunks(hash_files_chunk, chunks, workers, (root_text, max_file_bytes)):
         digests[index] = result
     flat = [item for chunk in digests for item in chunk]
     files.loc[readable, "sha256"] = [digest for digest, _ in flat]

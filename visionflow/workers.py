@@ -1,5 +1,8 @@
 """Per-chunk functions that run inside worker processes: hashing, and decoding for ingestion and scoring.
 
+Every file is read through visionflow/safe_read.py, so a file swapped after listing cannot stall or
+flood a worker.
+
 Kept apart from the stage modules so that a spawned worker imports only Pillow, NumPy and
 pyarrow, not pandas, Prefect or TensorFlow (which would add seconds to every worker's start).
 """
@@ -7,44 +10,37 @@ pyarrow, not pandas, Prefect or TensorFlow (which would add seconds to every wor
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 
 import pyarrow as pa
 
 from visionflow.atomic import atomic_path
 from visionflow.imaging import ImageRejected, ImageSpec, decode_image
-
-# Files larger than this are hashed in pieces so that memory stays flat; 8 MiB, in bytes.
-HASH_BLOCK_BYTES = 8 * 1024 * 1024
+from visionflow.safe_read import UnsafeFile, read_listed_file, sha256_of_listed_file
 
 
-def hash_files_chunk(paths: Sequence[str]) -> list[tuple[str | None, str | None]]:
-    """Return (sha256 hex digest, error) for each path; exactly one of the two is None."""
+def hash_files_chunk(paths: Sequence[str], root: str, max_bytes: int) -> list[tuple[str | None, str | None]]:
+    """Return (sha256 hex digest, error) for each path under root; exactly one of the two is None."""
     results: list[tuple[str | None, str | None]] = []
     for path in paths:
         try:
-            results.append((sha256_of_file(path), None))
+            results.append((sha256_of_listed_file(path, root, max_bytes), None))
+        except UnsafeFile as refusal:
+            results.append((None, str(refusal)))
         except OSError as error:
             results.append((None, f"unreadable: {error.strerror or error}"))
     return results
 
 
-def sha256_of_file(path: str) -> str:
-    """The sha256 hex digest of a file's bytes, read in blocks."""
-    with open(path, "rb", buffering=0) as handle:
-        if os.fstat(handle.fileno()).st_size <= HASH_BLOCK_BYTES:
-            # Most image files fit in one read, several times faster than hashing in blocks.
-            return hashlib.sha256(handle.readall()).hexdigest()
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def read_unchanged(path: str, expected_sha256: str, activity: str) -> tuple[bytes | None, str | None]:
-    """(the file's bytes, None), or (None, the reason) when it cannot be read or no longer has the
-    content its sha256 was taken of (it changed while being ingested or scored, as activity says)."""
+def read_unchanged(
+    path: str, root: str, expected_sha256: str, expected_bytes: int, activity: str
+) -> tuple[bytes | None, str | None]:
+    """(the file's bytes, None), or (None, the reason) when it cannot be read safely or no longer has
+    the content its sha256 was taken of (it changed while being ingested or scored, as activity says)."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_listed_file(path, root, expected_bytes)
+    except UnsafeFile as refusal:
+        return None, f"{refusal} (while it was being {activity})"
     except OSError as error:
         return None, f"unreadable: {error.strerror or error}"
     if hashlib.sha256(data).hexdigest() != expected_sha256:
@@ -53,9 +49,10 @@ def read_unchanged(path: str, expected_sha256: str, activity: str) -> tuple[byte
 
 
 def decode_files_chunk(
-    rows: Sequence[tuple[int, str, str]], spec: ImageSpec, shard_path: str
+    rows: Sequence[tuple[int, str, str, int]], spec: ImageSpec, shard_path: str, root: str
 ) -> list[tuple[int, str | None, int | None, int | None, str | None, str | None]]:
-    """Decode (row id, absolute path, expected sha256) rows; write pixels of good ones to a shard.
+    """Decode (row id, absolute path under root, expected sha256, bytes) rows; write the pixels of
+    good ones to a shard.
 
     The shard is an Arrow IPC file with columns row_id and pixels. The return value has one
     (row id, format, width, height, mode, rejection reason) tuple per input row, where the reason
@@ -65,8 +62,8 @@ def decode_files_chunk(
     outcomes = []
     good_ids: list[int] = []
     good_pixels: list[bytes] = []
-    for row_id, path, expected_sha256 in rows:
-        data, problem = read_unchanged(path, expected_sha256, "ingested")
+    for row_id, path, expected_sha256, expected_bytes in rows:
+        data, problem = read_unchanged(path, root, expected_sha256, expected_bytes, "ingested")
         if problem is not None:
             outcomes.append((row_id, None, None, None, None, problem))
             continue
@@ -98,21 +95,26 @@ def _write_pixel_shard(shard_path: str, row_ids: list[int], pixels: list[bytes],
         writer.write_table(table)
 
 
-def decode_chunk_to_shard(chunk_and_shard: tuple[Sequence[tuple[int, str, str]], str], spec: ImageSpec) -> list:
+def decode_chunk_to_shard(
+    chunk_and_shard: tuple[Sequence[tuple[int, str, str, int]], str], spec: ImageSpec, root: str
+) -> list:
     """decode_files_chunk for a (rows, shard path) pair, the form map_chunks hands out."""
     rows, shard_path = chunk_and_shard
-    return decode_files_chunk(rows, spec, shard_path)
+    return decode_files_chunk(rows, spec, shard_path, root)
 
 
-def decode_for_scoring(rows: Sequence[tuple[str, str]], spec: ImageSpec) -> list[tuple[str, bytes | None, str | None]]:
-    """Decode (absolute path, expected sha256) rows of a drop; (sha256, pixels, rejection) each.
+def decode_for_scoring(
+    rows: Sequence[tuple[str, str, int]], spec: ImageSpec, root: str
+) -> list[tuple[str, bytes | None, str | None]]:
+    """Decode (absolute path under root, expected sha256, bytes) rows of a drop; (sha256, pixels,
+    rejection) each.
 
     Exactly one of pixels and rejection is None. A file whose bytes no longer match the sha256
     taken when the drop was listed is rejected: it changed while the drop was being scored.
     """
     outcomes: list[tuple[str, bytes | None, str | None]] = []
-    for path, expected_sha256 in rows:
-        data, problem = read_unchanged(path, expected_sha256, "scored")
+    for path, expected_sha256, expected_bytes in rows:
+        data, problem = read_unchanged(path, root, expected_sha256, expected_bytes, "scored")
         if problem is not None:
             outcomes.append((expected_sha256, None, problem))
             continue

@@ -106,9 +106,13 @@ def decode_dataset(
     readable = manifest.index[manifest["status"] == STATUS_OK]
     root_text = str(root)
     rows = [
-        (int(row_id), f"{root_text}/{path}", sha256)
-        for row_id, path, sha256 in zip(
-            readable, manifest.loc[readable, "path"], manifest.loc[readable, "sha256"], strict=True
+        (int(row_id), f"{root_text}/{path}", sha256, int(size))
+        for row_id, path, sha256, size in zip(
+            readable,
+            manifest.loc[readable, "path"],
+            manifest.loc[readable, "sha256"],
+            manifest.loc[readable, "bytes"],
+            strict=True,
         )
     ]
     # A chunk's pixels are held in memory by its worker; cap them at SHARD_BYTES, in bytes.
@@ -117,7 +121,11 @@ def decode_dataset(
     shard_paths = [str(work_dir / "pixels" / f"shard-{index:05d}.arrow") for index in range(len(chunks))]
     outcomes: list = []
     for _chunk_index, chunk_outcomes in map_chunks(
-        decode_chunk_to_shard, list(zip(chunks, shard_paths, strict=True)), config.workers, (spec,), on_progress
+        decode_chunk_to_shard,
+        list(zip(chunks, shard_paths, strict=True)),
+        config.workers,
+        (spec, root_text),
+        on_progress,
     ):
         outcomes.extend(chunk_outcomes)
 

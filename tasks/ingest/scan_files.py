@@ -124,7 +124,9 @@ def scan_dataset(root: Path, config: ScanConfig) -> pd.DataFrame:
         discovered = discover_files(root, config.max_file_bytes)
     except OSError as error:
         raise BadInputError(f"cannot read data folder {root}: {error.strerror or error}") from None
-    manifest = hash_files(discovered, root, config.workers, config.files_per_chunk, STATUS_QUARANTINED)
+    manifest = hash_files(
+        discovered, root, config.workers, config.files_per_chunk, config.max_file_bytes, STATUS_QUARANTINED
+    )
     if not (manifest["status"] == STATUS_OK).any():
         raise BadInputError(
             f"no usable files under {root}: expected images in {root}/<class>/ "

@@ -70,7 +70,7 @@ def list_drop_files(drop: Path, config: DropScanConfig) -> pd.DataFrame:
         raise BadInputError(f"cannot read drop folder {drop}: {error.strerror or error}") from None
     if files.empty:
         raise BadInputError(f"drop folder {drop} is empty: put the images to score in it")
-    return hash_files(files, drop, config.workers, config.files_per_chunk, STATUS_REJECTED)
+    return hash_files(files, drop, config.workers, config.files_per_chunk, config.max_file_bytes, STATUS_REJECTED)
 
 
 @task(name="list-drop-files", cache_policy=NO_CACHE)

@@ -235,7 +235,7 @@ def _predict_new_contents(
     height, width, channels = record.input_shape
     spec = ImageSpec(height=height, width=width, channels=channels, max_pixels=config.max_pixels)
     root = str(Path(drop).resolve())
-    work = [(f"{root}/{paths[0]}", sha256) for sha256, paths in paths_by_content.items()]
+    work = [(f"{root}/{paths[0]}", sha256, sizes[paths[0]]) for sha256, paths in paths_by_content.items()]
     batch = np.empty((config.batch_size, *record.input_shape), dtype=np.uint8)
     batch_contents: list[str] = []
     done = {"scored": 0, "rejected": 0, "predicted": 0}
@@ -259,7 +259,7 @@ def _predict_new_contents(
 
     chunks = chunked(work, config.files_per_chunk)
     in_flight = config.workers * config.chunks_in_flight_per_worker
-    for _, outcomes in map_chunks(decode_for_scoring, chunks, config.workers, (spec,), max_in_flight=in_flight):
+    for _, outcomes in map_chunks(decode_for_scoring, chunks, config.workers, (spec, root), max_in_flight=in_flight):
         for sha256, pixels, reason in outcomes:
             if pixels is None:
                 for path in paths_by_content[sha256]:

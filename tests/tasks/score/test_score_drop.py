@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow.dataset as ds
 import pytest
 
@@ -12,6 +14,7 @@ from visionflow.registry import find_model, load_checked_model
 from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files
 from visionflow.tasks.score.score_drop import ScoreConfig, score_drop
 
+from tests.conftest import write_image
 from tests.scoring_helpers import CLASSES, build_hostile_drop, register_tiny_model
 
 ONE_PROCESS = DropScanConfig(workers=1)
@@ -168,3 +171,24 @@ def test_an_unreadable_part_the_ledger_does_not_know_is_set_aside_not_deleted(sc
     aside = tmp_path / "predictions/damaged/set-aside/predictions/part-stray.parquet"
     assert again.parts_set_aside == [str(aside)] and aside.read_bytes() == b"half of a parquet file"
     assert not stray.exists() and again.scored == 0
+
+
+@pytest.mark.timeout(120)
+def test_files_swapped_after_listing_for_a_fifo_or_a_device_link_are_rejected_not_waited_on(scoring, tmp_path):
+    models = tmp_path / "models"
+    record = find_model(models)
+    drop = tmp_path / "swapped"
+    for index in range(4):
+        write_image(drop / f"{index}.png", (200, 30 * index, 30), size=12, seed=index)
+    files = list_drop_files(drop, ONE_PROCESS)
+    (drop / "1.png").unlink()
+    os.mkfifo(drop / "1.png")
+    (drop / "2.png").unlink()
+    os.symlink("/dev/zero", drop / "2.png")
+    outputs = DropOutputs(tmp_path / "predictions" / "swapped")
+    with PredictionLedger(tmp_path / "predictions" / "ledger.sqlite") as ledger:
+        result = score_drop(files, drop, record, load_checked_model(record), ledger, outputs, ScoreConfig(workers=2))
+    assert (result.scored, result.rejected) == (2, 2)
+    reasons = dict(zip(*[rows(outputs.rejections)[column] for column in ("path", "reason")], strict=True))
+    assert reasons["1.png"].startswith("not a regular file any more")
+    assert reasons["2.png"].startswith("now a link leading outside the folder")

@@ -26,7 +26,8 @@ def write(outputs: DropOutputs, probabilities, paths=("x.png", "y.png"), labels_
     )
     if labels_from is not None:
         table = table.set_column(table.schema.get_field_index("label"), "label", [labels_from])
-    return outputs.write_part(PREDICTIONS, table)
+    with PredictionLedger(outputs.root.parent / "scratch-ledger.sqlite") as ledger:
+        return outputs.write_part(PREDICTIONS, table, ledger)
 
 
 @pytest.fixture
@@ -75,6 +76,7 @@ def test_a_drop_without_prediction_rows_passes_with_zero_expected(tmp_path):
 
 def test_parts_of_a_model_with_other_classes_do_not_break_the_read(outputs):
     other = predictions_table(["z.png"], ["c" * 64], np.array([[1.0]]), WHEN[:1], ["bird"], "v2")
-    outputs.write_part(PREDICTIONS, other)
+    with PredictionLedger(outputs.root.parent / "scratch-ledger.sqlite") as ledger:
+        outputs.write_part(PREDICTIONS, other, ledger)
     report = validate_predictions(outputs.predictions, CLASSES, "v1", 3, PredictionContractConfig())
     assert [outcome.expectation for outcome in report.hard_failures] == ["expect_table_row_count_to_equal"]
