@@ -86,7 +86,10 @@ def file_problem(
     root_name is how the reason names root to a person ("the data root", "the drop").
     """
     if entry.is_symlink():
-        target = os.path.realpath(entry.path)
+        try:
+            target = os.path.realpath(entry.path)
+        except OSError as error:  # A link that cannot be followed is one rejected entry, not a failed listing.
+            return None, f"unreadable symlink: {error.strerror or error}"
         if os.path.commonpath([target, root]) != root:
             return None, f"symlink leading outside {root_name}"
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
 from visionflow.errors import BadInputError
 from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files, list_drop_files_task
 
+from tests.conftest import write_image
 from tests.scoring_helpers import build_hostile_drop
 
 ONE_PROCESS = DropScanConfig(workers=1)
@@ -61,3 +63,22 @@ def test_unusable_drops_are_refused_with_a_reason(tmp_path, make, message):
     make(root)
     with pytest.raises(BadInputError, match=message):
         list_drop_files(root, ONE_PROCESS)
+
+
+def test_a_link_that_cannot_be_followed_is_one_rejection_not_a_refused_drop(tmp_path, monkeypatch):
+    drop = tmp_path / "drop"
+    for index in range(3):
+        write_image(drop / f"{index}.png", (40, 40 * index, 200), seed=index)
+    os.symlink(tmp_path / "elsewhere" / "secret.png", drop / "locked.png")
+    real = os.path.realpath
+
+    def denied(path, *arguments, **keywords):
+        # Root may read every link, so a link another user could not follow is simulated here.
+        if str(path).endswith("locked.png"):
+            raise PermissionError(13, "Permission denied")
+        return real(path, *arguments, **keywords)
+
+    monkeypatch.setattr(os.path, "realpath", denied)
+    files = list_drop_files(drop, DropScanConfig(workers=1)).set_index("path")
+    assert (files["status"] == "ok").sum() == 3
+    assert files.at["locked.png", "reason"] == "unreadable symlink: Permission denied"
