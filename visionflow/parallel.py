@@ -1,7 +1,8 @@
 """Run a per-chunk function over worker processes, with progress reported as chunks finish.
 
 Workers are started with "spawn": Prefect runs tasks in threads, and forking a process that has
-threads can deadlock it. A spawned worker imports only the module of the function it runs, so
+threads can deadlock it. Each worker ends itself when the process that started it dies, even by
+SIGKILL, so no worker outlives its run. A spawned worker imports only the module of the function it runs, so
 chunk functions live in modules that import nothing heavier than Pillow, NumPy and pyarrow.
 """
 
@@ -87,6 +88,9 @@ def map_chunks(
             future.cancel()
 
 
+# How often a worker checks that the process that started it is still alive, in seconds.
+PARENT_CHECK_SECONDS = 1.0
+
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -99,9 +103,30 @@ def shared_pool(workers: int) -> ProcessPoolExecutor:
     with _POOLS_LOCK:
         pool = _POOLS.get(workers)
         if pool is None:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(), PARENT_CHECK_SECONDS),
+            )
             _POOLS[workers] = pool
         return pool
+
+
+def exit_with_parent(parent_pid: int, check_seconds: float) -> None:
+    """Worker initializer: end this worker once the process that started it is gone.
+
+    A parent killed with SIGKILL cannot shut its pool down, and its workers would live on as
+    orphans holding memory; a worker whose parent died is handed to another parent, which a
+    daemon thread notices within check_seconds.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(check_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="visionflow-parent-watch", daemon=True).start()
 
 
 @atexit.register

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -69,3 +71,40 @@ def test_a_dead_worker_raises_and_the_next_call_gets_a_fresh_pool(tmp_path):
         list(map_chunks(die, [[1], [2], [3]], 2))
     assert shared_pool(2) is not broken, "a broken pool is never handed out again"
     assert dict(map_chunks(mark_started, [[1], [2]], 2, (str(tmp_path),))) == {0: [2], 1: [4]}
+
+
+def worker_pid(_: int) -> int:
+    """The worker's process id, after a moment, so that both workers get work."""
+    time.sleep(0.2)
+    return os.getpid()
+
+
+def alive(pid: int) -> bool:
+    """True while pid runs (a zombie waiting to be reaped has ended)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "\tZ" not in next(line for line in status if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from tests.visionflow.test_parallel import worker_pid\n"
+        "from visionflow.parallel import shared_pool\n"
+        "pids = set(shared_pool(2).map(worker_pid, range(6)))\n"
+        "print(' '.join(map(str, sorted(pids))), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path.cwd())
+    try:
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert pids and all(alive(pid) for pid in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if alive(pid)], "workers outlived the process killed with SIGKILL"
