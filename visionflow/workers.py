@@ -50,14 +50,15 @@ def read_unchanged(
 
 def decode_files_chunk(
     rows: Sequence[tuple[int, str, str, int]], spec: ImageSpec, shard_path: str, root: str
-) -> list[tuple[int, str | None, int | None, int | None, str | None, str | None]]:
+) -> tuple[list[tuple[int, str | None, int | None, int | None, str | None, str | None]], str]:
     """Decode (row id, absolute path under root, expected sha256, bytes) rows; write the pixels of
     good ones to a shard.
 
-    The shard is an Arrow IPC file with columns row_id and pixels. The return value has one
-    (row id, format, width, height, mode, rejection reason) tuple per input row, where the reason
-    is None for images that decoded. A file whose bytes no longer match the sha256 recorded by
-    the scan is rejected: it changed while the dataset was being ingested.
+    The shard is an Arrow IPC file with columns row_id and pixels. The return value is the list
+    of one (row id, format, width, height, mode, rejection reason) tuple per input row, where the
+    reason is None for images that decoded, and the sha256 of the shard file's bytes. A file whose
+    bytes no longer match the sha256 recorded by the scan is rejected: it changed while the
+    dataset was being ingested.
     """
     outcomes = []
     good_ids: list[int] = []
@@ -75,30 +76,32 @@ def decode_files_chunk(
         good_ids.append(row_id)
         good_pixels.append(decoded.pixels)
         outcomes.append((row_id, decoded.format, decoded.width, decoded.height, decoded.mode, None))
-    _write_pixel_shard(shard_path, good_ids, good_pixels, spec.pixel_bytes)
-    return outcomes
+    return outcomes, _write_pixel_shard(shard_path, good_ids, good_pixels, spec.pixel_bytes)
 
 
-def _write_pixel_shard(shard_path: str, row_ids: list[int], pixels: list[bytes], pixel_bytes: int) -> None:
-    """Write an Arrow IPC shard atomically: a temporary name first, then a rename."""
+def _write_pixel_shard(shard_path: str, row_ids: list[int], pixels: list[bytes], pixel_bytes: int) -> str:
+    """Write an Arrow IPC shard atomically (a temporary name first, then a rename); return the
+    sha256 of its bytes, against which a later reuse of the shard is checked."""
     table = pa.table(
         {
             "row_id": pa.array(row_ids, type=pa.int64()),
             "pixels": pa.array(pixels, type=pa.binary(pixel_bytes)),
         }
     )
-    with (
-        atomic_path(shard_path) as temporary,
-        pa.OSFile(str(temporary), "wb") as sink,
-        pa.ipc.new_file(sink, table.schema) as writer,
-    ):
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
+    data = sink.getvalue()
+    with atomic_path(shard_path) as temporary:
+        temporary.write_bytes(memoryview(data))
+    return hashlib.sha256(memoryview(data)).hexdigest()
 
 
 def decode_chunk_to_shard(
     chunk_and_shard: tuple[Sequence[tuple[int, str, str, int]], str], spec: ImageSpec, root: str
-) -> list:
-    """decode_files_chunk for a (rows, shard path) pair, the form map_chunks hands out."""
+) -> tuple[list, str]:
+    """decode_files_chunk for a (rows, shard path) pair, the form map_chunks hands out: (outcomes,
+    the shard's sha256)."""
     rows, shard_path = chunk_and_shard
     return decode_files_chunk(rows, spec, shard_path, root)
 

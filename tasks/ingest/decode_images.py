@@ -23,6 +23,7 @@ import pyarrow as pa
 from prefect import task
 from pydantic import BaseModel, Field, field_validator
 
+from visionflow.atomic import write_json_atomically
 from visionflow.imaging import MAX_PIXELS, ImageSpec
 from visionflow.parallel import chunked, default_workers, map_chunks
 from visionflow.run_context import progress_reporter, run_logger, start_progress
@@ -37,6 +38,9 @@ SHARD_BYTES = 64 * 1024 * 1024
 
 # The file that marks a complete decode folder; it is written last.
 DECODED_MANIFEST_NAME = "decoded_manifest.parquet"
+
+# The sha256 of every pixel shard, recorded when it was written, checked before a reuse.
+SHARD_CHECKSUMS_NAME = "shards.json"
 
 DECODE_COLUMNS = ["format", "width", "height", "mode"]
 
@@ -96,8 +100,8 @@ def decode_dataset(
     spec = config.image_spec()
     root = Path(root).resolve()
     manifest = manifest.reset_index(drop=True)
-    if (output_dir / DECODED_MANIFEST_NAME).exists():
-        # The folder is named by the decode key, so a complete one holds exactly these pixels.
+    if reusable_decode(output_dir):
+        # The folder is named by the decode key, so a complete, verified one holds exactly these pixels.
         return read_decoded_manifest(output_dir)
     # Each run fills its own work folder, so two runs decoding the same content cannot collide.
     work_dir = output_dir.with_name(f"{output_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -120,7 +124,8 @@ def decode_dataset(
     chunks = chunked(rows, files_per_chunk)
     shard_paths = [str(work_dir / "pixels" / f"shard-{index:05d}.arrow") for index in range(len(chunks))]
     outcomes: list = []
-    for _chunk_index, chunk_outcomes in map_chunks(
+    checksums: dict[str, str] = {}
+    for chunk_index, (chunk_outcomes, checksum) in map_chunks(
         decode_chunk_to_shard,
         list(zip(chunks, shard_paths, strict=True)),
         config.workers,
@@ -128,8 +133,10 @@ def decode_dataset(
         on_progress,
     ):
         outcomes.extend(chunk_outcomes)
+        checksums[Path(shard_paths[chunk_index]).name] = checksum
 
     decoded = apply_decode_outcomes(manifest, outcomes)
+    write_json_atomically(work_dir / SHARD_CHECKSUMS_NAME, dict(sorted(checksums.items())))
     decoded.to_parquet(work_dir / DECODED_MANIFEST_NAME, index=False)
     try:
         work_dir.rename(output_dir)
@@ -166,6 +173,40 @@ def _typed(decoded: pd.DataFrame) -> pd.DataFrame:
     return decoded
 
 
+def verify_decode_dir(decode_dir: Path) -> str | None:
+    """None when every pixel shard is the one recorded when it was written, else what is wrong.
+
+    A cached decode is reused for every later ingest of the same content, so pixels altered on
+    disk would otherwise flow into the split files under the original dataset fingerprint.
+    """
+    try:
+        recorded = json.loads((Path(decode_dir) / SHARD_CHECKSUMS_NAME).read_text())
+    except (OSError, ValueError):
+        return "it records no checksums of its pixel shards"
+    shards = Path(decode_dir) / "pixels"
+    found = {path.name for path in shards.glob("shard-*.arrow")}
+    if found != set(recorded):
+        return f"its pixel shards are not the ones recorded ({len(found)} found, {len(recorded)} recorded)"
+    for name, expected in sorted(recorded.items()):
+        with open(shards / name, "rb") as handle:
+            if hashlib.file_digest(handle, "sha256").hexdigest() != expected:
+                return f"pixel shard {name} changed on disk after it was written"
+    return None
+
+
+def reusable_decode(output_dir: Path) -> bool:
+    """True when output_dir holds a complete decode whose shards check out; a folder that does not
+    check out is removed with a warning, so the pixels are decoded again."""
+    if not (output_dir / DECODED_MANIFEST_NAME).exists():
+        return False
+    problem = verify_decode_dir(output_dir)
+    if problem is None:
+        return True
+    run_logger(__name__).warning("not reusing the decoded pixels in %s: %s; decoding again", output_dir, problem)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    return False
+
+
 def read_decoded_manifest(decode_dir: Path) -> pd.DataFrame:
     """Load the manifest a finished decode wrote; row ids are its index, as in the pixel shards."""
     return pd.read_parquet(Path(decode_dir) / DECODED_MANIFEST_NAME)
@@ -185,13 +226,14 @@ def decode_dir_for(manifest: pd.DataFrame, config: DecodeConfig, decoded_root: P
 
 
 def _decode_cache_key(context, parameters: dict) -> str | None:
-    """Prefect cache key: the decode key, but only once its output folder is complete on disk.
+    """Prefect cache key: the decode key, but only once its output folder is complete on disk and
+    its shards are the ones written.
 
-    Returning None for a missing folder makes Prefect run the task rather than hand back a
-    path to files someone deleted; the task then finds or rebuilds the folder.
+    Returning None for a missing or altered folder makes Prefect run the task rather than hand
+    back a path to files someone deleted or changed; the task then rebuilds the folder.
     """
     output_dir = decode_dir_for(parameters["manifest"], parameters["config"], parameters["decoded_root"])
-    if not (output_dir / DECODED_MANIFEST_NAME).exists():
+    if not reusable_decode(output_dir):
         return None
     # The folder's location is part of the key: homes that share Prefect's result storage must
     # not hand each other paths.
@@ -210,7 +252,7 @@ def decode_images_task(manifest: pd.DataFrame, root: Path, config: DecodeConfig,
     log = run_logger(__name__)
     output_dir = decode_dir_for(manifest, config, decoded_root)
     to_decode = int((manifest["status"] == STATUS_OK).sum())
-    if (output_dir / DECODED_MANIFEST_NAME).exists():
+    if reusable_decode(output_dir):
         log.info("reusing the pixels already decoded for this content and these settings in %s", output_dir)
         return str(output_dir)
     progress = start_progress("decode-progress", "Images decoded, percent")

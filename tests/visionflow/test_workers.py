@@ -56,7 +56,8 @@ def test_ingestion_decodes_good_files_into_a_shard_and_reports_the_rest(tmp_path
     size = good.stat().st_size
     rows = [(7, str(good), digest(good), size), (9, str(corrupt), digest(corrupt), 48), (11, str(good), "0" * 64, size)]
     shard = tmp_path / "shard.arrow"
-    outcomes = decode_chunk_to_shard((rows, str(shard)), SPEC, str(tmp_path))
+    outcomes, checksum = decode_chunk_to_shard((rows, str(shard)), SPEC, str(tmp_path))
+    assert checksum == hashlib.sha256(shard.read_bytes()).hexdigest()
     assert outcomes[0] == (7, "PNG", 16, 16, "RGB", None)
     assert outcomes[1][0] == 9 and outcomes[1][5] is not None and outcomes[1][1] is None
     assert outcomes[2] == (11, None, None, None, None, "file changed while it was being ingested")

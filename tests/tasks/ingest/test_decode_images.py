@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,14 @@ from PIL import Image
 
 from visionflow.tasks.ingest.decode_images import (
     DECODED_MANIFEST_NAME,
+    SHARD_CHECKSUMS_NAME,
     DecodeConfig,
     decode_dataset,
     decode_dir_for,
     decode_images_task,
     decode_key,
     iterate_pixel_shards,
+    verify_decode_dir,
 )
 from visionflow.tasks.ingest.scan_files import STATUS_OK, STATUS_QUARANTINED, ScanConfig, scan_dataset
 
@@ -75,6 +78,41 @@ def test_a_finished_decode_is_reused_not_redone(make_image_folder, tmp_path):
     decode_dataset(manifest, root, CONFIG, output)
     assert marker.stat().st_mtime_ns == first_write
     assert not list(tmp_path.glob("decoded.partial*"))
+
+
+def test_pixels_altered_in_the_cache_are_decoded_again_not_reused(make_image_folder, tmp_path, caplog):
+    root = make_image_folder(layout="flat", per_class=2)
+    manifest = scan_dataset(root, ScanConfig(workers=1))
+    output = tmp_path / "decoded"
+    decode_dataset(manifest, root, CONFIG, output)
+    assert verify_decode_dir(output) is None
+    original = {int(row): bytes(pixels) for ids, shard in iterate_pixel_shards(output) for row, pixels in
+                zip(ids.to_pylist(), shard.to_pylist(), strict=True)}  # fmt: skip
+    shard = sorted((output / "pixels").glob("shard-*.arrow"))[0]
+    first_pixels = next(iterate_pixel_shards(output))[1][0].as_py()
+    data = bytearray(shard.read_bytes())
+    start = data.index(first_pixels[:16])  # Inside the first image's pixels: the file stays valid.
+    data[start : start + 8] = b"\xff" * 8
+    shard.write_bytes(bytes(data))
+    assert verify_decode_dir(output) == f"pixel shard {shard.name} changed on disk after it was written"
+
+    caplog.set_level(logging.WARNING)
+    decode_dataset(manifest, root, CONFIG, output)
+    assert "not reusing the decoded pixels" in caplog.text and "decoding again" in caplog.text
+    again = {int(row): bytes(pixels) for ids, shard in iterate_pixel_shards(output) for row, pixels in
+             zip(ids.to_pylist(), shard.to_pylist(), strict=True)}  # fmt: skip
+    assert again == original and verify_decode_dir(output) is None
+
+
+def test_a_cached_decode_without_checksums_is_not_trusted(make_image_folder, tmp_path):
+    root = make_image_folder(layout="flat", per_class=2)
+    manifest = scan_dataset(root, ScanConfig(workers=1))
+    output = tmp_path / "decoded"
+    decode_dataset(manifest, root, CONFIG, output)
+    (output / SHARD_CHECKSUMS_NAME).unlink()
+    assert verify_decode_dir(output) == "it records no checksums of its pixel shards"
+    decode_dataset(manifest, root, CONFIG, output)
+    assert (output / SHARD_CHECKSUMS_NAME).exists()
 
 
 def test_decode_key_changes_with_content_and_pixel_settings(make_image_folder):
