@@ -86,6 +86,7 @@ def register(model_files: dict[str, Path], metadata: dict, models_root: Path) ->
     """
     models_root = Path(models_root)
     models_root.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(models_root)
     staging = models_root / f".staging-{os.getpid()}-{datetime.now(UTC).strftime('%H%M%S%f')}"
     staging.mkdir()
     try:
@@ -102,6 +103,32 @@ def register(model_files: dict[str, Path], metadata: dict, models_root: Path) ->
                     raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_abandoned_staging(models_root: Path) -> list[Path]:
+    """Delete staging folders of registrations whose process is gone (killed mid-copy); return them.
+
+    A staging folder never holds the only copy of anything: its files are copies of a training
+    run's outputs, which stay in the run folder.
+    """
+    removed = []
+    for folder in Path(models_root).glob(".staging-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """True while a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # It exists but belongs to someone else.
+        return True
+    return True
 
 
 def next_version(models_root: Path) -> str:

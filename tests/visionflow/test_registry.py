@@ -4,6 +4,7 @@ models found by name and loaded only when they match their record."""
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -111,3 +112,14 @@ def test_a_damaged_champion_pointer_names_the_file_and_the_versions_to_point_at(
         with pytest.raises(DamagedStateError, match=f"champion pointer {pointer} is damaged.*registered: {version}"):
             find_model(tmp_path / "models")
     assert pointer.read_text() == '{"promoted_at": "today"}', "the damaged file is left for a person to mend"
+
+
+def test_staging_left_by_a_killed_registration_is_removed_by_the_next(model_files, tmp_path):
+    root = tmp_path / "models"
+    abandoned = root / ".staging-999999999-000000000000"  # No process has this id.
+    abandoned.mkdir(parents=True)
+    (abandoned / "model.keras").write_bytes(b"half a copy")
+    running = root / f".staging-{os.getpid()}-000000000000"  # A registration still in progress.
+    running.mkdir()
+    assert register(model_files, {}, root) == "v0001"
+    assert not abandoned.exists() and running.exists()
