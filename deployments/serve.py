@@ -33,8 +33,8 @@ def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
     log_path = layout.prefect / "server.log"
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     # The UI, served by the same process, must call this server's API, not the default port's.
-    environment = {**os.environ, "PREFECT_UI_API_URL": url, "PREFECT_SERVER_API_HOST": "127.0.0.1",
-                   "PREFECT_SERVER_API_PORT": str(port)}  # fmt: skip
+    environment = {**lockdown_settings(port), **os.environ, "PREFECT_UI_API_URL": url,
+                   "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}  # fmt: skip
     if server_is_healthy(url) or port_in_use(port):
         raise VisionflowError(f"port {port} is already in use on 127.0.0.1: choose another with --port")
     with open(log_path, "ab") as log_file:
@@ -53,6 +53,20 @@ def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
         time.sleep(0.5)
     process.terminate()
     raise VisionflowError(f"the Prefect server did not answer within {SERVER_START_TIMEOUT_SECONDS} s; log: {log_path}")
+
+
+def lockdown_settings(port: int) -> dict[str, str]:
+    """Prefect server settings that keep other web pages out of the API; the environment may override them.
+
+    Without them any page open in the user's browser could call the API (Prefect answers every
+    origin by default) and start runs: only the server's own UI origin may make cross-origin
+    calls, and every state-changing request must carry a CSRF token, which Prefect's clients
+    and UI fetch on their own.
+    """
+    return {
+        "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port},http://localhost:{port}",
+        "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+    }
 
 
 def port_in_use(port: int) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import zipfile
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"  # The name that means "whichever version the champion pointer names".
 CHAMPION_POINTER = "champion.json"
+VERSION_PATTERN = re.compile(r"v[0-9]{4,}")  # Registered versions: v0001, v0002, ...
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 
@@ -148,8 +150,11 @@ def find_model(models_root: Path, model: str = CHAMPION) -> ModelRecord:
                 "or pass --model with a registered version"
             )
         version = pointer["version"]
-    else:
+    elif VERSION_PATTERN.fullmatch(model):
         version = model
+    else:
+        # Never a path: a model name reaches the file system only as a folder of the registry.
+        raise BadInputError(f"{model!r} is not a model version: use 'champion' or a registered version such as v0002")
     folder = models_root / version
     if not (folder / METADATA_FILE).is_file():
         known = sorted(path.name for path in models_root.glob("v[0-9]*") if (path / METADATA_FILE).is_file())

@@ -127,3 +127,30 @@ def test_a_port_in_use_is_refused_naming_it(tmp_path):
         port = listener.getsockname()[1]
         with pytest.raises(VisionflowError, match=f"port {port} is already in use"):
             start_server(HomeLayout(tmp_path), port)
+
+
+def test_the_served_api_answers_only_its_own_origin_and_wants_a_csrf_token(server):
+    import urllib.error
+    import urllib.request
+
+    origin = server.removesuffix("/api")
+
+    def preflight(from_origin: str) -> str | None:
+        request = urllib.request.Request(
+            f"{server}/flow_runs/", method="OPTIONS",
+            headers={"Origin": from_origin, "Access-Control-Request-Method": "POST"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.headers.get("access-control-allow-origin")
+        except urllib.error.HTTPError as error:
+            return error.headers.get("access-control-allow-origin")
+
+    assert preflight("http://evil.example") is None, "another web page may not call the API"
+    assert preflight(origin) == origin, "the server's own UI may"
+    request = urllib.request.Request(
+        f"{server}/flow_runs/filter", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code in (403, 422) and "csrf" in refused.value.read().decode().lower()

@@ -123,3 +123,10 @@ def test_staging_left_by_a_killed_registration_is_removed_by_the_next(model_file
     running.mkdir()
     assert register(model_files, {}, root) == "v0001"
     assert not abandoned.exists() and running.exists()
+
+
+@pytest.mark.parametrize("model", ["../../elsewhere", "/some/dir", "v1/../../x", "V0001", ""])
+def test_a_model_name_that_is_not_a_version_is_refused_before_touching_the_file_system(tmp_path, model):
+    register_tiny_model(tmp_path / "models")
+    with pytest.raises(BadInputError, match="is not a model version: use 'champion' or a registered version"):
+        find_model(tmp_path / "models", model)
