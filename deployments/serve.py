@@ -17,10 +17,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+from visionflow.access import ALLOWED_ROOTS_VARIABLE
 from visionflow.deployments.settings import InboxConfig, ServeConfig
 from visionflow.errors import VisionflowError
-from visionflow.home import HomeLayout
+from visionflow.home import BUILT_IN_SOURCES, HomeLayout
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ def serve_deployments(layout: HomeLayout, config: ServeConfig, on_ready=None) ->
     from visionflow.deployments.inbox import DropFolders
     from visionflow.deployments.inbox_watcher import InboxWatcher
 
+    os.environ[ALLOWED_ROOTS_VARIABLE] = os.pathsep.join(str(root) for root in served_roots(layout, config))
     deployments = all_deployments(config)
     for deployment in deployments:
         deployment.apply()
@@ -117,6 +120,17 @@ def serve_deployments(layout: HomeLayout, config: ServeConfig, on_ready=None) ->
         serve(*deployments, print_starting_message=False)
     finally:
         watcher.stop()
+
+
+def served_roots(layout: HomeLayout, config: ServeConfig) -> list[Path]:
+    """The folders runs from the served deployments may read: the drop folders, the scheduled
+    training data when it is a folder, each allowed root, and any already in the environment."""
+    roots = [layout.drops, *(Path(root) for root in config.allowed_roots)]
+    if config.train_data not in BUILT_IN_SOURCES:
+        roots.append(Path(config.train_data))
+    inherited = os.environ.get(ALLOWED_ROOTS_VARIABLE, "")
+    roots += [Path(root) for root in inherited.split(os.pathsep) if root]
+    return list(dict.fromkeys(root.expanduser().resolve() for root in roots))
 
 
 def run_service(layout: HomeLayout, config: ServeConfig, on_started=None, on_ready=None) -> None:

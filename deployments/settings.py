@@ -29,3 +29,6 @@ class ServeConfig(BaseModel):
     # A drop without _READY is ready after this quiet time, in seconds: the inbox's own default.
     settle_seconds: float = Field(default=InboxConfig.model_fields["settle_seconds"].default, ge=0)
     poll_seconds: float = Field(default=2.0, gt=0)  # How often the inbox watcher looks, in seconds.
+    # Folders runs from the deployments may read besides the drop folders and train_data; a run
+    # given a data or drop folder anywhere else is refused (see visionflow/access.py).
+    allowed_roots: list[str] = Field(default_factory=list)

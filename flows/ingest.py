@@ -11,11 +11,12 @@ import time
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from visionflow.access import check_deployment_parameters
 from visionflow.home import resolve_home
 from visionflow.splits import DatasetRecord
 from visionflow.tasks.ingest.assign_splits import SplitConfig, assign_splits_task
 from visionflow.tasks.ingest.decode_images import DecodeConfig, decode_images_task
-from visionflow.tasks.ingest.prepare_source import prepare_source_task
+from visionflow.tasks.ingest.prepare_source import prepare_source_task, source_folders
 from visionflow.tasks.ingest.record_dataset import record_dataset_task
 from visionflow.tasks.ingest.scan_files import ScanConfig, scan_files_task
 from visionflow.tasks.ingest.validate_parquet import validate_processed_task
@@ -50,6 +51,7 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
         home: VISIONFLOW_HOME to use; empty means the serving process's.
     """
     started = time.perf_counter()
+    check_deployment_parameters(home, source_folders(data))
     config = config or IngestConfig()
     layout = resolve_home(home)
     source = prepare_source_task(data, layout.sources)

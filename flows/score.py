@@ -12,6 +12,7 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from visionflow.access import check_deployment_parameters
 from visionflow.home import resolve_home
 from visionflow.image_profile import DriftConfig
 from visionflow.registry import CHAMPION
@@ -73,6 +74,7 @@ def score_flow(
         home: VISIONFLOW_HOME to use; empty means the serving process's.
     """
     started = time.perf_counter()
+    check_deployment_parameters(home, {"drop": drop})
     config = config or ScoringConfig()
     layout = resolve_home(home)
     drop_path = Path(drop).expanduser().resolve()

@@ -11,6 +11,7 @@ import time
 
 from prefect import flow
 
+from visionflow.access import check_deployment_parameters
 from visionflow.deployments.inbox import (
     DropFolders,
     claim_drop_task,
@@ -41,6 +42,7 @@ def score_drops_flow(
         home: VISIONFLOW_HOME to use; empty means the serving process's.
     """
     started = time.perf_counter()
+    check_deployment_parameters(home, {})
     layout = resolve_home(home)
     folders = DropFolders(layout.drops)
     outcomes: dict[str, dict] = {}

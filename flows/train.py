@@ -10,8 +10,10 @@ import time
 
 from prefect import flow
 
+from visionflow.access import check_deployment_parameters
 from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
+from visionflow.tasks.ingest.prepare_source import source_folders
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, evaluate_model_task
 from visionflow.tasks.train.gate_model import GateConfig, gate_model_task
 from visionflow.tasks.train.presets import preset_overrides, resolve_preset
@@ -54,6 +56,7 @@ def train_flow(
         home: VISIONFLOW_HOME to use; empty means the serving process's.
     """
     started = time.perf_counter()
+    check_deployment_parameters(home, source_folders(data))
     layout = resolve_home(home)
     evaluation = evaluation or EvaluationConfig()
     overrides = preset_overrides(preset, epochs)

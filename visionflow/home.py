@@ -13,6 +13,8 @@ from pathlib import Path
 
 DEFAULT_HOME = "visionflow-home"
 
+BUILT_IN_SOURCES = ("cifar10", "demo")  # Dataset names --data takes besides a folder (exported under sources/).
+
 # Settings that keep Prefect and Great Expectations offline and quiet. Values a user has set in
 # the environment win; these are only defaults.
 OFFLINE_DEFAULTS = {

@@ -26,6 +26,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from visionflow.errors import BadInputError
+from visionflow.home import BUILT_IN_SOURCES
 from visionflow.run_context import run_logger
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ class Source:
     name: str  # Short name used for output folders, e.g. "cifar10", "demo" or the folder's name.
     root: Path  # The image folder to ingest.
     suggested_channels: int  # 1 for grayscale data, 3 for colour.
+
+
+def source_folders(data: str) -> dict[str, str]:
+    """The folder parameter a run reads for --data: none for a built-in source, else the folder."""
+    return {} if data in BUILT_IN_SOURCES else {"data": data}
 
 
 def resolve_source(data: str, sources_dir: Path, download: Callable[[], Path] | None = None) -> Source:

@@ -70,7 +70,8 @@ async def deployments_and_runs(api_url: str) -> tuple[dict, list]:
 def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_path, home):
     environment = {**os.environ, "PREFECT_API_URL": server, "VISIONFLOW_HOME": str(home)}
     environment.pop("PREFECT_HOME", None)
-    command = [*VISIONFLOW, "serve", "--settle-seconds", "2", "--score-every", "3600", "--json"]
+    command = [*VISIONFLOW, "serve", "--settle-seconds", "2", "--score-every", "3600", "--json",
+               "--allow-root", str(tmp_path / "images")]  # fmt: skip
     serve = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = wait_for_json_line(serve, READY_TIMEOUT_SECONDS)
@@ -94,6 +95,16 @@ def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_p
             run = run_deployment("train/train", parameters=parameters, timeout=300)
         assert run.state.is_completed(), run.state
         assert (home / "models" / "champion.json").is_file()
+
+        # A run from a deployment reads only under the allowed roots and uses only the serving home.
+        with temporary_settings(updates={PREFECT_API_URL: server}):
+            outside = run_deployment("score/score", parameters={"drop": "/etc"}, timeout=120)
+            elsewhere = run_deployment("score-drops/score-drops", parameters={"home": str(tmp_path)}, timeout=120)
+        assert outside.state.is_failed() and "/etc is outside the folders this service may read" in str(
+            outside.state.message
+        )
+        assert elsewhere.state.is_failed() and "is not this service's VISIONFLOW_HOME" in str(elsewhere.state.message)
+        assert not (home / "predictions" / "etc").exists()
 
         drop = home / "drops" / "inbox" / "arrivals"
         for index in range(5):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -63,6 +64,13 @@ def serve(
             show_default=_default("settle_seconds"),
         ),
     ] = None,
+    allow_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A folder runs from the deployments may read data or drops from (repeatable).",
+            show_default="the drop folders and --train-data",
+        ),
+    ] = None,
     home: HomeOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -74,8 +82,9 @@ def serve(
     from visionflow.errors import VisionflowError
     from visionflow.home import configure_environment
 
+    roots = [str(root) for root in allow_root] if allow_root else None
     values = given(port=port, train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,
-                   settle_seconds=settle_seconds)  # fmt: skip
+                   settle_seconds=settle_seconds, allowed_roots=roots)  # fmt: skip
     config = validated_config(ServeConfig, values, json_output)
     try:
         layout = configure_environment(home)
