@@ -50,6 +50,7 @@ HomeOption = Annotated[
 def prepare(home: Path | None, json_output: bool):
     """Set up VISIONFLOW_HOME and the offline environment, then Prefect's logging."""
     from visionflow.home import configure_environment
+    from visionflow.reaper import start_reaper
 
     try:
         layout = configure_environment(home)
@@ -60,6 +61,7 @@ def prepare(home: Path | None, json_output: bool):
             False,
         )
     configure_logging()
+    start_reaper()  # Whatever this command starts ends with it, even after a SIGKILL.
     return layout
 
 

@@ -81,6 +81,7 @@ def serve(
     from visionflow.deployments.serve import run_service
     from visionflow.errors import VisionflowError
     from visionflow.home import configure_environment
+    from visionflow.reaper import start_reaper
 
     roots = [str(root) for root in allow_root] if allow_root else None
     values = given(port=port, train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,
@@ -102,6 +103,7 @@ def serve(
             typer.echo(f"deployments: train (cron {config.train_cron}), score-drops (every {every} s and on each "
                        "ready drop), score, ingest; Ctrl-C stops")  # fmt: skip
 
+    start_reaper()  # The server and the flow runs it starts end with it, even after a SIGKILL.
     try:
         run_service(layout, config, on_started=lambda _url: configure_logging(), on_ready=announce)
     except VisionflowError as error:
