@@ -121,9 +121,9 @@ class DropOutputs:
 
         Temporary files of unfinished writes and parts the ledger holds as pending (written, never
         committed) are deleted: their rows were never counted, and this run scores those files
-        again. Parts the ledger does not know at all were renamed into place whole, so they are
-        adopted: their rows are read back into the ledger. A part that cannot be read is moved
-        aside, never deleted.
+        again. A committed part still under its hidden name gets its visible name. Parts the
+        ledger does not know at all were written whole, so they are adopted: their rows are read
+        back into the ledger. A part that cannot be read is moved aside, never deleted.
         """
         recovery = Recovery()
         for kind, folder in ((PREDICTIONS, self.predictions), (REJECTIONS, self.rejections)):
@@ -131,7 +131,11 @@ class DropOutputs:
             for path in part_files(folder):
                 if path.name in committed:
                     continue
-                if path.name.startswith(".") or path.name in pending:
+                if path.name[1:] in committed and not (folder / path.name[1:]).exists():
+                    # Committed, but its run was killed before the part got its visible name.
+                    os.replace(path, folder / path.name[1:])
+                    recovery.published.append(folder / path.name[1:])
+                elif path.name.startswith(".") or path.name in pending:
                     path.unlink()
                     recovery.removed.append(path)
                 elif self._adopt(ledger, kind, path):
@@ -168,14 +172,27 @@ class DropOutputs:
         ledger.commit_part(self.name, kind, path.name, files, predictions, version, adopt=True)
         return True
 
-    def write_part(self, kind: str, table: pa.Table, ledger: PredictionLedger) -> str:
-        """Reserve a new part in the ledger, then write the table as its file, atomically; return its
-        name. The caller commits it (PredictionLedger.commit_part) once the file is in place."""
+    def save_part(
+        self,
+        kind: str,
+        table: pa.Table,
+        ledger: PredictionLedger,
+        files: list[tuple[str, str, str]],
+        new_predictions: list[tuple[str, np.ndarray, str]],
+        model_version: str,
+    ) -> str:
+        """Write rows as a new part of kind and commit them to the ledger; return the part's name.
+
+        The part is reserved in the ledger, written under a hidden name (readers of the folder
+        skip it), committed with its files and new predictions (see PredictionLedger.commit_part),
+        and only then given its visible name, so readers never see rows that do not count.
+        """
         name = f"part-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}.parquet"
         ledger.reserve_part(self.name, kind, name)
+        staged = self.root / kind / f".{name}"
         # Durable: on disk before the ledger records it as committed, power cuts included.
         try:
-            with atomic_path(self.root / kind / name, durable=True) as temporary:
+            with atomic_path(staged, durable=True) as temporary:
                 pq.write_table(table, temporary)
         except OSError as error:
             if error.errno == errno.ENOSPC:
@@ -184,6 +201,8 @@ class DropOutputs:
                     "parts committed before are kept, and the rest is scored then"
                 ) from error
             raise
+        ledger.commit_part(self.name, kind, name, files, new_predictions, model_version)
+        os.replace(staged, self.root / kind / name)
         return name
 
 
@@ -192,6 +211,7 @@ class Recovery:
     """What settling a drop's outputs before a run did."""
 
     removed: list[Path] = field(default_factory=list)  # Uncommitted parts and temporary files, deleted.
+    published: list[Path] = field(default_factory=list)  # Committed parts a killed run left hidden, now visible.
     adopted: list[Path] = field(default_factory=list)  # Whole parts the ledger did not know, read back into it.
     set_aside: list[Path] = field(default_factory=list)  # Unreadable unknown parts, moved to set-aside/.
 

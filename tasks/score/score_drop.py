@@ -128,9 +128,8 @@ class _OutputBuffer:
         version, classes = self.record.version, self.record.class_names
         probabilities = np.stack(self.probabilities)
         table = predictions_table(self.paths, self.sha256s, probabilities, self.scored_at, classes, version)
-        part = self.outputs.write_part(PREDICTIONS, table, self.ledger)
         files = [(path, sha256, "predicted") for path, sha256 in zip(self.paths, self.sha256s, strict=True)]
-        self.ledger.commit_part(self.outputs.name, PREDICTIONS, part, files, self.new_predictions, version)
+        self.outputs.save_part(PREDICTIONS, table, self.ledger, files, self.new_predictions, version)
         self.profile.add_classes(table.column("label").to_pylist())
         self.confidences += np.histogram(probabilities.max(axis=1), bins=CONFIDENCE_BINS)[0]
         self.prediction_rows += len(self.paths)
@@ -141,9 +140,8 @@ class _OutputBuffer:
         if not self.rejections:
             return
         table = rejections_table(self.rejections, self.record.version)
-        part = self.outputs.write_part(REJECTIONS, table, self.ledger)
         files = [(path, sha256 or "", "rejected") for path, sha256, _, _ in self.rejections]
-        self.ledger.commit_part(self.outputs.name, REJECTIONS, part, files, [], self.record.version)
+        self.outputs.save_part(REJECTIONS, table, self.ledger, files, [], self.record.version)
         self.rejection_rows += len(self.rejections)
         self.rejections = []
 

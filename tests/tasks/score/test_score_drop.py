@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
@@ -192,3 +193,27 @@ def test_files_swapped_after_listing_for_a_fifo_or_a_device_link_are_rejected_no
     reasons = dict(zip(*[rows(outputs.rejections)[column] for column in ("path", "reason")], strict=True))
     assert reasons["1.png"].startswith("not a regular file any more")
     assert reasons["2.png"].startswith("now a link leading outside the folder")
+
+
+def test_a_part_committed_but_not_yet_visible_is_hidden_from_readers_then_published(scoring, tmp_path, monkeypatch):
+    drop = tmp_path / "late"
+    expected = build_hostile_drop(drop, tmp_path / "outside")
+    real_replace = os.replace
+
+    def killed_before_the_visible_name(source, target):
+        if Path(source).name.startswith(".part-") and "predictions" in str(source):
+            raise KeyboardInterrupt("killed between the commit and the visible name")
+        return real_replace(source, target)
+
+    monkeypatch.setattr("visionflow.drops.os.replace", killed_before_the_visible_name)
+    with pytest.raises(KeyboardInterrupt):
+        scoring(drop, ScoreConfig(workers=1, batch_size=2, part_rows=1000))
+    folder = tmp_path / "predictions/late/predictions"
+    assert [path.name[:6] for path in folder.iterdir()] == [".part-"], "only the hidden, committed part is there"
+    assert rows(folder) is None or rows(folder).empty, "readers of the folder do not see it yet"
+
+    monkeypatch.setattr("visionflow.drops.os.replace", real_replace)
+    again = scoring(drop, ScoreConfig(workers=1, batch_size=2, part_rows=1000))
+    predictions = rows(folder)
+    assert again.scored == 0 and again.orphan_parts_removed == 0, "the committed rows are not scored again"
+    assert sorted(predictions["path"]) == sorted(path for path, outcome in expected.items() if outcome == "predicted")

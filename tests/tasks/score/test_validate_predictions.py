@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
@@ -26,8 +28,10 @@ def write(outputs: DropOutputs, probabilities, paths=("x.png", "y.png"), labels_
     )
     if labels_from is not None:
         table = table.set_column(table.schema.get_field_index("label"), "label", [labels_from])
-    with PredictionLedger(outputs.root.parent / "scratch-ledger.sqlite") as ledger:
-        return outputs.write_part(PREDICTIONS, table, ledger)
+    files = [(path, sha256, "predicted") for path, sha256 in zip(paths, SHA, strict=False)]
+    # A ledger of its own per part: the tests below record in the drop's ledger what they need.
+    with PredictionLedger(outputs.root.parent / f"scratch-{uuid.uuid4().hex}.sqlite") as ledger:
+        return outputs.save_part(PREDICTIONS, table, ledger, files, [], "v1")
 
 
 @pytest.fixture
@@ -76,7 +80,7 @@ def test_a_drop_without_prediction_rows_passes_with_zero_expected(tmp_path):
 
 def test_parts_of_a_model_with_other_classes_do_not_break_the_read(outputs):
     other = predictions_table(["z.png"], ["c" * 64], np.array([[1.0]]), WHEN[:1], ["bird"], "v2")
-    with PredictionLedger(outputs.root.parent / "scratch-ledger.sqlite") as ledger:
-        outputs.write_part(PREDICTIONS, other, ledger)
+    with PredictionLedger(outputs.root.parent / "scratch-other.sqlite") as ledger:
+        outputs.save_part(PREDICTIONS, other, ledger, [("z.png", "c" * 64, "predicted")], [], "v2")
     report = validate_predictions(outputs.predictions, CLASSES, "v1", 3, PredictionContractConfig())
     assert [outcome.expectation for outcome in report.hard_failures] == ["expect_table_row_count_to_equal"]
