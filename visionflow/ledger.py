@@ -7,6 +7,8 @@ A SQLite database under VISIONFLOW_HOME/ledger/scoring.sqlite with three tables:
 - drop_files: one row per (drop, file path, sha256, model version) that has an output row, a
   prediction or a rejection, so a drop scored again gets no duplicate rows.
 - parts: the Parquet part files each drop's outputs consist of, each "pending" or "committed".
+- reservations: the contents a run is predicting right now, so that a run scoring another drop
+  with the same images waits for their rows instead of predicting them again.
 
 A part is reserved (recorded as pending) before its file is written, renamed into place second,
 and committed third, in one transaction together with its drop_files and predictions rows. A run
@@ -18,7 +20,11 @@ rows are read back into the ledger, and nothing written is ever deleted for want
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,7 +64,18 @@ CREATE TABLE IF NOT EXISTS parts (
     state TEXT NOT NULL DEFAULT 'committed',  -- 'pending' from reservation until its rows are committed
     PRIMARY KEY (drop_name, kind, name)
 );
+CREATE TABLE IF NOT EXISTS reservations (
+    sha256 TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    owner TEXT NOT NULL,          -- host:pid:token of the run predicting this content
+    reserved_at REAL NOT NULL,    -- seconds since the epoch
+    PRIMARY KEY (sha256, model_version)
+);
 """
+
+# A reservation held by a run on another host counts as abandoned after this long, in seconds;
+# on this host, a reservation counts as abandoned as soon as its process is gone.
+RESERVATION_STALE_SECONDS = 3600.0
 
 PENDING = "pending"
 COMMITTED = "committed"
@@ -127,6 +144,45 @@ class PredictionLedger:
                 "INSERT INTO parts (drop_name, kind, name, rows, state) VALUES (?, ?, ?, 0, ?)",
                 (drop_name, kind, part_name, PENDING),
             )
+
+    def reserve_contents(self, sha256s: Iterable[str], model_version: str, owner: str) -> set[str]:
+        """Reserve for owner the contents no live run has reserved; return all that owner now holds.
+
+        A run predicts only the contents it holds, so two runs scoring drops that share images
+        never predict one twice: the other run takes those rows from the ledger once they are
+        committed. Reservations of runs that are gone are taken over.
+        """
+        unique = sorted(set(sha256s))
+        held: set[str] = set()
+        now = time.time()
+        with self._transaction():
+            for start in range(0, len(unique), LOOKUP_CHUNK):
+                chunk = unique[start : start + LOOKUP_CHUNK]
+                self._connection.executemany(
+                    "INSERT OR IGNORE INTO reservations (sha256, model_version, owner, reserved_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(sha256, model_version, owner, now) for sha256 in chunk],
+                )
+                marks = ",".join("?" * len(chunk))
+                query = (
+                    "SELECT sha256, owner, reserved_at FROM reservations "
+                    f"WHERE model_version = ? AND sha256 IN ({marks})"
+                )
+                for sha256, holder, reserved_at in self._connection.execute(query, [model_version, *chunk]):
+                    if holder != owner and not owner_gone(holder, reserved_at, now):
+                        continue
+                    if holder != owner:
+                        self._connection.execute(
+                            "UPDATE reservations SET owner = ?, reserved_at = ? WHERE sha256 = ? AND model_version = ?",
+                            (owner, now, sha256, model_version),
+                        )
+                    held.add(sha256)
+        return held
+
+    def release_contents(self, owner: str) -> None:
+        """Drop every reservation of owner (its run has committed or given up on those contents)."""
+        with self._transaction():
+            self._connection.execute("DELETE FROM reservations WHERE owner = ?", (owner,))
 
     def forget_part(self, drop_name: str, kind: str, part_name: str) -> None:
         """Remove a pending part's record, once its file is gone."""
@@ -216,6 +272,27 @@ def ledger_error(path: Path, error: sqlite3.DatabaseError) -> Exception:
             "the same command again: the ledger is rebuilt from each drop's Parquet parts as drops are scored"
         )
     return error
+
+
+def reservation_owner() -> str:
+    """A name for this run's reservations: host, process id and a token of its own."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def owner_gone(owner: str, reserved_at: float, now: float) -> bool:
+    """True when the run that holds a reservation has ended: its process is gone (this host), or
+    the reservation is older than RESERVATION_STALE_SECONDS (another host)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return now - reserved_at > RESERVATION_STALE_SECONDS
 
 
 def part_files(folder: Path) -> list[Path]:

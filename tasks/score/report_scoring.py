@@ -18,7 +18,8 @@ from visionflow.atomic import write_json_atomically
 from visionflow.image_profile import DriftConfig, compare_profiles
 from visionflow.registry import ModelRecord
 from visionflow.run_context import publish_markdown, publish_table, run_logger
-from visionflow.tasks.score.score_drop import CONFIDENCE_BINS, ScoreResult
+from visionflow.tasks.score.part_buffer import CONFIDENCE_BINS
+from visionflow.tasks.score.score_drop import ScoreResult
 from visionflow.tasks.score.validate_predictions import PredictionContractResult
 
 REPORT_ARTIFACT_KEY = "scoring-report"

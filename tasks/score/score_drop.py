@@ -25,25 +25,25 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from visionflow.drops import PREDICTIONS, REJECTIONS, DropOutputs, now_utc, predictions_table, rejections_table
+from visionflow.drops import DropOutputs, now_utc
 from visionflow.file_listing import STATUS_OK
-from visionflow.image_profile import ImageProfile, ProfileAccumulator
+from visionflow.image_profile import ImageProfile
 from visionflow.imaging import MAX_PIXELS, ImageSpec
-from visionflow.ledger import PredictionLedger
+from visionflow.ledger import PredictionLedger, reservation_owner
 from visionflow.parallel import chunked, default_workers, map_chunks
 from visionflow.prediction import predict_probabilities
 from visionflow.registry import ModelRecord, load_checked_model
 from visionflow.run_context import progress_reporter, run_logger, start_progress, update_progress
+from visionflow.tasks.score.part_buffer import PartBuffer
 from visionflow.workers import decode_for_scoring
 
 if TYPE_CHECKING:
     import keras
 
-# Edges of the confidence histogram the report shows: ten bins of width 0.1.
-CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
-
-# Rejected files a result lists by name; the rejections Parquet lists them all.
-MAX_REJECTION_EXAMPLES = 20
+# How often a run waiting for contents another run is predicting looks again, and how long it
+# waits at most before predicting them itself, in seconds.
+RESERVATION_POLL_SECONDS = 0.5
+RESERVATION_WAIT_SECONDS = 600.0
 
 
 class ScoreConfig(BaseModel):
@@ -86,66 +86,6 @@ class ScoreResult(BaseModel):
     rejection_examples: list[dict]  # Up to 20 rejected files with their reasons.
 
 
-class _OutputBuffer:
-    """Rows waiting to be written; a part is written and committed every part_rows rows."""
-
-    def __init__(self, outputs: DropOutputs, ledger: PredictionLedger, record: ModelRecord, part_rows: int):
-        self.outputs, self.ledger, self.record, self.part_rows = outputs, ledger, record, part_rows
-        self.paths: list[str] = []
-        self.sha256s: list[str] = []
-        self.probabilities: list[np.ndarray] = []
-        self.scored_at: list[str] = []
-        self.new_predictions: list[tuple[str, np.ndarray, str]] = []
-        self.rejections: list[tuple[str, str | None, int | None, str]] = []
-        self.rejection_examples: list[dict] = []
-        self.prediction_rows = self.rejection_rows = 0
-        self.profile = ProfileAccumulator(channels=record.input_shape[-1])
-        self.confidences = np.zeros(len(CONFIDENCE_BINS) - 1, dtype=np.int64)
-
-    def add_predictions(self, paths: list[str], sha256: str, probabilities: np.ndarray, scored_at: str, new: bool):
-        """Rows for every file holding one content; new marks a content the model just predicted."""
-        for path in paths:
-            self.paths.append(path)
-            self.sha256s.append(sha256)
-            self.probabilities.append(probabilities)
-            self.scored_at.append(scored_at)
-        if new:
-            self.new_predictions.append((sha256, probabilities, scored_at))
-        if len(self.paths) >= self.part_rows:
-            self.flush_predictions()
-
-    def add_rejection(self, path: str, sha256: str | None, size: int | None, reason: str) -> None:
-        if len(self.rejection_examples) < MAX_REJECTION_EXAMPLES:
-            self.rejection_examples.append({"path": path, "reason": reason})
-        self.rejections.append((path, sha256, size, reason))
-        if len(self.rejections) >= self.part_rows:
-            self.flush_rejections()
-
-    def flush_predictions(self) -> None:
-        """Write and commit the waiting prediction rows as one part."""
-        if not self.paths:
-            return
-        version, classes = self.record.version, self.record.class_names
-        probabilities = np.stack(self.probabilities)
-        table = predictions_table(self.paths, self.sha256s, probabilities, self.scored_at, classes, version)
-        files = [(path, sha256, "predicted") for path, sha256 in zip(self.paths, self.sha256s, strict=True)]
-        self.outputs.save_part(PREDICTIONS, table, self.ledger, files, self.new_predictions, version)
-        self.profile.add_classes(table.column("label").to_pylist())
-        self.confidences += np.histogram(probabilities.max(axis=1), bins=CONFIDENCE_BINS)[0]
-        self.prediction_rows += len(self.paths)
-        self.paths, self.sha256s, self.probabilities, self.scored_at, self.new_predictions = [], [], [], [], []
-
-    def flush_rejections(self) -> None:
-        """Write and commit the waiting rejection rows as one part."""
-        if not self.rejections:
-            return
-        table = rejections_table(self.rejections, self.record.version)
-        files = [(path, sha256 or "", "rejected") for path, sha256, _, _ in self.rejections]
-        self.outputs.save_part(REJECTIONS, table, self.ledger, files, [], self.record.version)
-        self.rejection_rows += len(self.rejections)
-        self.rejections = []
-
-
 def score_drop(
     files: pd.DataFrame,
     drop: Path,
@@ -161,11 +101,11 @@ def score_drop(
     on_progress receives (contents predicted, contents to predict, seconds elapsed).
     """
     started = time.perf_counter()
-    counts = {"scored": 0, "already_scored": 0, "rejected": 0}
+    counts = {"scored": 0, "already_scored": 0, "rejected": 0, "predicted": 0}
     with outputs.exclusive():
         recovery = outputs.recover(ledger)
         recorded = ledger.recorded_files(outputs.name, record.version)
-        buffer = _OutputBuffer(outputs, ledger, record, config.part_rows)
+        buffer = PartBuffer(outputs, ledger, record, config.part_rows)
         sizes: dict[str, int | None] = {}
         paths_by_content: dict[str, list[str]] = {}
         for path, size, sha256, status, reason in files[["path", "bytes", "sha256", "status", "reason"]].itertuples(
@@ -181,25 +121,40 @@ def score_drop(
                 buffer.add_rejection(path, sha256, sizes[path], reason)
             else:
                 paths_by_content.setdefault(sha256, []).append(path)
-        for sha256, (probabilities, scored_at) in ledger.known_probabilities(paths_by_content, record.version).items():
-            paths = paths_by_content.pop(sha256)
-            counts["already_scored"] += len(paths)
-            buffer.add_predictions(paths, sha256, probabilities, scored_at, new=False)
-        scored, rejected, predicted = _predict_new_contents(
-            paths_by_content, drop, model, buffer, sizes, config, on_progress
-        )
-        counts["scored"] += scored
-        counts["rejected"] += rejected
-        buffer.flush_predictions()
-        buffer.flush_rejections()
+        counts["already_scored"] += _take_known(paths_by_content, ledger, buffer)
+        owner = reservation_owner()
+        try:
+            # Only contents this run holds are predicted; those another run is predicting right now
+            # come from the ledger once that run commits them, so no image is predicted twice.
+            held = ledger.reserve_contents(paths_by_content, record.version, owner)
+            others = {sha256: paths_by_content.pop(sha256) for sha256 in list(paths_by_content) if sha256 not in held}
+
+            def predict(contents: dict[str, list[str]]) -> None:
+                scored, rejected, predicted = _predict_new_contents(
+                    contents, drop, model, buffer, sizes, config, on_progress
+                )
+                counts["scored"] += scored
+                counts["rejected"] += rejected
+                counts["predicted"] += predicted
+
+            predict(paths_by_content)
+            if others:
+                buffer.flush_predictions()  # Ours first: the other run may be waiting for them too.
+                counts["already_scored"] += _wait_for_other_runs(others, ledger, buffer, owner, predict)
+            buffer.flush_predictions()
+            buffer.flush_rejections()
+        finally:
+            ledger.release_contents(owner)
     seconds = time.perf_counter() - started
     profile = buffer.profile.profile()
     return ScoreResult(
         drop_name=outputs.name,
         model_version=record.version,
         files=len(files),
-        **counts,
-        contents_predicted=predicted,
+        scored=counts["scored"],
+        already_scored=counts["already_scored"],
+        rejected=counts["rejected"],
+        contents_predicted=counts["predicted"],
         prediction_rows_written=buffer.prediction_rows,
         rejection_rows_written=buffer.rejection_rows,
         orphan_parts_removed=len(recovery.removed),
@@ -216,11 +171,51 @@ def score_drop(
     )
 
 
+def _take_known(contents: dict[str, list[str]], ledger: PredictionLedger, buffer: PartBuffer) -> int:
+    """Move the contents the ledger already holds predictions for out of contents and into rows
+    taken from the ledger; return how many files that covered."""
+    files = 0
+    for sha256, (probabilities, scored_at) in ledger.known_probabilities(contents, buffer.record.version).items():
+        paths = contents.pop(sha256)
+        files += len(paths)
+        buffer.add_predictions(paths, sha256, probabilities, scored_at, new=False)
+    return files
+
+
+def _wait_for_other_runs(
+    contents: dict[str, list[str]],
+    ledger: PredictionLedger,
+    buffer: PartBuffer,
+    owner: str,
+    predict: Callable[[dict[str, list[str]]], None],
+) -> int:
+    """Take the contents other runs hold from the ledger as those runs commit them; predict here
+    any a run gave up (its decoder rejected them, or it ended) and, after RESERVATION_WAIT_SECONDS,
+    any still missing. Returns how many files came from the ledger."""
+    from_ledger = 0
+    deadline = time.monotonic() + RESERVATION_WAIT_SECONDS
+    while contents:
+        from_ledger += _take_known(contents, ledger, buffer)
+        if not contents:
+            break
+        taken = ledger.reserve_contents(contents, buffer.record.version, owner)
+        if time.monotonic() > deadline:
+            taken = set(contents)
+        from_ledger += _take_known(contents, ledger, buffer)  # Committed while we reserved.
+        mine = {sha256: contents.pop(sha256) for sha256 in taken if sha256 in contents}
+        if mine:
+            predict(mine)
+            buffer.flush_predictions()
+        else:
+            time.sleep(RESERVATION_POLL_SECONDS)
+    return from_ledger
+
+
 def _predict_new_contents(
     paths_by_content: dict[str, list[str]],
     drop: Path,
     model: keras.Model,
-    buffer: _OutputBuffer,
+    buffer: PartBuffer,
     sizes: dict[str, int | None],
     config: ScoreConfig,
     on_progress: Callable[[int, int, float], None] | None,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 
 import numpy as np
 import pytest
 
 from visionflow.errors import DamagedStateError, NoSpaceError
-from visionflow.ledger import PENDING, PredictionLedger, part_files
+from visionflow.ledger import PENDING, PredictionLedger, part_files, reservation_owner
 
 
 def test_a_committed_part_records_its_files_and_new_predictions(tmp_path):
@@ -94,3 +95,22 @@ def test_part_files_lists_files_only(tmp_path):
     (tmp_path / "folder").mkdir()
     assert part_files(tmp_path) == [tmp_path / ".part-2.tmp-7", tmp_path / "part-1"]
     assert part_files(tmp_path / "missing") == []
+
+
+def test_a_content_reserved_by_a_live_run_is_not_handed_to_another(tmp_path):
+    with PredictionLedger(tmp_path / "ledger.sqlite") as ledger:
+        first, second = reservation_owner(), reservation_owner()
+        assert ledger.reserve_contents(["aa", "bb"], "v1", first) == {"aa", "bb"}
+        assert ledger.reserve_contents(["bb", "cc"], "v1", second) == {"cc"}, "bb is the first run's"
+        assert ledger.reserve_contents(["bb"], "v2", second) == {"bb"}, "another model's reservations are apart"
+        ledger.release_contents(first)
+        assert ledger.reserve_contents(["bb"], "v1", second) == {"bb"}
+
+
+def test_reservations_of_runs_that_are_gone_are_taken_over(tmp_path):
+    with PredictionLedger(tmp_path / "ledger.sqlite") as ledger:
+        dead_here = f"{socket.gethostname()}:999999999:token"  # No process has this id.
+        ledger.reserve_contents(["aa"], "v1", dead_here)
+        ledger.reserve_contents(["bb", "cc"], "v1", "another-host:1234:token")
+        ledger._connection.execute("UPDATE reservations SET reserved_at = 0 WHERE sha256 = 'cc'")  # Long ago.
+        assert ledger.reserve_contents(["aa", "bb", "cc"], "v1", reservation_owner()) == {"aa", "cc"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -217,3 +218,39 @@ def test_a_part_committed_but_not_yet_visible_is_hidden_from_readers_then_publis
     predictions = rows(folder)
     assert again.scored == 0 and again.orphan_parts_removed == 0, "the committed rows are not scored again"
     assert sorted(predictions["path"]) == sorted(path for path, outcome in expected.items() if outcome == "predicted")
+
+
+def test_two_runs_scoring_drops_that_share_images_predict_each_image_once(tmp_path):
+    models = tmp_path / "models"
+    register_tiny_model(models)
+    record = find_model(models)
+    shared = [((7 * index) % 255, 90, (13 * index) % 255) for index in range(120)]
+    drops = {}
+    for name, extra_seed in (("monday", 1000), ("tuesday", 2000)):
+        drop = tmp_path / name
+        for index, color in enumerate(shared):
+            write_image(drop / "shared" / f"{index}.png", color, seed=index)
+        for index in range(40):
+            write_image(drop / "own" / f"{index}.png", (30, 30, 30), seed=extra_seed + index)
+        drops[name] = drop
+    ledger_path = tmp_path / "predictions" / "ledger.sqlite"
+    model = load_checked_model(record)
+    config = ScoreConfig(workers=1, batch_size=8, part_rows=50)
+    files = {name: list_drop_files(drop, ONE_PROCESS) for name, drop in drops.items()}
+
+    def run(name: str):
+        with PredictionLedger(ledger_path) as ledger:
+            outputs = DropOutputs(tmp_path / "predictions" / name)
+            return score_drop(files[name], drops[name], record, model, ledger, outputs, config)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, drops))
+    assert sum(result.contents_predicted for result in results) == 120 + 2 * 40, "each content predicted once"
+    assert all(result.scored + result.already_scored == 160 for result in results)
+    with PredictionLedger(ledger_path) as ledger:
+        for name in drops:
+            table = rows(tmp_path / "predictions" / name / "predictions")
+            known = ledger.known_probabilities(table["sha256"], record.version)
+            ledger_times = [known[sha256][1] for sha256 in table["sha256"]]
+            written_times = [stamp.isoformat(timespec="microseconds") for stamp in table["scored_at"]]
+            assert ledger_times == written_times, "every row agrees with the ledger"
