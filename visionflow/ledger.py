@@ -1,6 +1,6 @@
 """The scoring ledger: which image contents each model has scored, and what each drop holds.
 
-A SQLite database under VISIONFLOW_HOME/ledger/scoring.sqlite with three tables:
+A SQLite database under VISIONFLOW_HOME/ledger/scoring.sqlite with four tables:
 
 - predictions: one row per (image sha256, model version), with the class probabilities. An
   image seen again, in the same drop or another, is looked up here instead of being scored again.
