@@ -5,10 +5,11 @@ inputs: _READY (the drop is complete) and _FAILED.txt (why scoring it failed).
 
 VISIONFLOW_HOME/predictions/<drop name>/ holds predictions/ and rejections/ (each a folder of
 Parquet part files, one pyarrow dataset), reports/ (one JSON report per run) and a lock file.
-Parts are reserved in the ledger, written under a temporary name and renamed into place, then
-committed; see visionflow/ledger.py. Part files the ledger cannot account for are adopted or set
-aside, never deleted (DropOutputs.recover). The drop's name is its identity: the same folder
-moved from an inbox to a done folder keeps its outputs and its exactly-once record.
+Parts are reserved in the ledger, written under a hidden name, committed, and only then given
+their visible name (DropOutputs.save_part; see visionflow/ledger.py). Part files the ledger
+cannot account for are adopted or set aside, never deleted (DropOutputs.recover). The drop's name
+is its identity: the same folder moved from an inbox to a done folder keeps its outputs and its
+exactly-once record.
 """
 
 from __future__ import annotations
