@@ -7,6 +7,7 @@ found is dropped: a file or folder that must not be read comes back with the rea
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -23,6 +24,11 @@ STATUS_OK = "ok"
 
 # Files larger than this are refused unread, in ingestion and scoring alike: 256 MiB, in bytes.
 MAX_FILE_BYTES = 256 * 1024 * 1024
+
+# The longest path, in bytes, the system opens by name (Linux: 4,096 with the final NUL). Files
+# deeper than this cannot be read by path, so each is listed with this as its reason.
+PATH_MAX_BYTES = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+TOO_LONG_REASON = f"path longer than this system's limit of {PATH_MAX_BYTES:,} bytes; move it to a shallower folder"
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,12 @@ def _walk(folder: str, relative_folder: str) -> Iterator[FoundFile]:
     for entry in entries:
         relative_path = f"{relative_folder}{entry.name}"
         if not _is_utf8(relative_path):
-            yield FoundFile(ascii(relative_path)[1:-1], None, "file name is not valid UTF-8; rename it")
+            yield FoundFile(_printable(relative_path), None, "file name is not valid UTF-8; rename it")
         elif entry.is_dir(follow_symlinks=False):
             if entry.name.startswith("."):
                 yield FoundFile(relative_path + "/", None, "hidden folder, not entered")
+            elif len(os.fsencode(entry.path)) >= PATH_MAX_BYTES - 1:
+                yield from _refuse_too_deep(folder, entry.name, relative_path + "/")
             else:
                 yield from _walk(entry.path, relative_path + "/")
         elif entry.is_symlink() and os.path.isdir(entry.path):
@@ -66,6 +74,52 @@ def _walk(folder: str, relative_folder: str) -> Iterator[FoundFile]:
             yield FoundFile(relative_path, None, "hidden file")
         else:
             yield FoundFile(relative_path, entry, None)
+
+
+def _refuse_too_deep(parent: str, name: str, relative_folder: str) -> Iterator[FoundFile]:
+    """One refused entry per file under parent/name, a folder whose path is too long to open by name.
+
+    The folder is reached through directory descriptors (open relative to its parent), which
+    have no length limit, so every file in it still gets a row of its own with the reason.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        parent_descriptor = os.open(parent, flags)
+        try:
+            descriptor = os.open(name, flags, dir_fd=parent_descriptor)
+        finally:
+            os.close(parent_descriptor)
+    except OSError as error:
+        yield FoundFile(relative_folder.rstrip("/"), None, f"unreadable folder: {error.strerror or error}")
+        return
+    yield from _refuse_descriptor_tree(descriptor, relative_folder, TOO_LONG_REASON)
+
+
+def _refuse_descriptor_tree(descriptor: int, relative_folder: str, reason: str) -> Iterator[FoundFile]:
+    """Refused entries for every file under an open folder descriptor, which this closes."""
+    try:
+        with os.scandir(descriptor) as iterator:
+            entries = sorted(iterator, key=lambda entry: entry.name)
+        for entry in entries:
+            relative_path = f"{relative_folder}{entry.name}"
+            if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
+                yield FoundFile(_printable(relative_path), None, reason)
+                continue
+            try:
+                child = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=descriptor)
+            except OSError as error:
+                yield FoundFile(_printable(relative_path), None, f"unreadable folder: {error.strerror or error}")
+                continue
+            yield from _refuse_descriptor_tree(child, relative_path + "/", reason)
+    except OSError as error:
+        yield FoundFile(_printable(relative_folder.rstrip("/")), None, f"unreadable folder: {error.strerror or error}")
+    finally:
+        os.close(descriptor)
+
+
+def _printable(relative_path: str) -> str:
+    """The path as listed: names that are not valid UTF-8 are shown escaped, as _walk shows them."""
+    return relative_path if _is_utf8(relative_path) else ascii(relative_path)[1:-1]
 
 
 def _is_utf8(text: str) -> bool:
@@ -95,6 +149,8 @@ def file_problem(
     try:
         status = entry.stat()
     except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:
+            return None, TOO_LONG_REASON
         return None, f"unreadable: {error.strerror or error}"
     if not stat.S_ISREG(status.st_mode):
         return None, "not a regular file"

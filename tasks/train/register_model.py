@@ -27,7 +27,7 @@ from visionflow.splits import DatasetRecord, read_split_metadata
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
 from visionflow.tasks.train.presets import Preset, preset_hyperparameters
-from visionflow.tasks.train.train_model import TrainResult
+from visionflow.tasks.train.train_model import TrainResult, forget_finished_training
 
 # Packages whose versions a model's metadata records, because they shape its pixels or weights.
 RECORDED_PACKAGES = ["visionflow", "tensorflow", "keras", "numpy", "pillow", "simplejpeg", "pyarrow", "pandas",
@@ -145,6 +145,7 @@ def register_model_task(
     contract_versions = read_split_metadata(train_path).get("contract_versions", {})
     metadata = model_metadata(dataset, training, evaluation, preset, profile_split(train_path), contract_versions)
     registration = register_and_promote(registry_files(training, evaluation), metadata, decision, Path(models_root))
+    forget_finished_training(training.model_path.parent)
     version = registration.model_version
     if decision.promoted:
         log.info("registered %s and promoted it to champion: %s", version, decision.reason)

@@ -5,6 +5,8 @@ with a seed and gathers whole batches, so no image is ever decoded again. Traini
 killed at any point: started again with the same run_dir, it resumes after the last finished
 epoch (BackupAndRestore). A backup that cannot be read (corrupt, or weights missing beside
 its epoch marker) is deleted with a logged warning and training restarts cleanly from epoch 1.
+A finished training is recorded in run_dir/training.json (with the model's sha256) until the
+model is registered, so a run killed during evaluation or registration does not train again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from visionflow.atomic import write_json_atomically
 from visionflow.run_context import publish_markdown, publish_table, run_logger
 from visionflow.splits import load_split_arrays
 from visionflow.tasks.train.build_model import (
@@ -56,6 +59,39 @@ class TrainResult(BaseModel):
 
 # fit() options: the dataset is already shuffled, and progress goes to the run logger instead.
 QUIET = {"shuffle": False, "verbose": 0}
+
+# A finished training waiting to be registered: the TrainResult and the model file's sha256.
+FINISHED_TRAINING_FILE = "training.json"
+
+
+def record_finished_training(result: TrainResult) -> Path:
+    """Record result beside its model, with the model's sha256, until forget_finished_training."""
+    run_dir = result.model_path.parent
+    record = {"result": result.model_dump(mode="json"), "model_sha256": _sha256(result.model_path)}
+    return write_json_atomically(run_dir / FINISHED_TRAINING_FILE, record)
+
+
+def finished_training(run_dir: Path) -> TrainResult | None:
+    """The recorded training of run_dir when its model is still the one trained, else None."""
+    record_path = Path(run_dir) / FINISHED_TRAINING_FILE
+    try:
+        record = json.loads(record_path.read_text())
+        result = TrainResult.model_validate(record["result"])
+        if Path(result.model_path).parent != Path(run_dir) or _sha256(result.model_path) != record["model_sha256"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):  # No record, or one that cannot be trusted.
+        return None
+    return result
+
+
+def forget_finished_training(run_dir: Path) -> None:
+    """Drop the record once the model is registered: the next run of this recipe trains anew."""
+    (Path(run_dir) / FINISHED_TRAINING_FILE).unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def check_arrays(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int) -> None:
@@ -147,6 +183,9 @@ def train_model(
     log = run_logger(__name__)
     check_arrays(train, val, num_classes)
     run_dir = Path(run_dir)
+    if (finished := finished_training(run_dir)) is not None:
+        log.warning("training in %s finished before its run was stopped; using its model, not training again", run_dir)
+        return finished
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     config = preset.train
     steps_per_epoch = -(-len(train[0]) // config.batch_size)
@@ -180,7 +219,7 @@ def train_model(
     model.save(model_path)
     save_curves(monitor.history, run_dir / "curves.png")
     first_epoch, epochs_run = monitor.first_epoch or 0, len(monitor.history.get("loss", []))
-    return TrainResult(
+    result = TrainResult(
         model_path=model_path,
         history=monitor.history,
         epochs_run=epochs_run,
@@ -190,6 +229,8 @@ def train_model(
         seed=config.seed,
         precision=resolve_precision(preset.model),
     )
+    record_finished_training(result)
+    return result
 
 
 def training_run_dir(runs_root: Path, fingerprint: str, preset_name: str, overrides: dict | None) -> Path:

@@ -18,7 +18,7 @@ from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
 from visionflow.tasks.train.presets import resolve_preset
 from visionflow.tasks.train.register_model import git_commit, package_versions, register_model_task
-from visionflow.tasks.train.train_model import TrainResult
+from visionflow.tasks.train.train_model import FINISHED_TRAINING_FILE, TrainResult
 
 CLASSES = ["cat", "dog"]
 SPEC = ImageSpec(4, 4, 3)
@@ -73,7 +73,10 @@ def candidate(tmp_path: Path):
 def test_the_task_registers_everything_and_promotes_as_the_gate_decided(candidate, tmp_path):
     root = tmp_path / "models"
     preset = resolve_preset("tiny", {"epochs": 1})
+    finished_record = candidate[1].model_path.parent / FINISHED_TRAINING_FILE
+    finished_record.write_text("{}")
     promoted = register_model_task.fn(*candidate, preset, GateDecision(True, "first", None, None), root)
+    assert not finished_record.exists(), "a registered model's training is not reused by the next run"
     assert promoted.model_dump() == {
         "model_version": "v0001",
         "model_path": str(root / "v0001" / "model.keras"),

@@ -14,7 +14,14 @@ import pytest
 from visionflow.imaging import ImageSpec
 from visionflow.splits import split_schema
 from visionflow.tasks.train.presets import PRESETS, resolve_preset
-from visionflow.tasks.train.train_model import train_model, train_model_task, training_run_dir
+from visionflow.tasks.train.train_model import (
+    FINISHED_TRAINING_FILE,
+    finished_training,
+    forget_finished_training,
+    train_model,
+    train_model_task,
+    training_run_dir,
+)
 
 SIZE = 12
 COLORS = np.array([(220, 40, 40), (40, 200, 60), (40, 60, 220)])
@@ -97,6 +104,35 @@ def test_an_interrupted_run_resumes_after_its_last_finished_epoch(tmp_path):
     assert result.epochs_run == 3
     assert len(result.history["loss"]) == 3
     assert not (tmp_path / "backup").exists()
+
+
+def test_a_finished_training_is_reused_until_its_model_is_registered(tmp_path, caplog):
+    preset = tiny(epochs=2, early_stopping_patience=5)
+    first = train_model(TRAIN, VAL, preset, tmp_path, 3)
+    assert finished_training(tmp_path) == first
+
+    # A rerun after a kill during evaluation or registration: nothing is trained again.
+    started_epochs = []
+    recorder = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started_epochs.append(epoch))
+    with caplog.at_level(logging.WARNING, logger="visionflow.tasks.train.train_model"):
+        again = train_model(TRAIN, VAL, preset, tmp_path, 3, extra_callbacks=[recorder])
+    assert again == first and started_epochs == []
+    assert "not training again" in caplog.text
+
+    # Once registered, the same recipe trains anew.
+    forget_finished_training(tmp_path)
+    assert not (tmp_path / FINISHED_TRAINING_FILE).exists()
+    train_model(TRAIN, VAL, preset, tmp_path, 3, extra_callbacks=[recorder])
+    assert started_epochs == [0, 1]
+
+
+def test_a_model_changed_since_its_training_is_not_reused(tmp_path):
+    preset = tiny(epochs=1)
+    result = train_model(TRAIN, VAL, preset, tmp_path, 3)
+    result.model_path.write_bytes(b"truncated")
+    assert finished_training(tmp_path) is None
+    (tmp_path / FINISHED_TRAINING_FILE).write_text("{not json")
+    assert finished_training(tmp_path) is None
 
 
 @pytest.mark.parametrize("damage", ["corrupt weights", "missing weights"])
