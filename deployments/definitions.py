@@ -3,7 +3,7 @@
 - `train`: retrains on a schedule (weekly by default), or when someone triggers it from the UI
   with parameters (data, preset, epochs and the grouped settings, each a typed form field).
 - `score-drops`: scores every ready drop in the inbox, on a schedule (every 5 minutes by default)
-  and whenever the inbox watcher announces a ready drop (event `visionflow.drop.ready`).
+  and whenever the inbox watcher finds new ready drops (event `visionflow.inbox.ready`).
 - `score`: scores one folder given as a parameter.
 - `ingest`: turns an image folder into validated Parquet.
 
@@ -18,7 +18,7 @@ from datetime import timedelta
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
-from visionflow.deployments.inbox import DROP_READY_EVENT, DROP_RESOURCE_PREFIX
+from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import ServeConfig
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.score import score_flow
@@ -39,7 +39,7 @@ def train_deployment(schedule: ServeConfig) -> RunnerDeployment:
 
 
 def score_drops_deployment(schedule: ServeConfig) -> RunnerDeployment:
-    """`score-drops`: on a schedule, and on every `visionflow.drop.ready` event."""
+    """`score-drops`: on a schedule, and on every `visionflow.inbox.ready` event."""
     return score_drops_flow.to_deployment(
         entrypoint_type=EntrypointType.MODULE_PATH,
         name="score-drops",
@@ -51,10 +51,10 @@ def score_drops_deployment(schedule: ServeConfig) -> RunnerDeployment:
         parameters={"inbox": {"settle_seconds": schedule.settle_seconds}},
         triggers=[
             DeploymentEventTrigger(
-                name="score-drops-on-ready-drop",
-                description="A drop became ready in the inbox.",
-                expect={DROP_READY_EVENT},
-                match={"prefect.resource.id": f"{DROP_RESOURCE_PREFIX}*"},
+                name="score-drops-on-ready-inbox",
+                description="Drops became ready in the inbox and no score-drops run was waiting to start.",
+                expect={INBOX_READY_EVENT},
+                match={"prefect.resource.id": INBOX_RESOURCE_ID},
             )
         ],
         tags=["visionflow", "scoring"],

@@ -13,7 +13,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
-from visionflow.home import resolve_home
+from visionflow.home import HomeLayout, resolve_home
 from visionflow.image_profile import DriftConfig
 from visionflow.registry import CHAMPION
 from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files_task
@@ -73,10 +73,17 @@ def score_flow(
         config: Listing, decoding, batching, the predictions contract and the drift limits.
         home: VISIONFLOW_HOME to use; empty means the serving process's.
     """
-    started = time.perf_counter()
     check_deployment_parameters(home, {"drop": drop})
-    config = config or ScoringConfig()
-    layout = resolve_home(home)
+    return score_one_drop(Path(drop), model, config or ScoringConfig(), resolve_home(home))
+
+
+def score_one_drop(drop: Path, model: str, config: ScoringConfig, layout: HomeLayout) -> ScoreSummary:
+    """The score flow's steps for one drop, as tasks of the calling flow run.
+
+    score_drops runs them for each inbox drop inside its own run: a subflow run per drop costs
+    more server round trips than scoring a small drop does.
+    """
+    started = time.perf_counter()
     drop_path = Path(drop).expanduser().resolve()
     outputs_root = layout.predictions / drop_path.name
     record = select_model_task(layout.models, model)

@@ -185,12 +185,42 @@ def load_model(path: str | Path) -> keras.Model:
     return keras.models.load_model(path, safe_mode=True)
 
 
+# Models this process loaded, by file identity; one service process scores drop after drop with
+# the same champion, and loading it again (and tracing its predict function again) costs more
+# than scoring a small drop. A changed or replaced file has a new identity and loads afresh.
+_LOADED_MODELS: dict[tuple, keras.Model] = {}
+MODELS_KEPT_LOADED = 2  # At most this many models stay loaded per process (the champion and one other).
+
+
 def load_checked_model(record: ModelRecord) -> keras.Model:
     """The Keras model of a record, loaded in safe mode and checked against the record.
 
     A model whose input shape or class count differs from what its metadata.json says is refused:
-    the images would be decoded to one shape and fed to a network expecting another.
+    the images would be decoded to one shape and fed to a network expecting another. The model
+    this process loaded last from the same, unchanged file is reused.
     """
+    identity = _file_identity(record)
+    if identity in _LOADED_MODELS:
+        return _LOADED_MODELS[identity]
+    model = _load_and_check(record)
+    if identity is not None:
+        while len(_LOADED_MODELS) >= MODELS_KEPT_LOADED:
+            _LOADED_MODELS.pop(next(iter(_LOADED_MODELS)))
+        _LOADED_MODELS[identity] = model
+    return model
+
+
+def _file_identity(record: ModelRecord) -> tuple | None:
+    """What tells two loads of one file apart from loads of a changed file; None when it cannot be read."""
+    try:
+        status = os.stat(record.model_path)
+    except OSError:
+        return None
+    facts = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+    return (str(record.model_path), *facts, tuple(record.input_shape), tuple(record.class_names))
+
+
+def _load_and_check(record: ModelRecord) -> keras.Model:
     try:
         model = load_model(record.model_path)
     except Exception as error:  # Keras raises many types for a damaged file; all mean the same here.

@@ -8,7 +8,7 @@ import pytest
 from prefect.utilities.callables import parameter_schema
 
 from visionflow.deployments.definitions import all_deployments
-from visionflow.deployments.inbox import DROP_READY_EVENT
+from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import ServeConfig
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.score import score_flow
@@ -42,7 +42,8 @@ def test_train_and_score_drops_are_scheduled_as_configured(deployments):
     assert score_schedule.interval.total_seconds() == 120
     assert deployments["score-drops"].parameters == {"inbox": {"settle_seconds": 7}}
     trigger = deployments["score-drops"].triggers[0]
-    assert trigger.expect == {DROP_READY_EVENT}
+    assert trigger.expect == {INBOX_READY_EVENT}
+    assert trigger.match.model_dump() == {"prefect.resource.id": INBOX_RESOURCE_ID}
 
 
 def test_the_ui_forms_show_the_grouped_settings_with_descriptions():

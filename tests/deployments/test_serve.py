@@ -125,7 +125,7 @@ def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_p
     assert return_code == 0
     _, runs = asyncio.run(deployments_and_runs(server))
     names = {run.name for run in runs}
-    assert "score-arrivals" in names and "train-tiny-" + str(images) in names
+    assert "score-drops" in names and "train-tiny-" + str(images) in names
     assert not [run.name for run in runs if run.state_type.value in ("RUNNING", "PENDING")]
 
 

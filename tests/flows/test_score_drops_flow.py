@@ -68,3 +68,24 @@ def test_a_drop_of_only_rejected_files_is_scored_and_done(home):
     result = score_drops_flow(inbox=PATIENT, scoring=ONE_PROCESS, home=str(home))
     assert result["drops"]["junk"]["rejected"] == 1 and result["drops"]["junk"]["scored"] == 0
     assert (home / "drops" / "done" / "junk" / "notes.txt").is_file()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_drop_that_arrives_during_a_run_is_scored_by_that_run(home, monkeypatch):
+    import visionflow.flows.score_drops as score_drops_module
+
+    register_tiny_model(home / "models")
+    drop(home, "first", images=2, ready=True)
+    real_score_one_drop = score_drops_module.score_one_drop
+    arrivals = []
+
+    def score_and_deliver_another(*args, **kwargs):
+        if not arrivals:  # While the first drop is scored, a second one becomes ready.
+            arrivals.append(drop(home, "second", images=2, ready=True))
+        return real_score_one_drop(*args, **kwargs)
+
+    monkeypatch.setattr(score_drops_module, "score_one_drop", score_and_deliver_another)
+    result = score_drops_flow(inbox=PATIENT, scoring=ONE_PROCESS, home=str(home))
+    assert sorted(result["drops"]) == ["first", "second"]
+    assert all(outcome["scored"] == 2 for outcome in result["drops"].values())
+    assert not any((home / "drops" / "inbox").iterdir())

@@ -76,6 +76,22 @@ def test_the_champion_and_a_named_version_are_found_and_load(tmp_path):
     assert load_checked_model(named).output_shape == (None, len(CLASSES))
 
 
+def test_a_loaded_model_is_reused_until_its_file_changes(tmp_path):
+    models = tmp_path / "models"
+    version = register_tiny_model(models)
+    record = find_model(models)
+    first = load_checked_model(record)
+    assert load_checked_model(find_model(models)) is first, "the same unchanged file is loaded once per process"
+
+    path = models / version / "model.keras"
+    os.utime(path, ns=(0, 0))  # Replaced by a file of the same size: its identity still differs.
+    reloaded = load_checked_model(find_model(models))
+    assert reloaded is not first
+    path.write_bytes(b"damaged")
+    with pytest.raises(DamagedStateError):
+        load_checked_model(find_model(models))
+
+
 def test_no_champion_yet_says_to_train_first(tmp_path):
     with pytest.raises(BadInputError, match="no champion model yet.*visionflow train"):
         find_model(tmp_path / "models")
