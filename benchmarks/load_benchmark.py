@@ -87,16 +87,20 @@ def free_port() -> int:
 
 
 def flow_run_counts(api_url: str) -> dict[str, int]:
-    """Flow runs on the server, by flow name."""
+    """Flow runs on the server, by flow name and state ("score-drops COMPLETED")."""
     from prefect.client.orchestration import PrefectClient
 
     async def read() -> dict[str, int]:
         async with PrefectClient(api_url) as client:
             flows = {flow.id: flow.name for flow in await client.read_flows()}
-            runs = await client.read_flow_runs(limit=10_000)
+            runs, page = [], None
+            while page is None or len(page) == 200:  # The API returns at most 200 runs a call.
+                page = await client.read_flow_runs(limit=200, offset=len(runs))
+                runs += page
         counts: dict[str, int] = {}
         for run in runs:
-            counts[flows[run.flow_id]] = counts.get(flows[run.flow_id], 0) + 1
+            key = f"{flows[run.flow_id]} {run.state_type.value if run.state_type else 'NO STATE'}"
+            counts[key] = counts.get(key, 0) + 1
         return counts
 
     return asyncio.run(read())

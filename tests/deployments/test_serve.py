@@ -1,8 +1,8 @@
 """`visionflow serve` against a real Prefect server: deployments, a UI-style triggered run, the inbox.
 
 One long test (about two minutes): a server on a free port, `visionflow serve` pointed at it, the
-`train` deployment run with parameters through run_deployment as the UI does, then a drop written
-into the inbox and scored with no further call, then a clean shutdown on SIGTERM.
+`train` deployment run with parameters through run_deployment as the UI does, then a burst of drops
+written into the inbox and scored by one run with no further call, then a clean shutdown on SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import signal
 import socket
 import subprocess
 import time
+from datetime import UTC, datetime
 
+import pyarrow.parquet as pq
 import pytest
 
 from visionflow.deployments.serve import start_server, stop_server
@@ -24,6 +26,7 @@ from tests.conftest import VISIONFLOW, write_image
 
 READY_TIMEOUT_SECONDS = 180  # serve imports TensorFlow and registers four deployments.
 DROP_TIMEOUT_SECONDS = 120  # A ready drop must be scored well within this.
+BURST_DROPS = 5  # Drops that arrive in the inbox at once.
 
 
 def free_port() -> int:
@@ -106,16 +109,25 @@ def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_p
         assert elsewhere.state.is_failed() and "is not this service's VISIONFLOW_HOME" in str(elsewhere.state.message)
         assert not (home / "predictions" / "etc").exists()
 
-        drop = home / "drops" / "inbox" / "arrivals"
-        for index in range(5):
-            write_image(drop / "batch" / f"{index}.jpg", (200, 40, 40), seed=5000 + index)
-        (drop / "_READY").write_text("")
-        done = home / "drops" / "done" / "arrivals"
+        # A burst: five drops arrive at once. One run scores them all, each file once.
+        staging, inbox = tmp_path / "staging", home / "drops" / "inbox"
+        for number in range(BURST_DROPS):
+            for index in range(3):
+                write_image(staging / f"arrivals-{number}" / "batch" / f"{index}.jpg", (200, 40, 40),
+                            seed=5000 + 10 * number + index)  # fmt: skip
+            (staging / f"arrivals-{number}" / "_READY").write_text("")
+        burst_started = datetime.now(UTC)
+        for number in range(BURST_DROPS):
+            (staging / f"arrivals-{number}").rename(inbox / f"arrivals-{number}")
+        done = home / "drops" / "done"
         deadline = time.monotonic() + DROP_TIMEOUT_SECONDS
-        while not done.is_dir() and time.monotonic() < deadline:
+        while len(list(done.glob("arrivals-*"))) < BURST_DROPS and time.monotonic() < deadline:
             time.sleep(1)
-        assert done.is_dir(), f"the drop was not scored within {DROP_TIMEOUT_SECONDS} s"
-        assert any((home / "predictions" / "arrivals" / "predictions").glob("*.parquet"))
+        assert len(list(done.glob("arrivals-*"))) == BURST_DROPS, f"drops not all scored in {DROP_TIMEOUT_SECONDS} s"
+        for number in range(BURST_DROPS):
+            parts = list((home / "predictions" / f"arrivals-{number}" / "predictions").glob("*.parquet"))
+            paths = pq.ParquetDataset(parts).read(columns=["path"])["path"].to_pylist()
+            assert sorted(paths) == [f"batch/{index}.jpg" for index in range(3)]
     finally:
         serve.send_signal(signal.SIGTERM)
         try:
@@ -126,6 +138,8 @@ def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_p
     _, runs = asyncio.run(deployments_and_runs(server))
     names = {run.name for run in runs}
     assert "score-drops" in names and "train-tiny-" + str(images) in names
+    burst_runs = [run for run in runs if run.name == "score-drops" and run.expected_start_time >= burst_started]
+    assert 1 <= len(burst_runs) <= 2, "a burst of ready drops starts one run (two if it straddles a look), not one each"
     assert not [run.name for run in runs if run.state_type.value in ("RUNNING", "PENDING")]
 
 
