@@ -6,6 +6,7 @@
   and whenever the inbox watcher finds new ready drops (event `visionflow.inbox.ready`).
 - `score`: scores one folder given as a parameter.
 - `ingest`: turns an image folder into validated Parquet.
+- `promote` and `rollback`: move the champion by hand, through the gate or past it with a reason.
 
 `visionflow serve` runs them in one long-lived process (no work pool needed); `visionflow deploy`
 registers the same flows with a work pool on a shared server.
@@ -21,6 +22,7 @@ from prefect.events import DeploymentEventTrigger
 from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import ServeConfig
 from visionflow.flows.ingest import ingest_flow
+from visionflow.flows.models import promote_flow, rollback_flow
 from visionflow.flows.score import score_flow
 from visionflow.flows.score_drops import score_drops_flow
 from visionflow.flows.train import train_flow
@@ -82,6 +84,23 @@ def ingest_deployment() -> RunnerDeployment:
     )
 
 
+def registry_deployments() -> list[RunnerDeployment]:
+    """`promote` and `rollback`: champion changes from the UI, recorded in the champion history."""
+    promote = promote_flow.to_deployment(
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        name="promote",
+        description="Make a registered model the champion if the approval gate passes it (or past it, with a reason).",
+        tags=["visionflow", "registry"],
+    )
+    rollback = rollback_flow.to_deployment(
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        name="rollback",
+        description="Return the champion to the one before it.",
+        tags=["visionflow", "registry"],
+    )
+    return [promote, rollback]
+
+
 def all_deployments(schedule: ServeConfig | None = None) -> list[RunnerDeployment]:
     """Every deployment visionflow serves, scheduled as schedule (a ServeConfig) says.
 
@@ -89,4 +108,10 @@ def all_deployments(schedule: ServeConfig | None = None) -> list[RunnerDeploymen
     visionflow is installed: in `visionflow serve`, or on a worker of a work pool.
     """
     schedule = schedule or ServeConfig()
-    return [train_deployment(schedule), score_drops_deployment(schedule), score_deployment(), ingest_deployment()]
+    return [
+        train_deployment(schedule),
+        score_drops_deployment(schedule),
+        score_deployment(),
+        ingest_deployment(),
+        *registry_deployments(),
+    ]

@@ -24,8 +24,6 @@ from visionflow.deployments.settings import InboxConfig
 from visionflow.drops import FAILURE_NOTE, READY_MARKER
 from visionflow.run_context import run_logger
 
-DROP_READY_EVENT = "visionflow.drop.ready"  # Emitted by the inbox watcher for each ready drop.
-DROP_RESOURCE_PREFIX = "visionflow.drop."  # Resource id of a drop: this prefix and the drop's name.
 # Emitted at most once per look at the inbox when new drops are ready and no score-drops run is
 # already waiting to start; the score-drops deployment runs on it, so a burst of a thousand
 # drops starts one run (which scores them all), not a thousand.

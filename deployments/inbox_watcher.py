@@ -17,15 +17,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from visionflow.deployments.inbox import (
-    DROP_READY_EVENT,
-    DROP_RESOURCE_PREFIX,
-    INBOX_READY_EVENT,
-    INBOX_RESOURCE_ID,
-    DropFolders,
-    ready_drops,
-)
+from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID, DropFolders, ready_drops
 from visionflow.deployments.settings import InboxConfig
+from visionflow.events import DROP_READY, DROP_RESOURCE_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +74,7 @@ class InboxWatcher(threading.Thread):
             if now - self._announced.get(name, -REANNOUNCE_SECONDS) < REANNOUNCE_SECONDS:
                 continue
             self._emit(
-                event=DROP_READY_EVENT,
+                event=DROP_READY,
                 resource={"prefect.resource.id": f"{DROP_RESOURCE_PREFIX}{name}", "prefect.resource.name": name},
                 payload={"path": str(drop)},
             )

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from visionflow.champion import set_champion
 from visionflow.image_profile import ImageProfile
-from visionflow.registry import register, set_champion
+from visionflow.registry import register
 from visionflow.tasks.train.build_model import build_model
 from visionflow.tasks.train.presets import PRESETS
 

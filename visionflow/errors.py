@@ -39,3 +39,10 @@ class NoSpaceError(VisionflowError):
     finishes the work once space is freed."""
 
     exit_code = 7
+
+
+class GateRefusedError(VisionflowError):
+    """The approval gate kept a model from becoming champion; the message has the gate's reason,
+    and `--force --reason TEXT` promotes it anyway."""
+
+    exit_code = 8

@@ -4,7 +4,8 @@ Every trained model is registered under VISIONFLOW_HOME/models/<version>/ (model
 metadata.json and the files that explain it). models/champion.json names the champion, the
 model scoring uses; it moves by an atomic rename, so readers see the old champion or the new
 one, never a half-written pointer. Models load with Keras' safe mode: nothing is unpickled.
-Training registers and promotes (tasks/train/register_model.py); the gate and scoring read.
+Training registers (tasks/train/register_model.py); visionflow/champion.py moves the champion
+and keeps its history; the gate and scoring read.
 """
 
 from __future__ import annotations
@@ -66,12 +67,6 @@ def champion_dir(models_root: Path) -> Path | None:
     """The champion's registry folder, or None."""
     pointer = read_champion(models_root)
     return Path(models_root) / pointer["version"] if pointer else None
-
-
-def set_champion(models_root: Path, version: str) -> None:
-    """Point champion.json at version: written to a temporary file, then renamed over the old one."""
-    pointer = {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    write_json_atomically(Path(models_root) / CHAMPION_POINTER, pointer)
 
 
 def read_metadata(version_dir: Path) -> dict:

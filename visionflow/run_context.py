@@ -27,6 +27,14 @@ def in_prefect_run() -> bool:
     return TaskRunContext.get() is not None or FlowRunContext.get() is not None
 
 
+def run_label() -> str | None:
+    """ "flow run NAME (ID)" inside a flow run, for records of who did what; None outside one."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    return f"flow run {context.flow_run.name} ({context.flow_run.id})"
+
+
 def run_logger(name: str) -> logging.Logger | logging.LoggerAdapter:
     """Prefect's run logger inside a run (its lines show in the UI), else the standard logger."""
     try:

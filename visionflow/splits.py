@@ -46,6 +46,11 @@ class DatasetRecord(BaseModel):
     contracts: dict[str, dict]  # Per suite: success, the failed expectations, the warnings.
 
 
+def split_file(dataset_dir: str | Path, split: str) -> Path:
+    """Where a dataset keeps one split: <dataset_dir>/<split>.parquet."""
+    return Path(dataset_dir) / f"{split}.parquet"
+
+
 def dataset_metadata(classes: list[str], fingerprint: str, source: str, contract_versions: dict[str, str]) -> dict:
     """What every split file of a dataset records about it (split_schema adds shape and split)."""
     return {

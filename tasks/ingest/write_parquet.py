@@ -24,7 +24,7 @@ from visionflow.atomic import atomic_path
 from visionflow.data_contracts.gx_validation import contract_version
 from visionflow.imaging import ImageSpec
 from visionflow.run_context import run_logger
-from visionflow.splits import SPLITS, dataset_metadata, split_schema
+from visionflow.splits import SPLITS, dataset_metadata, split_file, split_schema
 from visionflow.tasks.ingest.assign_splits import SplitManifest
 from visionflow.tasks.ingest.decode_images import iterate_pixel_shards
 from visionflow.tasks.ingest.scan_files import STATUS_OK
@@ -65,7 +65,7 @@ def write_split_parquet(
             "sha256": accepted["sha256"].astype("object"),
         }
     )
-    final_paths = {split: output_dir / f"{split}.parquet" for split in splits}
+    final_paths = {split: split_file(output_dir, split) for split in splits}
     with ExitStack() as renames:
         temporaries = {split: renames.enter_context(atomic_path(path)) for split, path in final_paths.items()}
         with ExitStack() as open_writers:

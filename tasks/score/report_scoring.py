@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from visionflow.atomic import write_json_atomically
+from visionflow.events import DROP_DRIFTED, DROP_RESOURCE_PREFIX, DROP_SCORED, emit
 from visionflow.image_profile import DriftConfig, compare_profiles
 from visionflow.registry import ModelRecord
 from visionflow.run_context import publish_markdown, publish_table, run_logger
@@ -124,6 +125,22 @@ def write_scoring_report(report: dict, reports_dir: Path) -> Path:
     return write_json_atomically(path, report)
 
 
+def announce(report: dict, report_path: str) -> None:
+    """The drop's events: `visionflow.drop.scored` always, `visionflow.drop.drifted` when it drifted."""
+    drift = report["drift"]
+    payload = {
+        "drop": report["drop"],
+        "model_version": report["model_version"],
+        "counts": report["counts"],
+        "drifted": drift.get("drifted"),
+        "drift_reasons": drift.get("reasons", []),
+        "report": report_path,
+    }
+    emit(DROP_SCORED, DROP_RESOURCE_PREFIX, report["drop_name"], payload)
+    if drift.get("drifted"):
+        emit(DROP_DRIFTED, DROP_RESOURCE_PREFIX, report["drop_name"], payload)
+
+
 @task(name="report-scoring", cache_policy=NO_CACHE)
 def report_scoring_task(
     result: ScoreResult,
@@ -142,6 +159,7 @@ def report_scoring_task(
     publish_table(CLASSES_ARTIFACT_KEY, report["classes"], f"Predicted classes of drop {result.drop_name}")
     if drift.get("drifted"):
         log.warning("drop %s looks unlike the training data: %s", result.drop_name, "; ".join(drift["reasons"]))
+    announce(report, str(path))
     log.info("scoring report: %s", path)
     return ScoringReportResult(
         report_path=str(path), drifted=drift.get("drifted"), drift_reasons=drift.get("reasons", [])

@@ -78,25 +78,32 @@ def comparable_champion(champion_metadata: dict, class_names: list[str], image_s
     return champion_metadata.get("class_names") == class_names and champion_metadata.get("input_shape") == image_shape
 
 
+def measure_champion(
+    test_path: str, models_root: Path, evaluation: EvaluationConfig, log
+) -> tuple[str | None, float | None]:
+    """(champion version, its accuracy on the test split at test_path); accuracy None when it
+    cannot be measured there (other classes or input shape), both None without a champion."""
+    folder = champion_dir(Path(models_root))
+    if folder is None:
+        return None, None
+    images, labels, split_metadata = load_split_arrays(test_path)
+    if not comparable_champion(read_metadata(folder), split_metadata["classes"], list(images.shape[1:])):
+        log.info("champion %s has other classes or input shape; comparing on the floors only", folder.name)
+        return folder.name, None
+    model = load_model(folder / MODEL_FILE)
+    probabilities = predict_probabilities(model, images, evaluation.batch_size, evaluation.flip_tta)
+    accuracy = compute_metrics(labels, probabilities, split_metadata["classes"], evaluation.most_confused)["accuracy"]
+    log.info("champion %s scores %.4f on this test split", folder.name, accuracy)
+    return folder.name, accuracy
+
+
 @task(name="gate-model", cache_policy=NO_CACHE)
 def gate_model_task(
     candidate: EvaluationResult, test_path: str, models_root: Path, gate: GateConfig, evaluation: EvaluationConfig
 ) -> GateDecision:
     """Prefect task: measure the champion on the candidate's test split and apply the gate."""
     log = run_logger(__name__)
-    folder = champion_dir(Path(models_root))
-    champion_version = folder.name if folder else None
-    champion_accuracy = None
-    if folder is not None:
-        images, labels, split_metadata = load_split_arrays(test_path)
-        if comparable_champion(read_metadata(folder), split_metadata["classes"], list(images.shape[1:])):
-            model = load_model(folder / MODEL_FILE)
-            probabilities = predict_probabilities(model, images, evaluation.batch_size, evaluation.flip_tta)
-            metrics = compute_metrics(labels, probabilities, split_metadata["classes"], evaluation.most_confused)
-            champion_accuracy = metrics["accuracy"]
-            log.info("champion %s scores %.4f on this test split", champion_version, champion_accuracy)
-        else:
-            log.info("champion %s has other classes or input shape; comparing on the floors only", champion_version)
+    champion_version, champion_accuracy = measure_champion(test_path, models_root, evaluation, log)
     decision = decide(candidate.metrics, champion_version, champion_accuracy, gate)
     log.info("gate: %s (%s)", "promote" if decision.promoted else "keep the champion", decision.reason)
     return decision

@@ -20,9 +20,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from visionflow.champion import set_champion
+from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
 from visionflow.image_profile import ImageProfile, profile_split
-from visionflow.registry import MODEL_FILE, read_champion, register, set_champion
-from visionflow.run_context import publish_markdown, run_logger
+from visionflow.registry import MODEL_FILE, read_champion, register
+from visionflow.run_context import publish_markdown, run_label, run_logger
 from visionflow.splits import DatasetRecord, read_split_metadata
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
@@ -119,7 +121,7 @@ def register_and_promote(
     record = {**metadata, "gate": asdict(decision), "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
     version = register(files, record, models_root)
     if decision.promoted:
-        set_champion(models_root, version)
+        set_champion(models_root, version, reason=decision.reason, by=run_label())
     champion = read_champion(models_root)
     return Registration(
         model_version=version,
@@ -147,6 +149,17 @@ def register_model_task(
     registration = register_and_promote(registry_files(training, evaluation), metadata, decision, Path(models_root))
     forget_finished_training(training.model_path.parent)
     version = registration.model_version
+    event = MODEL_PROMOTED if decision.promoted else MODEL_REJECTED
+    payload = {
+        "reason": decision.reason,
+        "accuracy": evaluation.metrics["accuracy"],
+        "macro_f1": evaluation.metrics["macro_f1"],
+        "champion": registration.champion_version,
+        "compared_with": decision.champion_version,
+        "dataset_fingerprint": dataset.dataset_fingerprint,
+        "preset": preset.name,
+    }
+    emit(event, MODEL_RESOURCE_PREFIX, version, payload)
     if decision.promoted:
         log.info("registered %s and promoted it to champion: %s", version, decision.reason)
     else:

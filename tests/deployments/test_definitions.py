@@ -11,11 +11,19 @@ from visionflow.deployments.definitions import all_deployments
 from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import ServeConfig
 from visionflow.flows.ingest import ingest_flow
+from visionflow.flows.models import promote_flow, rollback_flow
 from visionflow.flows.score import score_flow
 from visionflow.flows.score_drops import score_drops_flow
 from visionflow.flows.train import train_flow
 
-FLOWS = {"train": train_flow, "score-drops": score_drops_flow, "score": score_flow, "ingest": ingest_flow}
+FLOWS = {
+    "train": train_flow,
+    "score-drops": score_drops_flow,
+    "score": score_flow,
+    "ingest": ingest_flow,
+    "promote": promote_flow,
+    "rollback": rollback_flow,
+}
 
 
 @pytest.fixture

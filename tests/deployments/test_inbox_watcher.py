@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 
-from visionflow.deployments.inbox import DROP_READY_EVENT, INBOX_READY_EVENT, DropFolders
+from visionflow.deployments.inbox import INBOX_READY_EVENT, DropFolders
 from visionflow.deployments.inbox_watcher import REANNOUNCE_SECONDS, InboxWatcher
 from visionflow.deployments.settings import InboxConfig
+from visionflow.events import DROP_READY as DROP_READY_EVENT
 
 
 def ready_drop(folders: DropFolders, name: str) -> None:

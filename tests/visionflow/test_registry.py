@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from visionflow.champion import LOCK_FILE, set_champion
 from visionflow.errors import BadInputError, DamagedStateError
 from visionflow.registry import (
     CHAMPION_POINTER,
@@ -19,7 +20,6 @@ from visionflow.registry import (
     next_version,
     read_champion,
     register,
-    set_champion,
 )
 
 from tests.scoring_helpers import CLASSES, SHAPE, register_tiny_model
@@ -60,7 +60,7 @@ def test_champion_pointer_moves_only_when_set(model_files, tmp_path):
     set_champion(root, "v0001")
     assert read_champion(root)["version"] == "v0001"
     assert champion_dir(root) == root / "v0001"
-    assert [path.name for path in root.iterdir() if path.name.startswith(".")] == []
+    assert [path.name for path in root.iterdir() if path.name.startswith(".")] == [LOCK_FILE], "no temporary files"
     assert (root / CHAMPION_POINTER).exists()
 
 

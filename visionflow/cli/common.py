@@ -4,13 +4,15 @@ Each command runs a Prefect flow and ends with either a short human summary or, 
 one JSON object as the last line of stdout; logs go to stderr. Exit codes: 0 done, 1 an
 unexpected error, 2 a usage error, 3 a data contract breach, 4 unusable input, 5 busy (another
 run holds the drop; try again later), 6 damaged state (the message says which file and how to
-recover), 7 the disk is full.
+recover), 7 the disk is full, 8 the approval gate refused a promotion.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,6 +62,8 @@ def prepare(home: Path | None, json_output: bool):
             4,
             False,
         )
+    # Records of who did what (the champion history) name the command that started a run.
+    os.environ["VISIONFLOW_COMMAND"] = " ".join(["visionflow", *sys.argv[1:]])
     configure_logging()
     start_reaper()  # Whatever this command starts ends with it, even after a SIGKILL.
     return layout

@@ -1,0 +1,54 @@
+"""Helpers for the registry tests: registered models with recorded metrics and a real test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from visionflow.imaging import ImageSpec
+from visionflow.splits import split_file, split_schema
+
+from tests.scoring_helpers import CLASSES, SHAPE, register_tiny_model
+
+
+def write_test_split(dataset_dir: Path, per_class: int = 10) -> Path:
+    """A balanced test split of random 12x12 images, where an untrained model scores about chance."""
+    spec = ImageSpec(*SHAPE)
+    generator = np.random.default_rng(7)
+    labels = np.repeat(np.arange(len(CLASSES)), per_class).astype(np.int32)
+    images = generator.integers(0, 255, size=(len(labels), *SHAPE), dtype=np.uint8)
+    metadata = {"classes": CLASSES, "image_shape": list(SHAPE), "split": "test"}
+    table = pa.table(
+        {
+            "pixels": pa.array([image.tobytes() for image in images], type=pa.binary(spec.pixel_bytes)),
+            "label": pa.array(labels, type=pa.int32()),
+            "path": [f"{index}.png" for index in range(len(labels))],
+            "sha256": [f"{index:064d}" for index in range(len(labels))],
+        },
+        schema=split_schema(spec, metadata),
+    )
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    path = split_file(dataset_dir, "test")
+    pq.write_table(table, path)
+    return path
+
+
+def register_with_metrics(models_root: Path, dataset_dir: Path, accuracy: float, champion: bool) -> str:
+    """A tiny registered model whose metadata records accuracy (and that recall for every class)."""
+    version = register_tiny_model(models_root, champion=champion)
+    metadata_path = Path(models_root) / version / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    per_class = [{"class": name, "recall": accuracy} for name in CLASSES]
+    metadata.update(
+        dataset_dir=str(dataset_dir),
+        preset="tiny",
+        metrics={"accuracy": accuracy, "macro_f1": accuracy, "per_class": per_class},
+        gate={"promoted": champion, "reason": "registered by a test"},
+        registered_at="2026-12-01T10:00:00+00:00",
+    )
+    metadata_path.write_text(json.dumps(metadata))
+    return version

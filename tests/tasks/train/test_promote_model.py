@@ -1,0 +1,69 @@
+"""Promoting a registered model through the gate, past it with a reason, and rolling back."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from visionflow.champion import read_history
+from visionflow.errors import BadInputError, GateRefusedError
+from visionflow.registry import read_champion
+from visionflow.tasks.train.evaluate_model import EvaluationConfig
+from visionflow.tasks.train.gate_model import GateConfig
+from visionflow.tasks.train.promote_model import promote, promote_model_task, rollback_champion_task
+
+from tests.registry_helpers import register_with_metrics, write_test_split
+
+LOG = logging.getLogger(__name__)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """v0001 the champion; v0002 a strong candidate; v0003 one below the floors. One test split."""
+    dataset_dir = tmp_path / "datasets" / "shapes"
+    write_test_split(dataset_dir)
+    root = tmp_path / "models"
+    register_with_metrics(root, dataset_dir, 0.40, champion=True)
+    register_with_metrics(root, dataset_dir, 0.99, champion=False)
+    register_with_metrics(root, dataset_dir, 0.20, champion=False)
+    return root
+
+
+def test_a_candidate_that_passes_the_gate_becomes_champion_and_is_recorded(registry):
+    move = promote_model_task.fn(registry, "v0002", GateConfig(), EvaluationConfig(), None)
+    assert (move.action, move.from_version, move.to_version) == ("promote", "v0001", "v0002")
+    assert "not worse than champion v0001" in move.reason, "the champion was measured on the same split"
+    assert read_champion(registry)["version"] == "v0002"
+    assert read_history(registry)[-1].to_version == "v0002"
+
+
+def test_a_candidate_the_gate_refuses_leaves_the_champion(registry):
+    with pytest.raises(GateRefusedError, match=r"v0003 was not promoted: test accuracy 0.2000 is below the floor"):
+        promote(registry, "v0003", GateConfig(), EvaluationConfig(), None, LOG)
+    assert read_champion(registry)["version"] == "v0001"
+    assert [change.to_version for change in read_history(registry)] == ["v0001"], "only v0001's own promotion"
+
+
+def test_force_promotes_past_the_gate_with_the_reason_and_rollback_returns(registry):
+    move = promote_model_task.fn(registry, "v0003", GateConfig(), EvaluationConfig(), "hotfix for class blue")
+    assert (move.action, move.to_version, move.reason) == ("force", "v0003", "hotfix for class blue")
+    back = rollback_champion_task.fn(registry, "v0003 misbehaves")
+    assert (back.from_version, back.to_version, back.reason) == ("v0003", "v0001", "v0003 misbehaves")
+    assert [change.action for change in read_history(registry)][-2:] == ["force", "rollback"]
+
+
+def test_promoting_the_champion_changes_nothing(registry):
+    move = promote_model_task.fn(registry, "v0001", GateConfig(), EvaluationConfig(), None)
+    assert move.action == "none" and "already is the champion" in move.reason
+    assert len(read_history(registry)) == 1
+
+
+def test_bad_inputs_say_what_to_do(registry, tmp_path):
+    with pytest.raises(BadInputError, match="no registered model 'v0042'"):
+        promote(registry, "v0042", GateConfig(), EvaluationConfig(), None, LOG)
+    with pytest.raises(BadInputError, match="is not a model version"):
+        promote(registry, "../v0001", GateConfig(), EvaluationConfig(), None, LOG)
+    (tmp_path / "datasets" / "shapes" / "test.parquet").unlink()
+    with pytest.raises(BadInputError, match="is gone.*--force --reason TEXT"):
+        promote(registry, "v0002", GateConfig(), EvaluationConfig(), None, LOG)

@@ -1,0 +1,72 @@
+"""visionflow's events reach a real Prefect server with their payloads: a scored drop that drifted,
+a promoted model, a rejected one."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from visionflow.errors import GateRefusedError
+from visionflow.events import DROP_DRIFTED, DROP_SCORED, MODEL_PROMOTED, MODEL_REJECTED, emit
+from visionflow.flows.models import promote_flow
+from visionflow.flows.score import ScoringConfig, score_flow
+
+from tests.conftest import write_image
+from tests.registry_helpers import register_with_metrics, write_test_split
+
+ONE_PROCESS = ScoringConfig.model_validate({"scan": {"workers": 1}, "score": {"workers": 1}})
+
+
+def read_visionflow_events(expected: set[str], timeout: float = 60) -> dict[str, list]:
+    """The visionflow events on the server, by name, once every expected name has arrived."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(filter=EventFilter(event=EventNameFilter(prefix=["visionflow."])), limit=50)
+        events: dict[str, list] = {}
+        for event in page.events:
+            events.setdefault(event.event, []).append(event)
+        if expected <= set(events) or time.monotonic() > deadline:
+            return events
+        time.sleep(1)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_drops_and_models_announce_what_happened(home):
+    dataset_dir = home / "datasets" / "shapes"
+    write_test_split(dataset_dir)
+    for accuracy, champion in ((0.40, True), (0.99, False), (0.20, False)):
+        register_with_metrics(home / "models", dataset_dir, accuracy, champion)
+    drop = home / "incoming" / "reds"
+    for index in range(40):  # 30 or more images get a drift verdict; saturated red is far from the profile.
+        write_image(drop / f"{index}.png", (250, 5, 5), seed=index)
+    summary = score_flow(drop=str(drop), config=ONE_PROCESS, home=str(home))
+    assert summary.drifted
+    promote_flow(version="v0002", home=str(home))
+    with pytest.raises(GateRefusedError):
+        promote_flow(version="v0003", home=str(home))
+
+    events = read_visionflow_events({DROP_SCORED, DROP_DRIFTED, MODEL_PROMOTED, MODEL_REJECTED})
+    scored = events[DROP_SCORED][0]
+    assert scored.resource.id == "visionflow.drop.reds" and scored.payload["counts"]["scored"] == 40
+    assert scored.payload["model_version"] == "v0001" and scored.payload["report"].endswith(".json")
+    assert events[DROP_DRIFTED][0].payload["drift_reasons"] == summary.drift_reasons
+    promoted = events[MODEL_PROMOTED][0]
+    assert promoted.resource.id == "visionflow.model.v0002" and promoted.payload["from_version"] == "v0001"
+    rejected = events[MODEL_REJECTED][0]
+    assert rejected.resource.id == "visionflow.model.v0003" and "below the floor" in rejected.payload["reason"]
+
+
+def test_outside_a_run_nothing_is_sent(monkeypatch):
+    import prefect.events
+
+    sent = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **event: sent.append(event))
+    emit(DROP_SCORED, "visionflow.drop.", "x", {})
+    assert sent == []

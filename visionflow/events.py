@@ -1,0 +1,41 @@
+"""visionflow's Prefect events: what happened to a drop or a model, for automations to act on.
+
+Each event names its resource (`visionflow.drop.<name>` or `visionflow.model.<version>`) and
+carries the numbers and reasons in its payload. An automation in the Prefect UI can react to
+one, e.g. notify a channel when a drop drifted (README, *Events and automations*).
+"""
+
+from __future__ import annotations
+
+import logging
+
+DROP_RESOURCE_PREFIX = "visionflow.drop."  # Resource id of a drop: this prefix and the drop's name.
+MODEL_RESOURCE_PREFIX = "visionflow.model."  # Resource id of a model: this prefix and its version.
+
+DROP_READY = "visionflow.drop.ready"  # The inbox watcher found a drop ready to score.
+DROP_SCORED = "visionflow.drop.scored"  # A drop was scored: counts, model, report path.
+DROP_DRIFTED = "visionflow.drop.drifted"  # A scored drop looks unlike the training data: the reasons.
+MODEL_PROMOTED = "visionflow.model.promoted"  # A model became champion: metrics, gate reason, previous champion.
+MODEL_REJECTED = "visionflow.model.rejected"  # The gate kept a model from becoming champion: its reason.
+
+logger = logging.getLogger(__name__)
+
+
+def emit(event: str, resource_prefix: str, name: str, payload: dict) -> None:
+    """Emit one event about the resource resource_prefix+name from inside a flow or task run.
+
+    Outside a run (a stage called as a plain function) there is no server to tell, and nothing
+    is sent. A failure is logged, never raised.
+    """
+    from prefect.events import emit_event  # Imported here: Prefect must be set up first.
+
+    from visionflow.run_context import in_prefect_run
+
+    if not in_prefect_run():
+        return
+
+    resource = {"prefect.resource.id": f"{resource_prefix}{name}", "prefect.resource.name": name}
+    try:
+        emit_event(event=event, resource=resource, payload=payload)
+    except Exception:  # Telling automations must never change a run's outcome.
+        logger.warning("could not emit the event %s for %s", event, name, exc_info=True)
