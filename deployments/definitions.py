@@ -6,6 +6,7 @@
   and whenever the inbox watcher finds new ready drops (event `visionflow.inbox.ready`).
 - `score`: scores one folder given as a parameter.
 - `ingest`: turns an image folder into validated Parquet.
+- `evaluate`: measures a registered model on a labelled folder, alone or beside another.
 - `promote` and `rollback`: move the champion by hand, through the gate or past it with a reason.
 
 `visionflow serve` runs them in one long-lived process (no work pool needed); `visionflow deploy`
@@ -21,6 +22,7 @@ from prefect.events import DeploymentEventTrigger
 
 from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import ServeConfig
+from visionflow.flows.evaluate import evaluate_flow
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.models import promote_flow, rollback_flow
 from visionflow.flows.score import score_flow
@@ -84,6 +86,16 @@ def ingest_deployment() -> RunnerDeployment:
     )
 
 
+def evaluate_deployment() -> RunnerDeployment:
+    """`evaluate`: a registered model on a labelled folder (the `data` parameter), from the UI or the API."""
+    return evaluate_flow.to_deployment(
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        name="evaluate",
+        description="Evaluate a registered model on a labelled folder; with 'compare', beside another version.",
+        tags=["visionflow", "registry"],
+    )
+
+
 def registry_deployments() -> list[RunnerDeployment]:
     """`promote` and `rollback`: champion changes from the UI, recorded in the champion history."""
     promote = promote_flow.to_deployment(
@@ -113,5 +125,6 @@ def all_deployments(schedule: ServeConfig | None = None) -> list[RunnerDeploymen
         score_drops_deployment(schedule),
         score_deployment(),
         ingest_deployment(),
+        evaluate_deployment(),
         *registry_deployments(),
     ]

@@ -64,6 +64,11 @@ class HomeLayout:
         return self.root / "models"
 
     @property
+    def evaluations(self) -> Path:
+        """Evaluations of registered models on labelled folders, one folder per model and data."""
+        return self.root / "evaluations"
+
+    @property
     def predictions(self) -> Path:
         """Scoring outputs, one folder per drop (predictions, rejections, reports)."""
         return self.root / "predictions"

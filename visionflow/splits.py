@@ -80,6 +80,11 @@ def read_split_metadata(path: str | Path) -> dict:
     return json.loads(schema.metadata[METADATA_KEY])
 
 
+def read_split_paths(path: str | Path) -> list[str]:
+    """The source path of every row of a split file, in row order."""
+    return pq.read_table(path, columns=["path"])["path"].to_pylist()
+
+
 def load_split_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Read a split into (images uint8 N x H x W x C, labels int32 N, metadata) without per-row copies."""
     table = pq.read_table(path, columns=["pixels", "label"])

@@ -30,6 +30,9 @@ class SplitConfig(BaseModel):
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)  # Share of train held out for validation.
     test_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)  # Share held out for test, flat layouts only.
     salt: str = "visionflow"  # Mixed into the ordering hash; change it to draw different splits.
+    # Every usable image goes to the test split, whatever the folder's layout: the folder is an
+    # evaluation set for a trained model (`visionflow evaluate`), not training data.
+    evaluation_only: bool = False
 
     @model_validator(mode="after")
     def _leaves_some_training_data(self) -> SplitConfig:
@@ -41,10 +44,11 @@ class SplitConfig(BaseModel):
         return self
 
 
-def discover_classes(manifest: pd.DataFrame) -> list[str]:
-    """Class names, sorted: from the source's train split when it has one, else from every folder."""
+def discover_classes(manifest: pd.DataFrame, every_split: bool = False) -> list[str]:
+    """Class names, sorted: from the source's train split when it has one (unless every_split),
+    else from every folder."""
     usable = manifest[manifest["status"] == STATUS_OK]
-    if (usable["source_split"] == "train").any():
+    if not every_split and (usable["source_split"] == "train").any():
         usable = usable[usable["source_split"] == "train"]
     return sorted(usable["class_name"].dropna().unique().tolist())
 
@@ -59,7 +63,9 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig) -> tuple[pd.DataF
     (the same content appears again in the same split) and in_other_split (the same content
     appears in another split: leakage).
     """
-    classes = discover_classes(manifest)
+    classes = discover_classes(manifest, every_split=config.evaluation_only)
+    if config.evaluation_only:
+        return _evaluation_set(manifest, classes)
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
         raise BadInputError(
@@ -72,6 +78,18 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig) -> tuple[pd.DataF
         raise BadInputError("no usable images are left for the train split; check the train folder and the fractions")
     class_index = {name: index for index, name in enumerate(classes)}
     assigned["label"] = assigned["class_name"].map(class_index).astype("Int64")
+    assigned.loc[assigned["status"] != STATUS_OK, "label"] = pd.NA
+    return _add_contract_columns(assigned, classes), classes
+
+
+def _evaluation_set(manifest: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Every usable image in the test split, labelled by the folder's classes."""
+    if not classes:
+        raise BadInputError("no usable images to evaluate on: lay images out as <class>/<images>")
+    assigned = manifest.copy()
+    assigned["split"] = pd.Series(pd.NA, index=assigned.index, dtype="object")
+    assigned.loc[assigned["status"] == STATUS_OK, "split"] = "test"
+    assigned["label"] = assigned["class_name"].map({name: index for index, name in enumerate(classes)}).astype("Int64")
     assigned.loc[assigned["status"] != STATUS_OK, "label"] = pd.NA
     return _add_contract_columns(assigned, classes), classes
 

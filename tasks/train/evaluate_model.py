@@ -24,7 +24,7 @@ from visionflow.errors import BadInputError
 from visionflow.prediction import predict_probabilities, uses_flip_tta
 from visionflow.registry import load_model
 from visionflow.run_context import publish_markdown, publish_table, run_logger
-from visionflow.splits import load_split_arrays
+from visionflow.splits import load_split_arrays, read_split_paths
 
 if TYPE_CHECKING:
     import keras
@@ -55,6 +55,8 @@ class EvaluationResult(BaseModel):
     metrics: dict
     metrics_path: Path  # metrics.json.
     confusion_png: Path  # The confusion matrix as a PNG.
+    # predictions.parquet: one row per test image (path, true class, predicted class, confidence).
+    predictions_path: Path | None = None
 
     @property
     def accuracy(self) -> float:
@@ -209,6 +211,38 @@ def check_model_fits(model: keras.Model, image_shape: tuple[int, ...], class_nam
         )
 
 
+def write_predictions(
+    paths: list[str], labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], path: Path
+) -> Path:
+    """One row per test image, so two models' answers can be compared image by image."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = np.asarray(class_names, dtype=object)
+    table = pa.table({
+        "path": paths,
+        "true_class": names[labels].tolist(),
+        "predicted_class": names[probabilities.argmax(axis=1)].tolist(),
+        "confidence": probabilities.max(axis=1).astype(np.float32),
+    })  # fmt: skip
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
+    return path
+
+
+def check_same_classes(split_classes: list[str], model_classes: list[str], model_name: str) -> None:
+    """Raise BadInputError naming the classes one side has and the other lacks."""
+    missing = [name for name in model_classes if name not in split_classes]
+    extra = [name for name in split_classes if name not in model_classes]
+    if missing or extra:
+        parts = [f"no images of {', '.join(missing)}" if missing else "",
+                 f"classes the model does not know: {', '.join(extra)}" if extra else ""]  # fmt: skip
+        raise BadInputError(
+            f"the labelled folder's classes differ from {model_name}'s ({'; '.join(part for part in parts if part)}): "
+            f"give it one folder per class of the model ({', '.join(model_classes)})"
+        )
+
+
 def _require_file(path: str | Path, what: str) -> Path:
     """The path, or a BadInputError naming it when no file is there."""
     path = Path(path)
@@ -219,9 +253,17 @@ def _require_file(path: str | Path, what: str) -> Path:
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
 def evaluate_model_task(
-    model_path: str, test_path: str, output_dir: Path, config: EvaluationConfig
+    model_path: str,
+    test_path: str,
+    output_dir: Path,
+    config: EvaluationConfig,
+    expected_classes: list[str] | None = None,
+    model_name: str = "the model",
 ) -> EvaluationResult:
-    """Prefect task: score the test split, write metrics.json and confusion.png, publish artifacts."""
+    """Prefect task: score the test split, write metrics.json and confusion.png, publish artifacts.
+
+    expected_classes, when given, are the model's class names, which the split must have exactly.
+    """
     log = run_logger(__name__)
     started = time.perf_counter()
     model_file = _require_file(model_path, "model file")
@@ -229,6 +271,8 @@ def evaluate_model_task(
     model = load_model(model_file)
     images, labels, metadata = load_split_arrays(test_file)
     class_names = list(metadata["classes"])
+    if expected_classes is not None:
+        check_same_classes(class_names, list(expected_classes), model_name)
     check_model_fits(model, images.shape[1:], class_names)
     probabilities = predict_probabilities(model, images, config.batch_size, config.flip_tta)
     metrics = compute_metrics(labels, probabilities, class_names, config.most_confused)
@@ -238,6 +282,8 @@ def evaluate_model_task(
     output_dir = Path(output_dir)
     metrics_path = write_metrics(metrics, output_dir / "metrics.json")
     png_path = plot_confusion_matrix(metrics["confusion_matrix"], class_names, output_dir / "confusion.png")
+    paths = read_split_paths(test_file)
+    predictions_path = write_predictions(paths, labels, probabilities, class_names, output_dir / "predictions.parquet")
     publish_markdown(METRICS_ARTIFACT_KEY, metrics_markdown(metrics), "Test-split metrics of the evaluated model")
     publish_table(
         CONFUSION_ARTIFACT_KEY, confusion_table_rows(metrics), "Confusion matrix (rows true, columns predicted)"
@@ -251,4 +297,6 @@ def evaluate_model_task(
         " (flip TTA)" if metrics["flip_tta"] else "",
         metrics_path,
     )
-    return EvaluationResult(metrics=metrics, metrics_path=metrics_path, confusion_png=png_path)
+    return EvaluationResult(
+        metrics=metrics, metrics_path=metrics_path, confusion_png=png_path, predictions_path=predictions_path
+    )

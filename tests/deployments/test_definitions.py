@@ -10,6 +10,7 @@ from prefect.utilities.callables import parameter_schema
 from visionflow.deployments.definitions import all_deployments
 from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import ServeConfig
+from visionflow.flows.evaluate import evaluate_flow
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.models import promote_flow, rollback_flow
 from visionflow.flows.score import score_flow
@@ -21,6 +22,7 @@ FLOWS = {
     "score-drops": score_drops_flow,
     "score": score_flow,
     "ingest": ingest_flow,
+    "evaluate": evaluate_flow,
     "promote": promote_flow,
     "rollback": rollback_flow,
 }

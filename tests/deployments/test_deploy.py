@@ -18,7 +18,7 @@ def test_deployments_are_registered_with_a_new_process_pool_by_module_path():
     from prefect.client.orchestration import get_client
 
     ids = deploy_to_pool("team-pool", ServeConfig(train_cron="0 5 * * *"))
-    assert len(ids) == 6
+    assert len(ids) == 7
     assert ensure_process_pool("team-pool") is False, "the pool exists now"
     with get_client(sync_client=True) as client:
         pool = client.read_work_pool("team-pool")

@@ -1,4 +1,4 @@
-"""The `visionflow` command line: ingest, train, score, models, serve, deploy.
+"""The `visionflow` command line: ingest, train, evaluate, score, models, serve, deploy.
 
 Heavy libraries (Prefect, pandas, TensorFlow) are imported inside the commands, after
 VISIONFLOW_HOME and the offline settings are in place, and so that `--help` answers at once.

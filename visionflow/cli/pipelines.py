@@ -1,4 +1,4 @@
-"""The pipeline commands of `visionflow`: ingest, train, score.
+"""The pipeline commands of `visionflow`: ingest, train, evaluate, score.
 
 Each runs one flow; heavy libraries are imported inside the command, after VISIONFLOW_HOME and
 the offline settings are in place.
@@ -142,6 +142,59 @@ def _train_lines(summary: dict) -> list[str]:
         f"champion: {summary['champion_version'] or 'none'}; model file {summary['model_path']}",
         f"done in {summary['seconds']:.0f} s",
     ]
+
+
+@app.command()
+def evaluate(
+    data: Annotated[str, typer.Option(help="A labelled image folder (<class>/<images>) with the model's classes.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="'champion' or a registered version such as v0002.", show_default="champion"),
+    ] = None,
+    compare: Annotated[
+        str | None, typer.Option(help="Another registered version to put side by side on the same images.")
+    ] = None,
+    workers: WorkersOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Evaluate a registered model on a labelled folder: metrics, confusion matrix, and with --compare a second model beside it.
+
+    The folder goes through the same scan, decode and data contracts as training data, every image in the test split.
+    """  # noqa: E501 (typer shows each docstring paragraph as written)
+    layout = prepare(home, json_output)
+    from visionflow.flows.evaluate import evaluate_flow
+    from visionflow.flows.ingest import IngestConfig
+
+    ingest = IngestConfig.model_validate({"scan": given(workers=workers), "decode": given(workers=workers)})
+    parameters = given(model=model, compare=compare)
+    summary = run_flow(
+        lambda: evaluate_flow(data=data, **parameters, ingest=ingest, home=str(layout.root), return_state=True),
+        json_output,
+    )
+    finish(summary, json_output, _evaluate_lines)
+
+
+def _evaluate_lines(summary: dict) -> list[str]:
+    lines = [
+        f"evaluated {summary['model_version']} on {summary['data']} ({summary['images']:,} images) in "
+        f"{summary['seconds']:.1f} s: accuracy {summary['accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}",
+        f"metrics: {summary['metrics_path']}",
+        f"confusion matrix: {summary['confusion_png']}; every image's answer: {summary['predictions_path']}",
+    ]
+    comparison = summary.get("comparison")
+    if comparison:
+        first, second = comparison["models"]
+        changes = sorted(comparison["recall_by_class"], key=lambda row: -abs(row["difference"]))[:3]
+        lines += [
+            f"{first} {comparison['accuracy'][first]:.4f} against {second} {comparison['accuracy'][second]:.4f}: "
+            f"they disagree on {comparison['disagreements']:,} images (only {first} right on "
+            f"{comparison['only_first_right']:,}, only {second} right on {comparison['only_second_right']:,})",
+            f"largest recall differences ({second} minus {first}): "
+            + ", ".join(f"{row['class']} {row['difference']:+.4f}" for row in changes),
+            f"comparison: {comparison['comparison_path']}",
+        ]
+    return lines
 
 
 @app.command()

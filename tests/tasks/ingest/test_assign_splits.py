@@ -132,3 +132,19 @@ def test_a_cached_decode_takes_this_scans_labels():
     assert (relabelled["source_split"] == "train").all()
     with pytest.raises(ValueError, match="does not list the scanned files"):
         relabel(decoded, rescanned.iloc[1:])
+
+
+def test_an_evaluation_set_puts_every_usable_image_in_test_whatever_the_layout():
+    rows = [("train/cat/1.png", "cat", "train", "a"), ("test/dog/2.png", "dog", "test", "b"),
+            ("val/fox/3.png", "fox", "val", "c"), ("cat/4.png", "cat", None, "d")]  # fmt: skip
+    manifest = manifest_rows(rows)
+    manifest.loc[3, "status"] = "quarantined"
+    assigned, classes = assign_splits(manifest, SplitConfig(evaluation_only=True))
+    assert classes == ["cat", "dog", "fox"], "classes come from every folder, not only train"
+    assert assigned["split"].tolist()[:3] == ["test"] * 3 and pd.isna(assigned.loc[3, "split"])
+    assert assigned["label"].tolist()[:3] == [0, 1, 2]
+    assert dataset_fingerprint("decoded", manifest, SplitConfig(evaluation_only=True)) != dataset_fingerprint(
+        "decoded", manifest, SplitConfig()
+    ), "an evaluation set never shares a folder with a training dataset of the same images"
+    with pytest.raises(BadInputError, match="no usable images to evaluate on"):
+        assign_splits(manifest.iloc[[3]], SplitConfig(evaluation_only=True))

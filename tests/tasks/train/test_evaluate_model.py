@@ -6,6 +6,7 @@ import json
 
 import keras
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -151,6 +152,18 @@ def test_task_writes_metrics_json_and_confusion_png(saved_model_and_split, tmp_p
     assert result.metrics == written and result.accuracy == written["accuracy"]
     with Image.open(output_dir / "confusion.png") as image:
         assert image.format == "PNG"
+    answers = pd.read_parquet(result.predictions_path)
+    assert answers["true_class"].tolist() == [CLASSES[label] for label in [0, 1, 2] * 3]
+    correct = (answers["true_class"] == answers["predicted_class"]).mean()
+    assert correct == pytest.approx(written["accuracy"]) and answers["confidence"].between(0, 1).all()
+
+
+def test_task_names_the_classes_a_labelled_folder_lacks_or_adds(saved_model_and_split, tmp_path):
+    model_path, split_path = saved_model_and_split
+    with pytest.raises(BadInputError, match=r"differ from v0007's \(no images of zebra; classes the model does not"):
+        evaluate_model_task.fn(
+            str(model_path), str(split_path), tmp_path / "out", EvaluationConfig(), [*CLASSES[:2], "zebra"], "v0007"
+        )
 
 
 def test_task_names_both_shapes_when_the_model_does_not_fit_the_split(tmp_path):

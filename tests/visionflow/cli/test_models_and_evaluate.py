@@ -1,4 +1,4 @@
-"""`visionflow models`: list and show read the registry; promote and rollback move the champion."""
+"""`visionflow models` and `visionflow evaluate`: reading the registry, moving the champion, measuring a model."""
 
 from __future__ import annotations
 
@@ -58,3 +58,19 @@ def test_promote_refused_forced_and_rolled_back(run_cli, registry):
     assert back.returncode == 0 and "champion: v0003 -> v0001 (rollback)" in back.stdout
     shown = run_offline("models", "show", "v0003", home=registry).stdout
     assert "force v0001 -> v0003: known good" in shown and "rollback v0003 -> v0001" in shown
+
+
+def test_evaluate_json_and_a_class_mismatch(run_cli, home, make_image_folder):
+    from tests.scoring_helpers import register_tiny_model
+
+    register_tiny_model(home / "models")
+    register_tiny_model(home / "models", champion=False)
+    folder = make_image_folder(layout="flat", per_class=6)
+    result = run_cli("evaluate", "--data", str(folder), "--compare", "v0002", "--json")
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert result.returncode == 0 and summary["images"] == 18 and summary["comparison"]["models"] == ["v0001", "v0002"]
+    human = run_cli("evaluate", "--data", str(folder))
+    assert human.returncode == 0 and human.stdout.startswith("evaluated v0001 on ")
+    register_tiny_model(home / "models", classes=["cyan", "magenta"])
+    refused = run_cli("evaluate", "--data", str(folder), "--model", "v0003")
+    assert refused.returncode == 4 and "no images of cyan, magenta" in refused.stderr
