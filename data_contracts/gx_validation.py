@@ -5,6 +5,10 @@ validation loads its suite into a fresh ephemeral GX context (nothing is written
 no GX object is shared between threads, which GX does not support) and turns GX's result into
 a ContractReport: plain data a person, a log line, a JSON file or a Prefect artifact can use.
 Expectations carry meta.severity: "hard" failures stop a run, "soft" ones only warn.
+
+Given a Data Docs root (VISIONFLOW_HOME), each result is also stored in a GX file data context
+there and its page built, so the team can browse every validation in GX's own Data Docs site
+(<home>/gx/uncommitted/data_docs/local_site/index.html); the report carries the page's URL.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
+import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,12 @@ SUITES_DIR = Path(__file__).parent
 
 # How many example values of the identifying column a report shows per failed expectation.
 EXAMPLES_PER_FAILURE = 5
+
+# The Data Docs index page, relative to the file data context's root (VISIONFLOW_HOME).
+DATA_DOCS_INDEX = Path("gx/uncommitted/data_docs/local_site/index.html")
+# Rebuilding the index lists every stored validation, so its cost grows with the history; it is
+# rebuilt at most this often, in seconds, while each validation's own page is built at once.
+INDEX_REFRESH_SECONDS = 60.0
 
 # GX builds contexts and datasources with module-level state; one validation at a time keeps
 # concurrent Prefect tasks from corrupting each other's results.
@@ -70,6 +83,7 @@ class ContractReport:
     contract_version: str  # The suite's meta.contract_version.
     target: str  # What was validated, e.g. "manifest" or "train split".
     outcomes: list[ExpectationOutcome]
+    docs_url: str | None = None  # This validation's page in the GX Data Docs site, when one is kept.
 
     @property
     def hard_failures(self) -> list[ExpectationOutcome]:
@@ -93,6 +107,7 @@ class ContractReport:
             "failed": [outcome.expectation for outcome in self.hard_failures],
             "warnings": [outcome.expectation for outcome in self.soft_failures],
             "outcomes": [asdict(outcome) for outcome in self.outcomes],
+            "docs_url": self.docs_url,
         }
 
 
@@ -116,12 +131,23 @@ def validate(
     parameters: dict[str, Any],
     target: str,
     example_column: str = "path",
+    data_docs: Path | None = None,
+    run_name: str = "visionflow",
+    refresh_index: bool = False,
 ) -> ContractReport:
-    """Validate frame against the named suite, filling its $PARAMETER values from parameters."""
+    """Validate frame against the named suite, filling its $PARAMETER values from parameters.
+
+    With data_docs (a folder, VISIONFLOW_HOME), the result also goes into the GX Data Docs site
+    kept there, under run_name (what was validated: a dataset, a drop); the site's index is
+    rebuilt when refresh_index is set or it is over INDEX_REFRESH_SECONDS old.
+    """
     document = load_suite(suite_name)
     frame = frame.reset_index(drop=True)
     with _GX_LOCK:
-        raw_results = _run_gx(frame, document, parameters, example_column)
+        raw_results, gx_result = _run_gx(frame, document, parameters, example_column)
+        docs_url = None
+        if data_docs is not None:
+            docs_url = _add_to_data_docs(Path(data_docs), document["name"], run_name, target, gx_result, refresh_index)
     outcomes = [
         _outcome(expectation, result, example_column)
         for expectation, result in zip(document["expectations"], raw_results, strict=True)
@@ -131,11 +157,69 @@ def validate(
         contract_version=str(document["meta"]["contract_version"]),
         target=target,
         outcomes=outcomes,
+        docs_url=docs_url,
     )
 
 
-def _run_gx(frame: pd.DataFrame, document: dict, parameters: dict[str, Any], example_column: str) -> list:
-    """Run the suite with GX in a fresh ephemeral context; results in the suite's order."""
+def _add_to_data_docs(
+    root: Path, suite_name: str, run_name: str, target: str, result, refresh_index: bool
+) -> str | None:
+    """Store one validation result in the file data context at root and build its page; its URL.
+
+    Data Docs are for reading: a failure here is logged and never changes the contract's verdict.
+    """
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    try:
+        context = gx.get_context(mode="file", project_root_dir=str(root))
+        identifier = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+            run_id=RunIdentifier(run_name=_page_name(run_name), run_time=datetime.now(UTC)),
+            batch_identifier=_page_name(target),
+        )
+        context.validation_results_store.set(identifier, result)
+        index = root / DATA_DOCS_INDEX
+        stale = not index.is_file() or time.time() - index.stat().st_mtime > INDEX_REFRESH_SECONDS
+        context.build_data_docs(resource_identifiers=[identifier], build_index=refresh_index or stale)
+        return context.get_docs_sites_urls(resource_identifier=identifier)[0]["site_url"]
+    except Exception:  # GX raises many types; none of them may fail a run that passed its contract.
+        logger.warning("could not add the %s validation to the Data Docs under %s", suite_name, root, exc_info=True)
+        return None
+
+
+def refresh_data_docs_index(root: Path) -> Path | None:
+    """Rebuild the Data Docs index under root (after a burst of validations); its path, or None."""
+    import great_expectations as gx
+
+    index = Path(root) / DATA_DOCS_INDEX
+    if not index.parent.is_dir():
+        return None
+    with _GX_LOCK:
+        try:
+            context = gx.get_context(mode="file", project_root_dir=str(root))
+            keys = context.validation_results_store.list_keys()
+            if keys:
+                newest = max(keys, key=lambda key: key.run_id.run_time)
+                context.build_data_docs(resource_identifiers=[newest], build_index=True)
+        except Exception:  # Reading aid only: never fails the run.
+            logger.warning("could not rebuild the Data Docs index under %s", root, exc_info=True)
+            return None
+    return index
+
+
+def _page_name(text: str) -> str:
+    """text as one safe path component of a Data Docs page."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "validation"
+
+
+def _run_gx(frame: pd.DataFrame, document: dict, parameters: dict[str, Any], example_column: str) -> tuple[list, Any]:
+    """Run the suite with GX in a fresh ephemeral context; the results in the suite's order, and
+    GX's whole validation result."""
     import great_expectations as gx  # Imported here: it takes seconds, and only validation needs it.
     from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
 
@@ -171,7 +255,7 @@ def _run_gx(frame: pd.DataFrame, document: dict, parameters: dict[str, Any], exa
     ordered: list = [None] * len(expectations)
     for item in result.results:
         ordered[item.expectation_config.meta["position"]] = item
-    return ordered
+    return ordered, result
 
 
 def _outcome(expectation: dict, result, example_column: str) -> ExpectationOutcome:

@@ -62,11 +62,16 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
     split = assign_splits_task(scanned, decode_dir, config.split, layout.datasets, source.name)
     reports_dir = split.dataset_dir / "contracts"
     raw_report = validate_raw_manifest_task(
-        split.manifest, split.classes, config.contracts, reports_dir / "raw_manifest.json"
+        split.manifest, split.classes, config.contracts, reports_dir / "raw_manifest.json", layout.root
     )
     parquet_paths = write_parquet_task(split, decode_dir, spec, source.name, config.parquet)
     processed_reports = validate_processed_task(
-        parquet_paths, split.manifest, len(split.classes), spec.pixel_bytes, reports_dir / "processed_parquet.json"
+        parquet_paths,
+        split.manifest,
+        len(split.classes),
+        spec.pixel_bytes,
+        reports_dir / "processed_parquet.json",
+        layout.root,
     )
     record = record_dataset_task(
         split.manifest,

@@ -97,6 +97,7 @@ def score_one_drop(drop: Path, model: str, config: ScoringConfig, layout: HomeLa
         layout.ledger,
         outputs_root / "reports" / "predictions-contract.json",
         config.contract,
+        layout.root,
     )
     report = report_scoring_task(result, record, str(drop_path), contract, outputs_root / "reports", config.drift)
     seconds = time.perf_counter() - started

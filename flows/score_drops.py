@@ -27,6 +27,7 @@ from visionflow.errors import BusyError, VisionflowError
 from visionflow.flows.score import ScoringConfig, score_one_drop
 from visionflow.home import HomeLayout, resolve_home
 from visionflow.registry import CHAMPION
+from visionflow.tasks.score.validate_predictions import refresh_data_docs_task
 
 
 @flow(name="score-drops", flow_run_name="score-drops")
@@ -57,6 +58,8 @@ def score_drops_flow(
             handled.add(drop.name)
             if (claimed := claim_drop_task(drop, folders)) is not None:
                 outcomes[drop.name] = score_claimed_drop(claimed, folders, model, scoring or ScoringConfig(), layout)
+    if outcomes:
+        refresh_data_docs_task(layout.root)
     failed = sorted(name for name, outcome in outcomes.items() if "error" in outcome)
     if failed:
         raise VisionflowError(

@@ -41,6 +41,9 @@ def report_markdown(reports: list[ContractReport], title: str) -> str:
                 f"| {report.suite} | {report.target} | {outcome.expectation} | {outcome.column or ''} "
                 f"| {outcome.severity} | {result} | {detail} |"
             )
+    pages = [f"- [{report.suite} / {report.target}]({report.docs_url})" for report in reports if report.docs_url]
+    if pages:
+        lines += ["", "Great Expectations Data Docs (open on the machine that ran it):", *pages]
     return "\n".join(lines)
 
 

@@ -27,6 +27,12 @@ def in_prefect_run() -> bool:
     return TaskRunContext.get() is not None or FlowRunContext.get() is not None
 
 
+def flow_run_name() -> str:
+    """The current flow run's name, or "visionflow" outside a run (names a Data Docs page)."""
+    context = FlowRunContext.get()
+    return context.flow_run.name if context is not None and context.flow_run is not None else "visionflow"
+
+
 def run_label() -> str | None:
     """ "flow run NAME (ID)" inside a flow run, for records of who did what; None outside one."""
     context = FlowRunContext.get()

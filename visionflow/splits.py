@@ -43,7 +43,7 @@ class DatasetRecord(BaseModel):
     quarantine_examples: list[dict[str, str]]  # Up to 20 quarantined files: path and reason.
     manifest: str  # manifest.parquet: every file found, with its status and reason.
     parquet: dict[str, str]  # Path of each split's Parquet file, by split name.
-    contracts: dict[str, dict]  # Per suite: success, the failed expectations, the warnings.
+    contracts: dict[str, dict]  # Per suite: success, failed expectations, warnings, Data Docs page URLs.
 
 
 def split_file(dataset_dir: str | Path, split: str) -> Path:

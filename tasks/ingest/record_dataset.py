@@ -35,8 +35,9 @@ def dataset_summary(
     quarantined = manifest[manifest["status"] != STATUS_OK]
     contracts: dict[str, dict] = {}
     for report in reports:
-        entry = contracts.setdefault(report.suite, {"success": True, "failed": [], "warnings": []})
+        entry = contracts.setdefault(report.suite, {"success": True, "failed": [], "warnings": [], "data_docs": []})
         entry["success"] = entry["success"] and report.success
+        entry["data_docs"] += [report.docs_url] if report.docs_url else []
         entry["failed"] += [f"{report.target}: {name}" for name in report.to_dict()["failed"]]
         entry["warnings"] += [f"{report.target}: {name}" for name in report.to_dict()["warnings"]]
     splits = manifest[manifest["status"] == STATUS_OK]["split"].value_counts()

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from visionflow.contract_reports import publish_contract_reports
 from visionflow.data_contracts.gx_validation import ContractReport, validate
 from visionflow.errors import ContractBreachError
+from visionflow.run_context import flow_run_name
 from visionflow.tasks.ingest.scan_files import STATUS_OK
 
 PROCESSED_SUITE = "processed_parquet"
@@ -51,15 +52,23 @@ def processed_parameters(expected_rows: int, class_count: int, pixel_bytes: int)
 
 
 def validate_split_files(
-    parquet_paths: dict[str, str], expected_rows: dict[str, int], class_count: int, pixel_bytes: int
+    parquet_paths: dict[str, str],
+    expected_rows: dict[str, int],
+    class_count: int,
+    pixel_bytes: int,
+    data_docs: Path | None = None,
 ) -> list[ContractReport]:
     """The contract's verdict on every split file; a split with accepted rows but no file is a breach."""
     reports = []
-    for split in sorted(set(parquet_paths) | set(expected_rows)):
+    splits = sorted(set(parquet_paths) | set(expected_rows))
+    for split in splits:
         if split not in parquet_paths:
             raise ContractBreachError(f"split {split} has {expected_rows[split]} accepted images but no Parquet file")
         parameters = processed_parameters(expected_rows.get(split, 0), class_count, pixel_bytes)
-        reports.append(validate(processed_frame(parquet_paths[split]), PROCESSED_SUITE, parameters, f"{split} split"))
+        frame, target = processed_frame(parquet_paths[split]), f"{split} split"
+        last = split == splits[-1]  # The dataset's last validation brings the Data Docs index up to date.
+        docs = {"data_docs": data_docs, "run_name": flow_run_name(), "refresh_index": last}
+        reports.append(validate(frame, PROCESSED_SUITE, parameters, target, **docs))
     return reports
 
 
@@ -70,8 +79,10 @@ def validate_processed_task(
     class_count: int,
     pixel_bytes: int,
     report_path: Path,
+    data_docs: Path | None = None,
 ) -> list[ContractReport]:
     """Prefect task: the processed_parquet contract on every split file the manifest's accepted rows went to."""
-    reports = validate_split_files(parquet_paths, accepted_rows_per_split(manifest), class_count, pixel_bytes)
+    expected_rows = accepted_rows_per_split(manifest)
+    reports = validate_split_files(parquet_paths, expected_rows, class_count, pixel_bytes, data_docs)
     publish_contract_reports(reports, Path(report_path), "contract-processed-parquet", "Processed Parquet contract")
     return reports

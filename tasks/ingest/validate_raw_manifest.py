@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from visionflow.contract_reports import publish_contract_reports
 from visionflow.data_contracts.gx_validation import ContractReport, validate
 from visionflow.imaging import ACCEPTED_FORMATS
+from visionflow.run_context import flow_run_name
 
 RAW_SUITE = "raw_manifest"
 
@@ -47,9 +48,13 @@ def raw_manifest_parameters(classes: list[str], config: ContractConfig) -> dict:
 
 @task(name="validate-raw-manifest", cache_policy=NO_CACHE)
 def validate_raw_manifest_task(
-    manifest: pd.DataFrame, classes: list[str], config: ContractConfig, report_path: Path
+    manifest: pd.DataFrame, classes: list[str], config: ContractConfig, report_path: Path, data_docs: Path | None = None
 ) -> ContractReport:
-    """Prefect task: the raw_manifest contract on the scanned, decoded and split manifest."""
-    report = validate(manifest, RAW_SUITE, raw_manifest_parameters(classes, config), target="manifest")
+    """Prefect task: the raw_manifest contract on the scanned, decoded and split manifest.
+
+    data_docs (VISIONFLOW_HOME), when given, keeps the result in GX's Data Docs site there too.
+    """
+    parameters = raw_manifest_parameters(classes, config)
+    report = validate(manifest, RAW_SUITE, parameters, "manifest", data_docs=data_docs, run_name=flow_run_name())
     publish_contract_reports([report], Path(report_path), "contract-raw-manifest", "Raw manifest contract")
     return report

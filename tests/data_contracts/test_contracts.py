@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -290,3 +291,24 @@ def test_concurrent_validations_keep_their_own_results():
         else:
             assert failed(report) == [(IN_SET, "format")]
             assert report.hard_failures[0].examples == ["train/cat/000.png"]
+
+
+def test_a_validation_is_kept_in_the_data_docs_site_with_its_page(tmp_path):
+    broken = good_manifest()
+    broken.loc[0, "in_other_split"] = True
+    report = validate(broken, "raw_manifest", raw_manifest_parameters(CLASSES, ContractConfig()), "manifest",
+                      data_docs=tmp_path, run_name="ingest-/data/pets")  # fmt: skip
+    assert report.docs_url.startswith("file://") and "ingest-data-pets" in report.docs_url
+    page = Path(report.docs_url.removeprefix("file://"))
+    assert page.is_file() and "in_other_split" in page.read_text() and "Failed" in page.read_text()
+    index = tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    assert index.is_file() and report.to_dict()["docs_url"] == report.docs_url
+
+
+def test_data_docs_that_cannot_be_written_never_change_the_verdict(tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    report = validate(good_manifest(), "raw_manifest", raw_manifest_parameters(CLASSES, ContractConfig()),
+                      "manifest", data_docs=blocker / "home")  # fmt: skip
+    assert report.success and report.docs_url is None
+    assert "could not add the raw_manifest validation to the Data Docs" in caplog.text

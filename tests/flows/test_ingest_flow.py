@@ -47,6 +47,11 @@ def test_a_split_folder_becomes_validated_parquet(make_image_folder, home):
     record = json.loads((Path(summary.dataset_dir) / "dataset.json").read_text())
     assert record["dataset_fingerprint"] == summary.dataset_fingerprint
     assert Path(summary.dataset_dir).is_relative_to(home)
+    # Every validation is in the GX Data Docs site under the home, and the index lists all four.
+    pages = [url for outcome in summary.contracts.values() for url in outcome["data_docs"]]
+    assert len(pages) == 4 and all(Path(url.removeprefix("file://")).is_file() for url in pages)
+    index = (home / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
+    assert all(Path(url).parent.parent.name in index for url in pages), "the index links every run"
 
 
 @pytest.mark.usefixtures("prefect_server")

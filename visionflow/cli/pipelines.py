@@ -85,7 +85,8 @@ def _ingest_lines(summary: dict) -> list[str]:
     for suite, outcome in summary["contracts"].items():
         state = "passed" if outcome["success"] else "FAILED"
         warnings = f" ({len(outcome['warnings'])} warnings)" if outcome["warnings"] else ""
-        lines.append(f"contract {suite}: {state}{warnings}")
+        pages = f"; Data Docs: {outcome['data_docs'][0]}" if outcome.get("data_docs") else ""
+        lines.append(f"contract {suite}: {state}{warnings}{pages}")
     for example in summary["quarantine_examples"][:5]:
         lines.append(f"quarantined: {example['path']}: {example['reason']}")
     if summary["quarantined"] > 5:

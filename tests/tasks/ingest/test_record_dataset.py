@@ -37,7 +37,7 @@ def test_summary_counts_splits_quarantine_and_contract_outcomes(tmp_path):
     assert summary.quarantine_examples == [
         {"path": "train/a/bad.png", "reason": "corrupt or truncated image: broken data stream"}
     ]
-    assert summary.contracts["raw_manifest"] == {"success": True, "failed": [], "warnings": []}
+    assert summary.contracts["raw_manifest"] == {"success": True, "failed": [], "warnings": [], "data_docs": []}
     assert summary.contracts["processed_parquet"]["warnings"] == ["manifest: expect_column_values_to_be_in_set"]
     json.dumps(summary.model_dump(mode="json"))
 
