@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+# The deployments visionflow serves and deploys, in the order deployments/definitions.py builds them.
+DEPLOYMENT_NAMES = ("train", "score-drops", "score", "ingest", "evaluate", "promote", "rollback")
+
 
 class InboxConfig(BaseModel):
     """When an inbox drop counts as ready, and how long a claim lasts."""

@@ -7,12 +7,15 @@ standard logging and skip the artifact, instead of failing.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import (
+    create_image_artifact,
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
@@ -59,6 +62,26 @@ def publish_table(key: str, table: list[dict], description: str) -> None:
     """A keyed table artifact."""
     if in_prefect_run():
         create_table_artifact(key=key, table=table, description=description)
+
+
+# PNGs larger than this, in bytes, are not embedded in an artifact (the Prefect database keeps it).
+MAX_EMBEDDED_IMAGE_BYTES = 2 * 1024 * 1024
+
+
+def publish_image(key: str, png_path: Path, description: str) -> None:
+    """A keyed image artifact showing a PNG in the UI, embedded as a data URL.
+
+    The image travels inside the artifact, so the UI shows it wherever the browser is, with no
+    file server and nothing reachable from outside.
+    """
+    if not in_prefect_run():
+        return
+    data = Path(png_path).read_bytes()
+    if len(data) > MAX_EMBEDDED_IMAGE_BYTES:
+        run_logger(__name__).info("%s is too large to show in the UI; open it on disk", png_path)
+        return
+    url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    create_image_artifact(image_url=url, key=key, description=description)
 
 
 def start_progress(key: str, description: str) -> UUID | None:

@@ -23,7 +23,7 @@ from visionflow.atomic import atomic_path, write_json_atomically
 from visionflow.errors import BadInputError
 from visionflow.prediction import predict_probabilities, uses_flip_tta
 from visionflow.registry import load_model
-from visionflow.run_context import publish_markdown, publish_table, run_logger
+from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
 from visionflow.splits import load_split_arrays, read_split_paths
 
 if TYPE_CHECKING:
@@ -285,6 +285,7 @@ def evaluate_model_task(
     paths = read_split_paths(test_file)
     predictions_path = write_predictions(paths, labels, probabilities, class_names, output_dir / "predictions.parquet")
     publish_markdown(METRICS_ARTIFACT_KEY, metrics_markdown(metrics), "Test-split metrics of the evaluated model")
+    publish_image("confusion-matrix-plot", png_path, "Confusion matrix (rows true, columns predicted)")
     publish_table(
         CONFUSION_ARTIFACT_KEY, confusion_table_rows(metrics), "Confusion matrix (rows true, columns predicted)"
     )

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from visionflow.atomic import write_json_atomically
-from visionflow.run_context import publish_markdown, publish_table, run_logger
+from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
 from visionflow.splits import load_split_arrays
 from visionflow.tasks.train.build_model import (
     UnsuitableInputError,
@@ -269,9 +269,8 @@ def train_model_task(train_path: str, val_path: str, preset: Preset, run_dir: Pa
         "| {} | {} | {:.1f} | {:.0f} | {:.4f} |".format(preset_name, *summary),
         "Training summary",
     )
-    publish_table(
-        "training-curves", history_rows(result.history), "Loss and accuracy per epoch (curves.png as a table)"
-    )
+    publish_image("training-curves-plot", result.model_path.parent / "curves.png", "Loss and accuracy per epoch")
+    publish_table("training-curves", history_rows(result.history), "Loss and accuracy per epoch, as numbers")
     return result
 
 

@@ -9,7 +9,7 @@ from prefect.utilities.callables import parameter_schema
 
 from visionflow.deployments.definitions import all_deployments
 from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
-from visionflow.deployments.settings import ServeConfig
+from visionflow.deployments.settings import DEPLOYMENT_NAMES, ServeConfig
 from visionflow.flows.evaluate import evaluate_flow
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.models import promote_flow, rollback_flow
@@ -36,6 +36,7 @@ def deployments():
 
 def test_every_deployment_runs_its_flow_with_parameters_the_flow_accepts(deployments):
     assert set(deployments) == set(FLOWS)
+    assert list(deployments) == list(DEPLOYMENT_NAMES), "serve announces the deployments it serves"
     for name, deployment in deployments.items():
         flow = FLOWS[name]
         assert deployment.flow_name == flow.name

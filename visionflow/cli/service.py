@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from visionflow.cli.common import (
     prepare,
     validated_config,
 )
-from visionflow.deployments.settings import ServeConfig
+from visionflow.deployments.settings import DEPLOYMENT_NAMES, ServeConfig
 
 
 def _default(field: str) -> str:
@@ -94,15 +95,16 @@ def serve(
 
     def announce(api_url: str) -> None:
         ready = {"api_url": api_url, "ui_url": api_url.removesuffix("/api"), "inbox": str(layout.drops / "inbox"),
-                 "deployments": ["train", "score-drops", "score", "ingest"]}  # fmt: skip
+                 "deployments": list(DEPLOYMENT_NAMES)}  # fmt: skip
         if json_output:
             typer.echo(json.dumps(ready))
         else:
             typer.echo(f"visionflow is serving: UI at {ready['ui_url']}; drop folders into {ready['inbox']}")
             every = config.score_every_seconds
-            typer.echo(f"deployments: train (cron {config.train_cron}), score-drops (every {every} s and on each "
-                       "ready drop), score, ingest; Ctrl-C stops")  # fmt: skip
+            typer.echo(f"deployments: train (cron {config.train_cron}), score-drops (every {every} s and when "
+                       "drops are ready), score, ingest, evaluate, promote, rollback; Ctrl-C stops")  # fmt: skip
 
+    os.environ["VISIONFLOW_COMMAND"] = " ".join(["visionflow", *sys.argv[1:]])  # Served runs record who started them.
     start_reaper()  # The server and the flow runs it starts end with it, even after a SIGKILL.
     try:
         run_service(layout, config, on_started=lambda _url: configure_logging(), on_ready=announce)

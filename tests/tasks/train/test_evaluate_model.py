@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import keras
@@ -212,3 +213,7 @@ def test_inside_a_flow_the_task_publishes_keyed_artifacts(saved_model_and_split,
     assert "# Evaluation on the test split" in artifacts["evaluation-metrics"].data
     assert artifacts["confusion-matrix"].type == "table"
     assert len(json.loads(artifacts["confusion-matrix"].data)) == len(CLASSES)
+    plot = artifacts["confusion-matrix-plot"]
+    assert plot.type == "image" and plot.data.startswith("data:image/png;base64,")
+    png = base64.b64decode(plot.data.removeprefix("data:image/png;base64,"))
+    assert png == (tmp_path / "evaluation" / "confusion.png").read_bytes(), "the picture itself, embedded"
