@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from visionflow.champion import ChampionChange, rollback_champion, set_champion
 from visionflow.errors import BadInputError, GateRefusedError
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
+from visionflow.mlflow_tracking import move_champion_alias
 from visionflow.registry import find_model, read_champion, read_metadata
 from visionflow.run_context import publish_table, run_label, run_logger
 from visionflow.splits import split_file
@@ -91,6 +92,7 @@ def publish_move(move: ChampionMove, models_root: Path) -> None:
 
     if move.action != "none":
         emit(MODEL_PROMOTED, MODEL_RESOURCE_PREFIX, move.to_version, move.model_dump())
+        move_champion_alias(move.to_version)
     rows = [change.model_dump() for change in reversed(read_history(models_root))][:50]
     publish_table("champion-history", rows, "Champion changes, newest first")
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from visionflow.champion import set_champion
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
 from visionflow.image_profile import ImageProfile, profile_split
+from visionflow.mlflow_tracking import mirror_registration
 from visionflow.registry import MODEL_FILE, read_champion, register
 from visionflow.run_context import publish_markdown, run_label, run_logger
 from visionflow.splits import DatasetRecord, read_split_metadata
@@ -132,6 +133,19 @@ def register_and_promote(
     )
 
 
+def mirror_to_mlflow(
+    registration: Registration, training: TrainResult, evaluation: EvaluationResult, preset: Preset, dataset
+) -> str | None:
+    """The registered version as an MLflow run and model version, when MLFLOW_TRACKING_URI is set."""
+    parameters = {"preset": preset.name, "dataset_fingerprint": dataset.dataset_fingerprint,
+                  **preset_hyperparameters(preset)}  # fmt: skip
+    headline = ("accuracy", "macro_f1", "macro_precision", "macro_recall")
+    test_metrics = {name: evaluation.metrics[name] for name in headline if name in evaluation.metrics}
+    files = [evaluation.metrics_path, evaluation.confusion_png, training.model_path.parent / "curves.png"]
+    return mirror_registration(registration.model_version, parameters, training.history, test_metrics, files,
+                               Path(registration.model_path), registration.promoted)  # fmt: skip
+
+
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_model_task(
     dataset: DatasetRecord,
@@ -160,6 +174,7 @@ def register_model_task(
         "preset": preset.name,
     }
     emit(event, MODEL_RESOURCE_PREFIX, version, payload)
+    mirror_to_mlflow(registration, training, evaluation, preset, dataset)
     if decision.promoted:
         log.info("registered %s and promoted it to champion: %s", version, decision.reason)
     else:

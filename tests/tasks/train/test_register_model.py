@@ -132,3 +132,17 @@ def test_package_versions_name_the_libraries_that_shape_a_model():
     versions = package_versions()
     assert {"tensorflow", "keras", "numpy", "visionflow"} <= set(versions)
     assert all(isinstance(version, str) and version[0].isdigit() for version in versions.values())
+
+
+def test_with_mlflow_on_the_registration_is_mirrored_there(candidate, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    decision, preset = GateDecision(True, "first", None, None), resolve_preset("tiny", {"epochs": 1})
+    registration = register_model_task.fn(*candidate, preset, decision, tmp_path / "models")
+    champion = MlflowClient(uri).get_model_version_by_alias("visionflow", "champion")
+    assert champion.tags["visionflow_version"] == registration.model_version == "v0001"
+    run = MlflowClient(uri).get_run(champion.run_id)
+    assert run.data.metrics["test_accuracy"] == 0.75 and run.data.params["preset"] == "tiny"
