@@ -4,6 +4,7 @@ a promoted model, a rejected one."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,17 +19,20 @@ from tests.registry_helpers import register_with_metrics, write_test_split
 ONE_PROCESS = ScoringConfig.model_validate({"scan": {"workers": 1}, "score": {"workers": 1}})
 
 
-def read_visionflow_events(expected: set[str], timeout: float = 60) -> dict[str, list]:
-    """The visionflow events on the server, by name, once every expected name has arrived."""
+def read_visionflow_events(expected: set[str], since: datetime, timeout: float = 60) -> dict[str, list]:
+    """The visionflow events on the server since a moment (the test server is shared), by name,
+    once every expected name has arrived."""
     from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
     from prefect.events.worker import EventsWorker
 
     EventsWorker.drain_all(timeout=10)
     deadline = time.monotonic() + timeout
     while True:
         with get_client(sync_client=True) as client:
-            page = client.read_events(filter=EventFilter(event=EventNameFilter(prefix=["visionflow."])), limit=50)
+            names, occurred = EventNameFilter(prefix=["visionflow."]), EventOccurredFilter(since=since)
+            wanted = EventFilter(event=names, occurred=occurred)
+            page = client.read_events(filter=wanted, limit=50)
         events: dict[str, list] = {}
         for event in page.events:
             events.setdefault(event.event, []).append(event)
@@ -39,6 +43,7 @@ def read_visionflow_events(expected: set[str], timeout: float = 60) -> dict[str,
 
 @pytest.mark.usefixtures("prefect_server")
 def test_drops_and_models_announce_what_happened(home):
+    started = datetime.now(UTC)
     dataset_dir = home / "datasets" / "shapes"
     write_test_split(dataset_dir)
     for accuracy, champion in ((0.40, True), (0.99, False), (0.20, False)):
@@ -52,7 +57,7 @@ def test_drops_and_models_announce_what_happened(home):
     with pytest.raises(GateRefusedError):
         promote_flow(version="v0003", home=str(home))
 
-    events = read_visionflow_events({DROP_SCORED, DROP_DRIFTED, MODEL_PROMOTED, MODEL_REJECTED})
+    events = read_visionflow_events({DROP_SCORED, DROP_DRIFTED, MODEL_PROMOTED, MODEL_REJECTED}, started)
     scored = events[DROP_SCORED][0]
     assert scored.resource.id == "visionflow.drop.reds" and scored.payload["counts"]["scored"] == 40
     assert scored.payload["model_version"] == "v0001" and scored.payload["report"].endswith(".json")
