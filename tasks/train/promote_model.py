@@ -16,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from visionflow.champion import ChampionChange, rollback_champion, set_champion
+from visionflow.champion import ChampionChange, read_history, rollback_champion, set_champion
 from visionflow.errors import BadInputError, GateRefusedError
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
 from visionflow.mlflow_tracking import move_champion_alias
@@ -87,12 +87,15 @@ def promote(
 
 
 def publish_move(move: ChampionMove, models_root: Path) -> None:
-    """The move as an event, and the champion history as a table artifact."""
-    from visionflow.champion import read_history
-
+    """The move as an event, the MLflow alias moved with it, and the champion history as a table."""
     if move.action != "none":
         emit(MODEL_PROMOTED, MODEL_RESOURCE_PREFIX, move.to_version, move.model_dump())
         move_champion_alias(move.to_version)
+    publish_champion_history(models_root)
+
+
+def publish_champion_history(models_root: Path) -> None:
+    """The champion history, newest first (the last 50 changes), as a table artifact."""
     rows = [change.model_dump() for change in reversed(read_history(models_root))][:50]
     publish_table("champion-history", rows, "Champion changes, newest first")
 

@@ -30,6 +30,7 @@ from visionflow.splits import DatasetRecord, read_split_metadata
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
 from visionflow.tasks.train.presets import Preset, preset_hyperparameters
+from visionflow.tasks.train.promote_model import publish_champion_history
 from visionflow.tasks.train.train_model import TrainResult, forget_finished_training
 
 # Packages whose versions a model's metadata records, because they shape its pixels or weights.
@@ -185,4 +186,5 @@ def register_model_task(
         f"- champion now: {registration.champion_version or 'none'}\n",
         f"Registration of model {version}",
     )
+    publish_champion_history(Path(models_root))
     return registration

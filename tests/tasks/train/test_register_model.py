@@ -146,3 +146,23 @@ def test_with_mlflow_on_the_registration_is_mirrored_there(candidate, tmp_path, 
     assert champion.tags["visionflow_version"] == registration.model_version == "v0001"
     run = MlflowClient(uri).get_run(champion.run_id)
     assert run.data.metrics["test_accuracy"] == 0.75 and run.data.params["preset"] == "tiny"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_inside_a_flow_the_registration_shows_the_champion_history(candidate, tmp_path):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    @flow(name="register-test")
+    def register_flow():
+        decision = GateDecision(True, "first", None, None)
+        return register_model_task(*candidate, resolve_preset("tiny"), decision, tmp_path / "models")
+
+    state = register_flow(return_state=True)
+    run_filter = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        artifacts = {artifact.key: artifact for artifact in client.read_artifacts(artifact_filter=run_filter)}
+    history = json.loads(artifacts["champion-history"].data)
+    assert history[0]["to_version"] == "v0001" and history[0]["reason"] == "first"
+    assert history[0]["by"].startswith("flow run ")
