@@ -182,6 +182,7 @@ def _add_to_data_docs(
             run_id=RunIdentifier(run_name=_page_name(run_name), run_time=datetime.now(UTC)),
             batch_identifier=_page_name(target),
         )
+        result.meta["run_id"] = identifier.run_id  # The page's title and "Run Name" show it.
         context.validation_results_store.set(identifier, result)
         index = root / DATA_DOCS_INDEX
         stale = not index.is_file() or time.time() - index.stat().st_mtime > INDEX_REFRESH_SECONDS
