@@ -25,6 +25,10 @@ from visionflow.cli.common import (
     validated_config,
 )
 
+# What the train, evaluate and score flows import late (Keras in their model stages, Great
+# Expectations in their contracts); prepare() starts importing them at once (see its docstring).
+FLOW_PREFETCH = ("keras", "great_expectations")
+
 
 @app.callback()
 def main() -> None:
@@ -118,7 +122,7 @@ def train(
     json_output: JsonOption = False,
 ) -> None:
     """Ingest, train, evaluate and register a model; promote it to champion if it passes the gate."""
-    layout = prepare(home, json_output)
+    layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
     from visionflow.flows.ingest import IngestConfig
     from visionflow.flows.train import train_flow
 
@@ -163,7 +167,7 @@ def evaluate(
 
     The folder goes through the same scan, decode and data contracts as training data, every image in the test split.
     """  # noqa: E501 (typer shows each docstring paragraph as written)
-    layout = prepare(home, json_output)
+    layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
     from visionflow.flows.evaluate import evaluate_flow
     from visionflow.flows.ingest import IngestConfig
 
@@ -218,7 +222,7 @@ def score(
 
     Each file ends in exactly one row, a prediction or a rejection with its reason. Images the model already scored (in this drop or another) are not scored again.
     """  # noqa: E501 (typer shows each docstring paragraph as written)
-    layout = prepare(home, json_output)
+    layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
     from visionflow.flows.score import ScoringConfig, score_flow
 
     values = {"scan": given(workers=workers), "score": given(batch_size=batch_size, workers=workers)}
