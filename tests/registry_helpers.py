@@ -52,3 +52,12 @@ def register_with_metrics(models_root: Path, dataset_dir: Path, accuracy: float,
     )
     metadata_path.write_text(json.dumps(metadata))
     return version
+
+
+def three_model_registry(models_root: Path, dataset_dir: Path) -> Path:
+    """v0001 the champion (accuracy 0.40), v0002 a strong candidate (0.99), v0003 one below the
+    floors (0.20), all evaluated on one test split in dataset_dir; returns models_root."""
+    write_test_split(dataset_dir)
+    for accuracy, champion in ((0.40, True), (0.99, False), (0.20, False)):
+        register_with_metrics(models_root, dataset_dir, accuracy, champion)
+    return Path(models_root)

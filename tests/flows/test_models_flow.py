@@ -9,15 +9,13 @@ from visionflow.errors import BadInputError, GateRefusedError
 from visionflow.flows.models import promote_flow, rollback_flow
 from visionflow.registry import read_champion
 
-from tests.registry_helpers import register_with_metrics, write_test_split
+from tests.registry_helpers import three_model_registry
 
 
 @pytest.fixture
 def registry_home(home):
     dataset_dir = home / "datasets" / "shapes"
-    write_test_split(dataset_dir)
-    for accuracy, champion in ((0.40, True), (0.99, False), (0.20, False)):
-        register_with_metrics(home / "models", dataset_dir, accuracy, champion)
+    three_model_registry(home / "models", dataset_dir)
     return home
 
 

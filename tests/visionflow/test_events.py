@@ -14,7 +14,7 @@ from visionflow.flows.models import promote_flow
 from visionflow.flows.score import ScoringConfig, score_flow
 
 from tests.conftest import write_image
-from tests.registry_helpers import register_with_metrics, write_test_split
+from tests.registry_helpers import three_model_registry
 
 ONE_PROCESS = ScoringConfig.model_validate({"scan": {"workers": 1}, "score": {"workers": 1}})
 
@@ -45,9 +45,7 @@ def read_visionflow_events(expected: set[str], since: datetime, timeout: float =
 def test_drops_and_models_announce_what_happened(home):
     started = datetime.now(UTC)
     dataset_dir = home / "datasets" / "shapes"
-    write_test_split(dataset_dir)
-    for accuracy, champion in ((0.40, True), (0.99, False), (0.20, False)):
-        register_with_metrics(home / "models", dataset_dir, accuracy, champion)
+    three_model_registry(home / "models", dataset_dir)
     drop = home / "incoming" / "reds"
     for index in range(40):  # 30 or more images get a drift verdict; saturated red is far from the profile.
         write_image(drop / f"{index}.png", (250, 5, 5), seed=index)

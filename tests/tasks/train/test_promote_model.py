@@ -13,7 +13,7 @@ from visionflow.tasks.train.evaluate_model import EvaluationConfig
 from visionflow.tasks.train.gate_model import GateConfig
 from visionflow.tasks.train.promote_model import promote, promote_model_task, rollback_champion_task
 
-from tests.registry_helpers import register_with_metrics, write_test_split
+from tests.registry_helpers import three_model_registry
 
 LOG = logging.getLogger(__name__)
 
@@ -22,12 +22,7 @@ LOG = logging.getLogger(__name__)
 def registry(tmp_path):
     """v0001 the champion; v0002 a strong candidate; v0003 one below the floors. One test split."""
     dataset_dir = tmp_path / "datasets" / "shapes"
-    write_test_split(dataset_dir)
-    root = tmp_path / "models"
-    register_with_metrics(root, dataset_dir, 0.40, champion=True)
-    register_with_metrics(root, dataset_dir, 0.99, champion=False)
-    register_with_metrics(root, dataset_dir, 0.20, champion=False)
-    return root
+    return three_model_registry(tmp_path / "models", dataset_dir)
 
 
 def test_a_candidate_that_passes_the_gate_becomes_champion_and_is_recorded(registry):

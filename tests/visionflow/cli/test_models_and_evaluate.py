@@ -8,15 +8,13 @@ import subprocess
 import pytest
 
 from tests.conftest import VISIONFLOW
-from tests.registry_helpers import register_with_metrics, write_test_split
+from tests.registry_helpers import three_model_registry
 
 
 @pytest.fixture
 def registry(home):
     dataset_dir = home / "datasets" / "shapes"
-    write_test_split(dataset_dir)
-    for accuracy, champion in ((0.40, True), (0.99, False), (0.20, False)):
-        register_with_metrics(home / "models", dataset_dir, accuracy, champion)
+    three_model_registry(home / "models", dataset_dir)
     return home
 
 
