@@ -36,6 +36,7 @@ LOCK_FILE = ".champion.lock"
 # promote: a model passed the gate (training's, or `visionflow models promote`); force: promoted
 # past the gate with a stated reason; rollback: returned to the champion before.
 Action = Literal["promote", "force", "rollback"]
+COMMAND_VARIABLE = "VISIONFLOW_COMMAND"  # The visionflow command line that started this process.
 ANY_CHAMPION = object()  # set_champion's expected_from when the caller did not compare with a champion.
 
 
@@ -205,6 +206,11 @@ def _promoted_by_training(version_dir: Path) -> bool:
         return False
 
 
+def record_command() -> None:
+    """Note this process's visionflow command line; runs it starts (served ones too) inherit it."""
+    os.environ[COMMAND_VARIABLE] = " ".join(["visionflow", *sys.argv[1:]])
+
+
 def command_line() -> str:
-    """This process's command line, as the history records who changed the champion."""
-    return " ".join(["visionflow" if sys.argv[0].endswith("visionflow") else Path(sys.argv[0]).name, *sys.argv[1:]])
+    """The visionflow command behind this process, as the history records who moved the champion."""
+    return os.environ.get(COMMAND_VARIABLE) or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

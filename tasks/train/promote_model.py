@@ -9,14 +9,13 @@ champion history (visionflow/champion.py) and announced as a Prefect event.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from visionflow.champion import ChampionChange, read_history, rollback_champion, set_champion
+from visionflow.champion import ChampionChange, command_line, read_history, rollback_champion, set_champion
 from visionflow.errors import BadInputError, GateRefusedError
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
 from visionflow.mlflow_tracking import move_champion_alias
@@ -25,8 +24,6 @@ from visionflow.run_context import publish_table, run_label, run_logger
 from visionflow.splits import split_file
 from visionflow.tasks.train.evaluate_model import EvaluationConfig
 from visionflow.tasks.train.gate_model import GateConfig, decide, measure_champion
-
-COMMAND_VARIABLE = "VISIONFLOW_COMMAND"  # The visionflow command line that started this process, if any.
 
 
 class ChampionMove(BaseModel):
@@ -42,8 +39,7 @@ class ChampionMove(BaseModel):
 
 def actor() -> str:
     """Who is moving the champion: this flow run and the visionflow command that started it."""
-    parts = [run_label(), os.environ.get(COMMAND_VARIABLE)]
-    return " via ".join(part for part in parts if part) or "unknown"
+    return " via ".join(part for part in (run_label(), command_line()) if part)
 
 
 def candidate_test_split(models_root: Path, version: str) -> str:

@@ -25,12 +25,12 @@ from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PRE
 from visionflow.image_profile import ImageProfile, profile_split
 from visionflow.mlflow_tracking import mirror_registration
 from visionflow.registry import MODEL_FILE, read_champion, register
-from visionflow.run_context import publish_markdown, run_label, run_logger
+from visionflow.run_context import publish_markdown, run_logger
 from visionflow.splits import DatasetRecord, read_split_metadata
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
 from visionflow.tasks.train.presets import Preset, preset_hyperparameters
-from visionflow.tasks.train.promote_model import publish_champion_history
+from visionflow.tasks.train.promote_model import actor, publish_champion_history
 from visionflow.tasks.train.train_model import TrainResult, forget_finished_training
 
 # Packages whose versions a model's metadata records, because they shape its pixels or weights.
@@ -123,7 +123,7 @@ def register_and_promote(
     record = {**metadata, "gate": asdict(decision), "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
     version = register(files, record, models_root)
     if decision.promoted:
-        set_champion(models_root, version, reason=decision.reason, by=run_label())
+        set_champion(models_root, version, reason=decision.reason, by=actor())
     champion = read_champion(models_root)
     return Registration(
         model_version=version,

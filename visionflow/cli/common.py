@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,6 +60,7 @@ def prepare(home: Path | None, json_output: bool, prefetch: tuple[str, ...] = ()
     Expectations about 3 s): they start importing on a background thread now, while Prefect is
     imported and its temporary server starts, instead of one after another later.
     """
+    from visionflow.champion import record_command
     from visionflow.home import configure_environment
     from visionflow.reaper import start_reaper
     from visionflow.temporary_server import start_temporary_server
@@ -74,8 +73,7 @@ def prepare(home: Path | None, json_output: bool, prefetch: tuple[str, ...] = ()
             4,
             False,
         )
-    # Records of who did what (the champion history) name the command that started a run.
-    os.environ["VISIONFLOW_COMMAND"] = " ".join(["visionflow", *sys.argv[1:]])
+    record_command()  # Records of who did what (the champion history) name the command behind a run.
     start_reaper()  # Whatever this command starts ends with it, even after a SIGKILL.
     global _TEMPORARY_SERVER
     _TEMPORARY_SERVER = start_temporary_server()  # Boots while the imports below run.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from visionflow.champion import record_command
 from visionflow.cli.common import (
     HomeOption,
     JsonOption,
@@ -104,7 +104,7 @@ def serve(
             typer.echo(f"deployments: train (cron {config.train_cron}), score-drops (every {every} s and when "
                        "drops are ready), score, ingest, evaluate, promote, rollback; Ctrl-C stops")  # fmt: skip
 
-    os.environ["VISIONFLOW_COMMAND"] = " ".join(["visionflow", *sys.argv[1:]])  # Served runs record who started them.
+    record_command()  # Served runs record who started them.
     start_reaper()  # The server and the flow runs it starts end with it, even after a SIGKILL.
     try:
         run_service(layout, config, on_started=lambda _url: configure_logging(), on_ready=announce)
