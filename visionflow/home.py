@@ -87,11 +87,6 @@ class HomeLayout:
         return self.root / "drops"
 
     @property
-    def data_docs(self) -> Path:
-        """The index page of the Great Expectations Data Docs site of every contract run."""
-        return self.root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-
-    @property
     def prefect(self) -> Path:
         """Prefect's home: its SQLite database and persisted task results."""
         return self.root / "prefect"
