@@ -21,6 +21,8 @@ from visionflow.home import configure_environment  # noqa: E402
 
 configure_environment(_SESSION_HOME)
 
+from tests.postgres_helpers import postgres_server  # noqa: E402, F401  (a session fixture for the PostgreSQL tests)
+
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 VISIONFLOW = [sys.executable, "-m", "visionflow"]  # The command as a user runs it.
 SHARED_CIFAR10 = REPOSITORY_ROOT.parent / "shared" / "datasets" / "cifar10"

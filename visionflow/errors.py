@@ -46,3 +46,11 @@ class GateRefusedError(VisionflowError):
     and `--force --reason TEXT` promotes it anyway."""
 
     exit_code = 8
+
+
+class UnreachableError(VisionflowError):
+    """A database visionflow shares with other runs (a PostgreSQL scoring ledger) cannot be reached:
+    the message names it (password hidden) and what failed; the same command finishes the work
+    once it answers, keeping what was committed before."""
+
+    exit_code = 9

@@ -1,7 +1,8 @@
 """Where visionflow keeps its files, and the environment Prefect and Great Expectations run in.
 
 Everything visionflow writes lives under VISIONFLOW_HOME (default ./visionflow-home), Prefect's
-own database and task results included. configure_environment must run before Prefect is
+own database and task results included; only the scoring ledger may live elsewhere, in a database
+that VISIONFLOW_LEDGER_URL names. configure_environment must run before Prefect is
 imported: Prefect reads these settings when it starts.
 """
 
@@ -10,8 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 DEFAULT_HOME = "visionflow-home"
+
+# A database URL for the scoring ledger that many runs share (postgresql+psycopg://user@host/db);
+# unset, each home keeps its own SQLite ledger.
+LEDGER_URL_VARIABLE = "VISIONFLOW_LEDGER_URL"
 
 BUILT_IN_SOURCES = ("cifar10", "demo")  # Dataset names --data takes besides a folder (exported under sources/).
 
@@ -80,6 +86,14 @@ class HomeLayout:
         It lives outside predictions/, whose folders are named after drops.
         """
         return self.root / "ledger" / "scoring.sqlite"
+
+    @property
+    def ledger_url(self) -> str:
+        """Where scoring runs keep their ledger: $VISIONFLOW_LEDGER_URL when set (one database that
+        the runs of many homes and machines share; they must share the registered models too, as
+        the ledger keys predictions by model version), else the SQLite file at ledger."""
+        # Quoted, so that a folder name holding '?' or '%' stays part of the path.
+        return os.environ.get(LEDGER_URL_VARIABLE) or f"sqlite:///{quote(str(self.ledger))}"
 
     @property
     def drops(self) -> Path:

@@ -1,6 +1,8 @@
 """The scoring ledger: which image contents each model has scored, and what each drop holds.
 
-A SQLite database under VISIONFLOW_HOME/ledger/scoring.sqlite with four tables:
+A database with four tables (visionflow/ledger_store.py): the SQLite file
+VISIONFLOW_HOME/ledger/scoring.sqlite by default, or a PostgreSQL database that the runs of a
+team share (VISIONFLOW_LEDGER_URL; see HomeLayout.ledger_url):
 
 - predictions: one row per (image sha256, model version), with the class probabilities. An
   image seen again, in the same drop or another, is looked up here instead of being scored again.
@@ -16,86 +18,68 @@ killed in between leaves a pending part: the next run of that drop deletes it an
 files again, so every file ends up in exactly one committed row. A part file the ledger does not
 know at all (the ledger was lost or replaced) was renamed into place whole, so it is adopted: its
 rows are read back into the ledger, and nothing written is ever deleted for want of a record.
+
+Writes are transactions: BEGIN IMMEDIATE on SQLite, so one process writes at a time; READ
+COMMITTED on PostgreSQL, where reserving and releasing contents (and creating the tables) also
+take a transaction-wide advisory lock, so two runs reserving at once never both hold one content.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from visionflow.errors import DamagedStateError, NoSpaceError
-
-# Rows per SQL statement when looking many keys up at once; SQLite allows 32,766 variables.
-LOOKUP_CHUNK = 900
-
-# SQLite waits this long, in seconds, for another process's write to finish before failing.
-BUSY_TIMEOUT_SECONDS = 60
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    sha256 TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    probabilities BLOB NOT NULL,  -- float32 values, one per class, in the model's class order
-    scored_at TEXT NOT NULL,      -- ISO 8601 UTC time the model scored this content
-    PRIMARY KEY (sha256, model_version)
-);
-CREATE TABLE IF NOT EXISTS drop_files (
-    drop_name TEXT NOT NULL,
-    path TEXT NOT NULL,           -- relative to the drop
-    sha256 TEXT NOT NULL,         -- '' for files that could not be read
-    model_version TEXT NOT NULL,
-    outcome TEXT NOT NULL,        -- 'predicted' or 'rejected'
-    part TEXT NOT NULL,           -- the part file holding the row
-    PRIMARY KEY (drop_name, path, sha256, model_version)
-);
-CREATE TABLE IF NOT EXISTS parts (
-    drop_name TEXT NOT NULL,
-    kind TEXT NOT NULL,           -- 'predictions' or 'rejections'
-    name TEXT NOT NULL,
-    rows INTEGER NOT NULL,
-    state TEXT NOT NULL DEFAULT 'committed',  -- 'pending' from reservation until its rows are committed
-    PRIMARY KEY (drop_name, kind, name)
-);
-CREATE TABLE IF NOT EXISTS reservations (
-    sha256 TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    owner TEXT NOT NULL,          -- host:pid:token of the run predicting this content
-    reserved_at REAL NOT NULL,    -- seconds since the epoch
-    PRIMARY KEY (sha256, model_version)
-);
-"""
+from visionflow.ledger_statements import LOOKUP_CHUNK, DriverStatement, ledger_statements, lookup_values
+from visionflow.ledger_store import (
+    SQLITE,
+    create_schema,
+    drop_files,
+    ledger_error,
+    ledger_url,
+    open_engine,
+    parts,
+    reservations,
+)
 
 # A reservation held by a run on another host counts as abandoned after this long, in seconds;
 # on this host, a reservation counts as abandoned as soon as its process is gone.
 RESERVATION_STALE_SECONDS = 3600.0
+
+# The PostgreSQL advisory lock (any 64-bit number no other application on the database uses) that
+# makes reserving contents one run at a time, as SQLite's BEGIN IMMEDIATE does: "vflw-rsv".
+RESERVATION_LOCK = 0x76666C772D727376
 
 PENDING = "pending"
 COMMITTED = "committed"
 
 
 class PredictionLedger:
-    """One connection to the ledger; use as a context manager, or call close()."""
+    """One connection to the ledger at a location (a SQLite file's Path, or a database URL); use
+    as a context manager, or call close()."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        with self._explained():
-            # Write-ahead logging lets one process read while another commits a part.
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
-            self._connection.executescript(SCHEMA)
-            columns = {row[1] for row in self._connection.execute("PRAGMA table_info(parts)")}
-            if "state" not in columns:  # A ledger written before parts had states: all were committed.
-                self._connection.execute(f"ALTER TABLE parts ADD COLUMN state TEXT NOT NULL DEFAULT '{COMMITTED}'")
+    def __init__(self, location: str | Path) -> None:
+        self.url = ledger_url(location)
+        self._sqlite = self.url.get_backend_name() == SQLITE
+        self._engine = open_engine(self.url)
+        self._statements = ledger_statements(self._engine)
+        with self._explained(opening=True):
+            self._connection = self._engine.connect()
+        try:
+            # Under the writers' lock, so that runs opening a new ledger at once create it once.
+            with self._transaction(exclusive=True) as connection:
+                create_schema(connection)
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> PredictionLedger:
         return self
@@ -104,46 +88,44 @@ class PredictionLedger:
         self.close()
 
     def close(self) -> None:
-        self._connection.close()
+        if hasattr(self, "_connection"):
+            self._connection.close()
+        self._engine.dispose()
 
     def known_probabilities(self, sha256s: Iterable[str], model_version: str) -> dict[str, tuple[np.ndarray, str]]:
         """(probabilities, scored_at) of every given content this model has already scored."""
         found: dict[str, tuple[np.ndarray, str]] = {}
         unique = sorted(set(sha256s))
         for start in range(0, len(unique), LOOKUP_CHUNK):
-            chunk = unique[start : start + LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            query = (
-                "SELECT sha256, probabilities, scored_at FROM predictions "
-                f"WHERE model_version = ? AND sha256 IN ({marks})"
-            )
-            for sha256, blob, scored_at in self._rows(query, [model_version, *chunk]):
+            values = lookup_values(unique[start : start + LOOKUP_CHUNK], model_version)
+            for sha256, blob, scored_at in self._rows(self._statements.find_predictions, values):
                 found[sha256] = (np.frombuffer(blob, dtype=np.float32), scored_at)
         return found
 
     def recorded_files(self, drop_name: str, model_version: str) -> dict[tuple[str, str], str]:
         """The outcome ("predicted" or "rejected") of every (path, sha256) with a row in this drop."""
-        query = "SELECT path, sha256, outcome FROM drop_files WHERE drop_name = ? AND model_version = ?"
-        return {(path, sha256): outcome for path, sha256, outcome in self._rows(query, (drop_name, model_version))}
+        rows = self._rows(self._statements.find_files, (drop_name, model_version))
+        return {(path, sha256): outcome for path, sha256, outcome in rows}
 
     def accepted_count(self, drop_name: str, model_version: str) -> int:
         """How many prediction rows this drop's outputs hold for this model."""
-        query = "SELECT COUNT(*) FROM drop_files WHERE drop_name = ? AND model_version = ? AND outcome = 'predicted'"
-        return int(self._rows(query, (drop_name, model_version))[0][0])
+        columns = drop_files.c
+        query = select(func.count()).where(
+            columns.drop_name == drop_name, columns.model_version == model_version, columns.outcome == "predicted"
+        )
+        return int(self._rows(query)[0][0])
 
     def parts(self, drop_name: str, kind: str, state: str = COMMITTED) -> set[str]:
         """Names of this drop's part files of one kind in one state (committed, or pending)."""
-        query = "SELECT name FROM parts WHERE drop_name = ? AND kind = ? AND state = ?"
-        return {name for (name,) in self._rows(query, (drop_name, kind, state))}
+        columns = parts.c
+        query = select(columns.name).where(columns.drop_name == drop_name, columns.kind == kind, columns.state == state)
+        return {name for (name,) in self._rows(query)}
 
     def reserve_part(self, drop_name: str, kind: str, part_name: str) -> None:
         """Record a part as pending before its file is written, so a run killed before the commit
         leaves a part that is provably uncommitted."""
-        with self._transaction():
-            self._connection.execute(
-                "INSERT INTO parts (drop_name, kind, name, rows, state) VALUES (?, ?, ?, 0, ?)",
-                (drop_name, kind, part_name, PENDING),
-            )
+        with self._transaction() as connection:
+            self._run(connection, self._statements.add_part, (drop_name, kind, part_name, 0, PENDING))
 
     def reserve_contents(self, sha256s: Iterable[str], model_version: str, owner: str) -> set[str]:
         """Reserve for owner the contents no live run has reserved; return all that owner now holds.
@@ -155,42 +137,35 @@ class PredictionLedger:
         unique = sorted(set(sha256s))
         held: set[str] = set()
         now = time.time()
-        with self._transaction():
+        with self._transaction(exclusive=True) as connection:
             for start in range(0, len(unique), LOOKUP_CHUNK):
                 chunk = unique[start : start + LOOKUP_CHUNK]
-                self._connection.executemany(
-                    "INSERT OR IGNORE INTO reservations (sha256, model_version, owner, reserved_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(sha256, model_version, owner, now) for sha256 in chunk],
-                )
-                marks = ",".join("?" * len(chunk))
-                query = (
-                    "SELECT sha256, owner, reserved_at FROM reservations "
-                    f"WHERE model_version = ? AND sha256 IN ({marks})"
-                )
-                for sha256, holder, reserved_at in self._connection.execute(query, [model_version, *chunk]):
-                    if holder != owner and not owner_gone(holder, reserved_at, now):
-                        continue
-                    if holder != owner:
-                        self._connection.execute(
-                            "UPDATE reservations SET owner = ?, reserved_at = ? WHERE sha256 = ? AND model_version = ?",
-                            (owner, now, sha256, model_version),
-                        )
-                    held.add(sha256)
+                rows = [(sha256, model_version, owner, now) for sha256 in chunk]
+                self._run(connection, self._statements.add_reservations, rows)
+                found = self._run(connection, self._statements.find_reservations, lookup_values(chunk, model_version))
+                abandoned: dict[str, list[str]] = {}
+                for sha256, holder, reserved_at in found.all():
+                    if holder == owner:
+                        held.add(sha256)
+                    elif owner_gone(holder, reserved_at, now):
+                        abandoned.setdefault(holder, []).append(sha256)
+                for holder, contents in abandoned.items():
+                    held |= _take_over(connection, contents, model_version, holder, owner, now)
         return held
 
     def release_contents(self, owner: str) -> None:
         """Drop every reservation of owner (its run has committed or given up on those contents)."""
-        with self._transaction():
-            self._connection.execute("DELETE FROM reservations WHERE owner = ?", (owner,))
+        # Under the reservations' lock: a run taking over these rows meanwhile would otherwise wait
+        # for this one while it waits for that run, a deadlock on PostgreSQL.
+        with self._transaction(exclusive=True) as connection:
+            connection.execute(delete(reservations).where(reservations.c.owner == owner))
 
     def forget_part(self, drop_name: str, kind: str, part_name: str) -> None:
         """Remove a pending part's record, once its file is gone."""
-        with self._transaction():
-            self._connection.execute(
-                "DELETE FROM parts WHERE drop_name = ? AND kind = ? AND name = ? AND state = ?",
-                (drop_name, kind, part_name, PENDING),
-            )
+        columns = parts.c
+        wanted = (columns.drop_name == drop_name, columns.kind == kind, columns.name == part_name)
+        with self._transaction() as connection:
+            connection.execute(delete(parts).where(*wanted, columns.state == PENDING))
 
     def commit_part(
         self,
@@ -209,69 +184,86 @@ class PredictionLedger:
         takes in a part the ledger never knew (read back from its file): rows the ledger already
         holds are kept as they are instead of being refused as duplicates.
         """
-        insert = "INSERT OR IGNORE" if adopt else "INSERT"
-        with self._transaction():
-            self._connection.execute(
-                "INSERT INTO parts (drop_name, kind, name, rows, state) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (drop_name, kind, name) DO UPDATE SET rows = excluded.rows, state = excluded.state",
-                (drop_name, kind, part_name, len(files), COMMITTED),
-            )
-            self._connection.executemany(
-                f"{insert} INTO drop_files (drop_name, path, sha256, model_version, outcome, part) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(drop_name, path, sha256, model_version, outcome, part_name) for path, sha256, outcome in files],
-            )
-            self._connection.executemany(
-                "INSERT OR IGNORE INTO predictions (sha256, model_version, probabilities, scored_at) "
-                "VALUES (?, ?, ?, ?)",
-                [
-                    (sha256, model_version, np.asarray(probabilities, dtype=np.float32).tobytes(), scored_at)
-                    for sha256, probabilities, scored_at in new_predictions
-                ],
-            )
+        statements = self._statements
+        file_rows = [(drop_name, path, sha256, model_version, outcome, part_name) for path, sha256, outcome in files]
+        # In content order, so that two runs committing the same content on PostgreSQL (one took it
+        # over from a run that looked gone) lock the rows in one order and never deadlock.
+        ordered = sorted(new_predictions, key=lambda row: row[0])
+        prediction_rows = [(sha256, model_version, _blob(values), scored_at) for sha256, values, scored_at in ordered]
+        with self._transaction() as connection:
+            self._run(connection, statements.commit_part, (drop_name, kind, part_name, len(files), COMMITTED))
+            if file_rows:
+                self._run(connection, statements.adopt_files if adopt else statements.add_files, file_rows)
+            if prediction_rows:
+                self._run(connection, statements.add_predictions, prediction_rows)
 
-    def _rows(self, query: str, parameters: Sequence) -> list[tuple]:
-        """All rows of a read, with errors about the file itself explained."""
-        with self._explained():
-            return self._connection.execute(query, parameters).fetchall()
+    def _rows(self, query, values: tuple | None = None) -> list:
+        """All rows of a read (a statement, or a DriverStatement with its values), with errors about
+        the database itself explained. On SQLite each read stands alone, as the driver runs it; on
+        PostgreSQL its transaction ends with it."""
+        with self._explained(), self._connection.begin():
+            if isinstance(query, DriverStatement):
+                return self._run(self._connection, query, values).all()
+            return self._connection.execute(query).all()
+
+    @staticmethod
+    def _run(connection: Connection, statement: DriverStatement, values: tuple | list[tuple]):
+        """Run a DriverStatement for one row's values (a tuple) or many rows' (a list, executemany)."""
+        parameters = statement.rows(values) if isinstance(values, list) else statement.row(values)
+        return connection.exec_driver_sql(statement.sql, parameters)
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; the error raised is the one that
-        happened, never a failed rollback's (SQLite may already have rolled back a full disk)."""
+    def _transaction(self, exclusive: bool = False) -> Iterator[Connection]:
+        """One write transaction, committed at the end and rolled back on any error; the error
+        raised is the one that happened, never a failed rollback's (SQLite may already have rolled
+        back a full disk). exclusive: one such transaction at a time on PostgreSQL too."""
         with self._explained():
-            self._connection.execute("BEGIN IMMEDIATE")
+            transaction = self._connection.begin()
             try:
-                yield
+                if self._sqlite:
+                    self._connection.exec_driver_sql("BEGIN IMMEDIATE")
+                elif exclusive:
+                    self._connection.execute(select(func.pg_advisory_xact_lock(RESERVATION_LOCK)))
+                yield self._connection
             except BaseException:
-                if self._connection.in_transaction:
-                    self._connection.execute("ROLLBACK")
+                with suppress(SQLAlchemyError):  # The connection is gone; the error that happened says more.
+                    transaction.rollback()
                 raise
-            self._connection.execute("COMMIT")
+            transaction.commit()
 
     @contextmanager
-    def _explained(self) -> Iterator[None]:
-        """Turn SQLite's errors about the file itself into errors that say where it is and what to do."""
+    def _explained(self, opening: bool = False) -> Iterator[None]:
+        """Turn errors about the database itself into errors that say where it is and what to do."""
         try:
             yield
-        except sqlite3.DatabaseError as error:
-            raise ledger_error(self.path, error) from error
+        except DBAPIError as error:
+            explained = ledger_error(self.url, error, opening)
+            if explained is error:
+                raise
+            raise explained from error
 
 
-def ledger_error(path: Path, error: sqlite3.DatabaseError) -> Exception:
-    """A full disk or a damaged file as an error a person can act on; any other error as it was."""
-    text = str(error)
-    if "full" in text:
-        return NoSpaceError(
-            f"the disk holding the scoring ledger {path} is full ({text}); free some space and run the same "
-            "command again: parts committed before are kept, and the rest is scored then"
-        )
-    if any(sign in text for sign in ("not a database", "malformed", "disk image", "encrypted")):
-        return DamagedStateError(
-            f"the scoring ledger {path} is damaged ({text}); move it aside (mv {path} {path}.damaged) and run "
-            "the same command again: the ledger is rebuilt from each drop's Parquet parts as drops are scored"
-        )
-    return error
+def _blob(probabilities: np.ndarray) -> bytes:
+    """A prediction's probabilities as the ledger keeps them: float32 values, in the model's class order."""
+    return np.asarray(probabilities, dtype=np.float32).tobytes()
+
+
+def _take_over(
+    connection: Connection, contents: list[str], model_version: str, holder: str, owner: str, now: float
+) -> set[str]:
+    """Move to owner the reservations of a run that is gone; return those owner now holds.
+
+    The UPDATE names the old holder, so a reservation another run took over first, or its holder
+    released meanwhile, stays as it is: what the row count does not account for is looked up.
+    """
+    columns = reservations.c
+    matching = (columns.model_version == model_version, columns.sha256.in_(contents))
+    moved = connection.execute(
+        update(reservations).where(*matching, columns.owner == holder).values(owner=owner, reserved_at=now)
+    )
+    if moved.rowcount == len(contents):
+        return set(contents)
+    return {sha256 for (sha256,) in connection.execute(select(columns.sha256).where(*matching, columns.owner == owner))}
 
 
 def reservation_owner() -> str:

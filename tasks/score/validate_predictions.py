@@ -102,7 +102,7 @@ def validate_predictions_task(
     class_names: list[str],
     model_version: str,
     drop_name: str,
-    ledger_path: Path,
+    ledger_location: str | Path,
     report_path: Path,
     config: PredictionContractConfig,
     data_docs: Path | None = None,
@@ -111,7 +111,7 @@ def validate_predictions_task(
     # Under the drop's lock, so another run's part that is written but not yet committed is not read.
     with (
         DropOutputs(Path(predictions_path).parent).exclusive(wait_seconds=600),
-        PredictionLedger(ledger_path) as ledger,
+        PredictionLedger(ledger_location) as ledger,
     ):
         expected_rows = ledger.accepted_count(drop_name, model_version)
         docs = data_docs if config.data_docs else None

@@ -148,7 +148,7 @@ def deploy(
 def _deploy_lines(summary: dict) -> list[str]:
     """The human summary of a deploy."""
     return [
-        f"registered {len(summary['deployment_ids'])} deployments (train, score-drops, score, ingest) "
+        f"registered {len(summary['deployment_ids'])} deployments ({', '.join(DEPLOYMENT_NAMES)}) "
         f"with work pool {summary['pool']} on {summary['api_url']}",
         f"start a worker on each machine with visionflow installed: prefect worker start --pool {summary['pool']}",
     ]
