@@ -12,6 +12,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
+from visionflow.dask_shards import DaskConfig
 from visionflow.home import resolve_home
 from visionflow.splits import DatasetRecord
 from visionflow.tasks.ingest.assign_splits import SplitConfig, assign_splits_task
@@ -32,6 +33,7 @@ class IngestConfig(BaseModel):
     split: SplitConfig = Field(default_factory=SplitConfig)  # Carving val and test splits.
     contracts: ContractConfig = Field(default_factory=ContractConfig)  # Data-contract thresholds.
     parquet: ParquetConfig = Field(default_factory=ParquetConfig)  # Parquet layout.
+    dask: DaskConfig = Field(default_factory=DaskConfig)  # Decode shards on a Dask cluster; off by default.
 
 
 class IngestSummary(DatasetRecord):
@@ -58,7 +60,7 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
     decode_config = config.decode.for_source(source.suggested_channels)
     spec = decode_config.image_spec()
     scanned = scan_files_task(source.root, config.scan)
-    decode_dir = decode_images_task(scanned, source.root, decode_config, layout.decoded)
+    decode_dir = decode_images_task(scanned, source.root, decode_config, layout.decoded, config.dask)
     split = assign_splits_task(scanned, decode_dir, config.split, layout.datasets, source.name)
     reports_dir = split.dataset_dir / "contracts"
     raw_report = validate_raw_manifest_task(

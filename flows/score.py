@@ -13,6 +13,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
+from visionflow.dask_shards import DaskConfig
 from visionflow.home import HomeLayout, resolve_home
 from visionflow.image_profile import DriftConfig
 from visionflow.registry import CHAMPION
@@ -30,6 +31,7 @@ class ScoringConfig(BaseModel):
     score: ScoreConfig = Field(default_factory=ScoreConfig)  # Decoding, batching, predicting, writing.
     contract: PredictionContractConfig = Field(default_factory=PredictionContractConfig)  # Contract tolerances.
     drift: DriftConfig = Field(default_factory=DriftConfig)  # When a drop counts as drifted.
+    dask: DaskConfig = Field(default_factory=DaskConfig)  # Shards on a Dask cluster; off by default.
 
 
 class ScoreSummary(BaseModel):
@@ -41,6 +43,7 @@ class ScoreSummary(BaseModel):
     scored: int  # Files whose content the model predicted in this run.
     already_scored: int  # Files whose content the ledger held for this model before this run.
     rejected: int  # Files that cannot be scored; each has a rejection row.
+    contents_predicted: int  # Distinct contents the model predicted in this run (copies share one prediction).
     predictions_path: str  # Folder of the drop's prediction parts (a pyarrow dataset).
     rejections_path: str  # Folder of the drop's rejection parts (a pyarrow dataset).
     report_path: str  # This run's JSON report.
@@ -88,13 +91,13 @@ def score_one_drop(drop: Path, model: str, config: ScoringConfig, layout: HomeLa
     outputs_root = layout.predictions / drop_path.name
     record = select_model_task(layout.models, model)
     files = list_drop_files_task(drop_path, config.scan)
-    result = score_drop_task(files, drop_path, record, layout.ledger, outputs_root, config.score)
+    result = score_drop_task(files, drop_path, record, layout.ledger_url, outputs_root, config.score, config.dask)
     contract = validate_predictions_task(
         result.predictions_path,
         record.class_names,
         record.version,
         result.drop_name,
-        layout.ledger,
+        layout.ledger_url,
         outputs_root / "reports" / "predictions-contract.json",
         config.contract,
         layout.root,
@@ -108,6 +111,7 @@ def score_one_drop(drop: Path, model: str, config: ScoringConfig, layout: HomeLa
         scored=result.scored,
         already_scored=result.already_scored,
         rejected=result.rejected,
+        contents_predicted=result.contents_predicted,
         predictions_path=result.predictions_path,
         rejections_path=result.rejections_path,
         report_path=report.report_path,

@@ -45,15 +45,16 @@ class ProfileAccumulator:
     def __init__(self, channels: int) -> None:
         self.images = 0
         self._histogram = np.zeros((channels, 256), dtype=np.int64)
-        self._offsets = (np.arange(channels, dtype=np.int32) * 256).reshape(1, channels)
         self._classes: dict[str, int] = {}
 
     def add_images(self, images: np.ndarray) -> None:
         """Add a uint8 batch (N, H, W, C)."""
-        channels = self._histogram.shape[0]
-        values = images.reshape(-1, channels).astype(np.int32) + self._offsets
-        self._histogram += np.bincount(values.ravel(), minlength=channels * 256).reshape(channels, 256)
-        self.images += len(images)
+        self.add_histogram(pixel_histogram(images, self._histogram.shape[0]), len(images))
+
+    def add_histogram(self, histogram: np.ndarray, images: int) -> None:
+        """Add the pixel_histogram of images counted elsewhere (a worker process, a Dask shard)."""
+        self._histogram += histogram
+        self.images += images
 
     def add_classes(self, class_names) -> None:
         """Count one class name per image (a true label, or a prediction)."""
@@ -78,6 +79,13 @@ class ProfileAccumulator:
             channel_std=[round(float(value), 3) for value in np.sqrt(variance)],
             class_share={name: round(count / labelled, 5) for name, count in sorted(self._classes.items())},
         )
+
+
+def pixel_histogram(images: np.ndarray, channels: int) -> np.ndarray:
+    """Counts (channels x 256) of each pixel value per channel in a uint8 batch (N, H, W, C)."""
+    offsets = np.arange(channels, dtype=np.int32) * 256
+    values = images.reshape(-1, channels).astype(np.int32) + offsets
+    return np.bincount(values.ravel(), minlength=channels * 256).reshape(channels, 256)
 
 
 def profile_split(parquet_path: str | Path, chunk_images: int = 4096) -> ImageProfile:

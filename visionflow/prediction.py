@@ -7,12 +7,27 @@ wherever it meets it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from visionflow.image_profile import pixel_histogram
+from visionflow.imaging import ImageSpec
+from visionflow.registry import ModelRecord, load_checked_model
+from visionflow.workers import decode_for_scoring
+
 if TYPE_CHECKING:
     import keras
+
+
+class ShardPredictions(NamedTuple):
+    """What predicting one shard of a drop's new contents gave: small records, no pixels."""
+
+    sha256s: list[str]  # The contents predicted, in the order of the rows of probabilities.
+    probabilities: np.ndarray  # float32, one row per content, one column per class.
+    rejected: list[tuple[str, str]]  # (sha256, reason) of the contents that could not be decoded.
+    pixel_histogram: np.ndarray  # channels x 256 counts of the predicted images' pixel values, for drift.
 
 
 def uses_flip_tta(model: keras.Model, flip_tta: bool | None) -> bool:
@@ -48,3 +63,39 @@ def predict_probabilities(
     if outputs is None:
         return np.empty((0, int(model.output_shape[-1])), dtype=np.float32)
     return outputs
+
+
+def predict_images(
+    model: keras.Model,
+    images: np.ndarray,
+    sha256s: list[str],
+    rejected: list[tuple[str, str]],
+    batch_size: int,
+    flip_tta: bool | None,
+) -> ShardPredictions:
+    """The ShardPredictions of decoded uint8 images (one per content in sha256s)."""
+    probabilities = predict_probabilities(model, images, batch_size, flip_tta)
+    return ShardPredictions(list(sha256s), probabilities, list(rejected), pixel_histogram(images, images.shape[-1]))
+
+
+def decode_and_predict_shard(
+    rows: Sequence[tuple[str, str, int]],
+    spec: ImageSpec,
+    root: str,
+    record: ModelRecord,
+    batch_size: int,
+    flip_tta: bool | None,
+) -> ShardPredictions:
+    """Decode (absolute path, expected sha256, bytes) rows and predict them: one scoring shard on a
+    Dask worker. The model is loaded once per worker process and reused while its file is unchanged."""
+    sha256s: list[str] = []
+    pixels: list[bytes] = []
+    rejected: list[tuple[str, str]] = []
+    for sha256, decoded, reason in decode_for_scoring(rows, spec, root):
+        if decoded is None:
+            rejected.append((sha256, reason))
+        else:
+            sha256s.append(sha256)
+            pixels.append(decoded)
+    images = np.frombuffer(b"".join(pixels), dtype=np.uint8).reshape(len(pixels), *record.input_shape)
+    return predict_images(load_checked_model(record), images, sha256s, rejected, batch_size, flip_tta)

@@ -56,9 +56,21 @@ def decode_files_chunk(
 
     The shard is an Arrow IPC file with columns row_id and pixels. The return value is the list
     of one (row id, format, width, height, mode, rejection reason) tuple per input row, where the
-    reason is None for images that decoded, and the sha256 of the shard file's bytes. A file whose
-    bytes no longer match the sha256 recorded by the scan is rejected: it changed while the
-    dataset was being ingested.
+    reason is None for images that decoded, and the sha256 of the shard file's bytes.
+    """
+    outcomes, good_ids, good_pixels = decode_rows(rows, spec, root)
+    return outcomes, write_pixel_shard(shard_path, good_ids, good_pixels, spec.pixel_bytes)
+
+
+def decode_rows(
+    rows: Sequence[tuple[int, str, str, int]], spec: ImageSpec, root: str
+) -> tuple[list[tuple[int, str | None, int | None, int | None, str | None, str | None]], list[int], list[bytes]]:
+    """Decode (row id, absolute path under root, expected sha256, bytes) rows: (one outcome per row as
+    decode_files_chunk returns them, the row ids that decoded, their pixels).
+
+    A file whose bytes no longer match the sha256 recorded by the scan is rejected: it changed
+    while the dataset was being ingested. This is also one ingest shard on a Dask worker, which
+    returns the pixels for the flow process to write.
     """
     outcomes = []
     good_ids: list[int] = []
@@ -76,10 +88,10 @@ def decode_files_chunk(
         good_ids.append(row_id)
         good_pixels.append(decoded.pixels)
         outcomes.append((row_id, decoded.format, decoded.width, decoded.height, decoded.mode, None))
-    return outcomes, _write_pixel_shard(shard_path, good_ids, good_pixels, spec.pixel_bytes)
+    return outcomes, good_ids, good_pixels
 
 
-def _write_pixel_shard(shard_path: str, row_ids: list[int], pixels: list[bytes], pixel_bytes: int) -> str:
+def write_pixel_shard(shard_path: str, row_ids: list[int], pixels: list[bytes], pixel_bytes: int) -> str:
     """Write an Arrow IPC shard atomically (a temporary name first, then a rename); return the
     sha256 of its bytes, against which a later reuse of the shard is checked."""
     table = pa.table(

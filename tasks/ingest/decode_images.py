@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,11 +24,12 @@ from prefect import task
 from pydantic import BaseModel, Field, field_validator
 
 from visionflow.atomic import write_json_atomically
+from visionflow.dask_shards import DaskConfig, map_shards
 from visionflow.imaging import MAX_PIXELS, ImageSpec
 from visionflow.parallel import chunked, default_workers, map_chunks
 from visionflow.run_context import progress_reporter, run_logger, start_progress
 from visionflow.tasks.ingest.scan_files import STATUS_OK, STATUS_QUARANTINED, content_fingerprint
-from visionflow.workers import decode_chunk_to_shard
+from visionflow.workers import decode_chunk_to_shard, decode_rows, write_pixel_shard
 
 # Bump when decode_image changes the pixels it produces, so old caches are not reused.
 DECODER_VERSION = 1
@@ -90,6 +91,7 @@ def decode_dataset(
     config: DecodeConfig,
     output_dir: Path,
     on_progress: Callable[[int, int, float], None] | None = None,
+    dask: DaskConfig | None = None,
 ) -> pd.DataFrame:
     """Decode every "ok" row of the manifest; write pixel shards and the decoded manifest.
 
@@ -125,12 +127,8 @@ def decode_dataset(
     shard_paths = [str(work_dir / "pixels" / f"shard-{index:05d}.arrow") for index in range(len(chunks))]
     outcomes: list = []
     checksums: dict[str, str] = {}
-    for chunk_index, (chunk_outcomes, checksum) in map_chunks(
-        decode_chunk_to_shard,
-        list(zip(chunks, shard_paths, strict=True)),
-        config.workers,
-        (spec, root_text),
-        on_progress,
+    for chunk_index, (chunk_outcomes, checksum) in _decoded_shards(
+        chunks, shard_paths, spec, root_text, config, dask or DaskConfig(), on_progress
     ):
         outcomes.extend(chunk_outcomes)
         checksums[Path(shard_paths[chunk_index]).name] = checksum
@@ -146,6 +144,28 @@ def decode_dataset(
         if not (output_dir / DECODED_MANIFEST_NAME).exists():
             raise
     return decoded
+
+
+def _decoded_shards(
+    chunks: list,
+    shard_paths: list[str],
+    spec: ImageSpec,
+    root: str,
+    config: DecodeConfig,
+    dask: DaskConfig,
+    on_progress: Callable[[int, int, float], None] | None,
+) -> Iterator[tuple[int, tuple[list, str]]]:
+    """(chunk index, (outcomes, the shard's sha256)) per chunk, in any order: decoded and written by
+    this machine's worker processes, or decoded on a Dask cluster and written here, so the shards
+    are the same files either way and a shard Dask ran twice is written once."""
+    if not dask.enabled:
+        pairs = list(zip(chunks, shard_paths, strict=True))
+        yield from map_chunks(decode_chunk_to_shard, pairs, config.workers, (spec, root), on_progress)
+        return
+    for index, (outcomes, good_ids, good_pixels) in map_shards(
+        "decode", decode_rows, chunks, (spec, root), dask, on_progress
+    ):
+        yield index, (outcomes, write_pixel_shard(shard_paths[index], good_ids, good_pixels, spec.pixel_bytes))
 
 
 def apply_decode_outcomes(manifest: pd.DataFrame, outcomes: list) -> pd.DataFrame:
@@ -247,8 +267,11 @@ def _decode_cache_key(context, parameters: dict) -> str | None:
     cache_expiration=timedelta(days=30),
     result_serializer="json",
 )
-def decode_images_task(manifest: pd.DataFrame, root: Path, config: DecodeConfig, decoded_root: Path) -> str:
-    """Prefect task: decode on every core, logging progress; returns the decode folder's path."""
+def decode_images_task(
+    manifest: pd.DataFrame, root: Path, config: DecodeConfig, decoded_root: Path, dask: DaskConfig | None = None
+) -> str:
+    """Prefect task: decode on every core (or on a Dask cluster), logging progress; returns the
+    decode folder's path."""
     log = run_logger(__name__)
     output_dir = decode_dir_for(manifest, config, decoded_root)
     to_decode = int((manifest["status"] == STATUS_OK).sum())
@@ -257,7 +280,8 @@ def decode_images_task(manifest: pd.DataFrame, root: Path, config: DecodeConfig,
         return str(output_dir)
     progress = start_progress("decode-progress", "Images decoded, percent")
     started = time.perf_counter()
-    decoded = decode_dataset(manifest, root, config, output_dir, progress_reporter(log, progress, "decoded", to_decode))
+    reporter = progress_reporter(log, progress, "decoded", to_decode)
+    decoded = decode_dataset(manifest, root, config, output_dir, reporter, dask)
     seconds = time.perf_counter() - started
     rejected = int((decoded["status"] != STATUS_OK).sum() - (manifest["status"] != STATUS_OK).sum())
     log.info(

@@ -6,10 +6,12 @@ the drop's outputs is counted as already scored and left alone; a known content 
 name or in another drop gets its row from the ledger. Each new content is decoded once, by the
 function that prepared the training data, and predicted once, however many files hold it.
 
-Decoding runs in worker processes while the model predicts in this one; at most a few chunks
-of decoded pixels and one part of output rows are held at a time, so memory stays flat however
-many images a drop holds. Rows are written and committed part by part (see visionflow/ledger.py),
-so a killed run loses at most one part's work and a re-run finishes the rest.
+Decoding runs in worker processes while the model predicts in this one, or decoding and
+predicting run in shards on a Dask cluster (tasks/score/predict_contents.py); at most a few
+chunks of decoded pixels or shard results and one part of output rows are held at a time, so
+memory stays flat however many images a drop holds. Rows are written and committed part by part
+(see visionflow/ledger.py), so a killed run loses at most one part's work and a re-run finishes
+the rest.
 """
 
 from __future__ import annotations
@@ -19,23 +21,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from visionflow.drops import DropOutputs, now_utc
+from visionflow.dask_shards import DaskConfig
+from visionflow.drops import DropOutputs
 from visionflow.file_listing import STATUS_OK
 from visionflow.image_profile import ImageProfile
-from visionflow.imaging import MAX_PIXELS, ImageSpec
 from visionflow.ledger import PredictionLedger, reservation_owner
-from visionflow.parallel import chunked, default_workers, map_chunks
-from visionflow.prediction import predict_probabilities
 from visionflow.registry import ModelRecord, load_checked_model
 from visionflow.run_context import progress_reporter, run_logger, start_progress, update_progress
 from visionflow.tasks.score.part_buffer import PartBuffer
-from visionflow.workers import decode_for_scoring
+from visionflow.tasks.score.predict_contents import ScoreConfig, predict_new_contents
 
 if TYPE_CHECKING:
     import keras
@@ -44,21 +43,6 @@ if TYPE_CHECKING:
 # waits at most before predicting them itself, in seconds.
 RESERVATION_POLL_SECONDS = 0.5
 RESERVATION_WAIT_SECONDS = 600.0
-
-
-class ScoreConfig(BaseModel):
-    """How a drop is decoded and predicted."""
-
-    batch_size: int = Field(default=256, ge=1)  # Images per predict call.
-    workers: int = Field(default_factory=default_workers, ge=1)  # Processes that decode images.
-    files_per_chunk: int = Field(default=256, ge=1)  # Images one worker decodes per task.
-    # Decoded chunks waiting for the model at most, per worker; bounds memory to about
-    # workers x this x files_per_chunk x the model's image bytes.
-    chunks_in_flight_per_worker: int = Field(default=2, ge=1)
-    part_rows: int = Field(default=8192, ge=1)  # Output rows per Parquet part (and per ledger commit).
-    max_pixels: int = Field(default=MAX_PIXELS, ge=1)  # Largest source width*height decoded; bombs are rejected.
-    # Average each image's prediction with its mirror's. None: as the model was trained (flips on).
-    flip_tta: bool | None = None
 
 
 class ScoreResult(BaseModel):
@@ -90,16 +74,19 @@ def score_drop(
     files: pd.DataFrame,
     drop: Path,
     record: ModelRecord,
-    model: keras.Model,
+    model: keras.Model | None,
     ledger: PredictionLedger,
     outputs: DropOutputs,
     config: ScoreConfig,
     on_progress: Callable[[int, int, float], None] | None = None,
+    dask: DaskConfig | None = None,
 ) -> ScoreResult:
-    """Score the listed files of a drop (list_drop_files' frame) with a loaded model.
+    """Score the listed files of a drop (list_drop_files' frame) with a loaded model, or with the
+    record's model loaded by each Dask worker when dask is enabled (model may then be None).
 
     on_progress receives (contents predicted, contents to predict, seconds elapsed).
     """
+    dask = dask or DaskConfig()
     started = time.perf_counter()
     counts = {"scored": 0, "already_scored": 0, "rejected": 0, "predicted": 0}
     with outputs.exclusive():
@@ -130,8 +117,8 @@ def score_drop(
             others = {sha256: paths_by_content.pop(sha256) for sha256 in list(paths_by_content) if sha256 not in held}
 
             def predict(contents: dict[str, list[str]]) -> None:
-                scored, rejected, predicted = _predict_new_contents(
-                    contents, drop, model, buffer, sizes, config, on_progress
+                scored, rejected, predicted = predict_new_contents(
+                    contents, drop, model, buffer, sizes, config, dask, on_progress
                 )
                 counts["scored"] += scored
                 counts["rejected"] += rejected
@@ -211,71 +198,23 @@ def _wait_for_other_runs(
     return from_ledger
 
 
-def _predict_new_contents(
-    paths_by_content: dict[str, list[str]],
-    drop: Path,
-    model: keras.Model,
-    buffer: PartBuffer,
-    sizes: dict[str, int | None],
-    config: ScoreConfig,
-    on_progress: Callable[[int, int, float], None] | None,
-) -> tuple[int, int, int]:
-    """Decode one file per new content in worker processes and predict in batches.
-
-    Returns (files scored, files rejected by the decoder, contents predicted).
-    """
-    record = buffer.record
-    height, width, channels = record.input_shape
-    spec = ImageSpec(height=height, width=width, channels=channels, max_pixels=config.max_pixels)
-    root = str(Path(drop).resolve())
-    work = [(f"{root}/{paths[0]}", sha256, sizes[paths[0]]) for sha256, paths in paths_by_content.items()]
-    batch = np.empty((config.batch_size, *record.input_shape), dtype=np.uint8)
-    batch_contents: list[str] = []
-    done = {"scored": 0, "rejected": 0, "predicted": 0}
-    started = time.perf_counter()
-
-    def predict_batch() -> None:
-        if not batch_contents:
-            return
-        images = batch[: len(batch_contents)]
-        probabilities = predict_probabilities(model, images, config.batch_size, config.flip_tta)
-        buffer.profile.add_images(images)
-        scored_at = now_utc()
-        for sha256, row in zip(batch_contents, probabilities, strict=True):
-            paths = paths_by_content[sha256]
-            buffer.add_predictions(paths, sha256, row, scored_at, new=True)
-            done["scored"] += len(paths)
-        done["predicted"] += len(batch_contents)
-        batch_contents.clear()
-        if on_progress:
-            on_progress(done["predicted"], len(work), time.perf_counter() - started)
-
-    chunks = chunked(work, config.files_per_chunk)
-    in_flight = config.workers * config.chunks_in_flight_per_worker
-    for _, outcomes in map_chunks(decode_for_scoring, chunks, config.workers, (spec, root), max_in_flight=in_flight):
-        for sha256, pixels, reason in outcomes:
-            if pixels is None:
-                for path in paths_by_content[sha256]:
-                    buffer.add_rejection(path, sha256, sizes[path], reason)
-                    done["rejected"] += 1
-                continue
-            batch[len(batch_contents)] = np.frombuffer(pixels, dtype=np.uint8).reshape(record.input_shape)
-            batch_contents.append(sha256)
-            if len(batch_contents) == config.batch_size:
-                predict_batch()
-    predict_batch()
-    return done["scored"], done["rejected"], done["predicted"]
-
-
 @task(name="score-images", cache_policy=NO_CACHE)
 def score_drop_task(
-    files: pd.DataFrame, drop: Path, record: ModelRecord, ledger_path: Path, outputs_root: Path, config: ScoreConfig
+    files: pd.DataFrame,
+    drop: Path,
+    record: ModelRecord,
+    ledger_location: str | Path,
+    outputs_root: Path,
+    config: ScoreConfig,
+    dask: DaskConfig | None = None,
 ) -> ScoreResult:
-    """Prefect task: load the model, score the drop's files, log progress and a summary."""
+    """Prefect task: load the model (here, or on each Dask worker), score the drop's files, log
+    progress and a summary."""
     log = run_logger(__name__)
-    model = load_checked_model(record)
+    dask = dask or DaskConfig()
+    model = None if dask.enabled else load_checked_model(record)
     artifact_id = start_progress("scoring-progress", f"Scoring drop {Path(drop).name} with {record.version}")
-    with PredictionLedger(ledger_path) as ledger:
+    with PredictionLedger(ledger_location) as ledger:
         result = score_drop(
             files,
             Path(drop),
@@ -285,6 +224,7 @@ def score_drop_task(
             DropOutputs(Path(outputs_root)),
             config,
             progress_reporter(log, artifact_id, "predicted"),
+            dask,
         )
     update_progress(artifact_id, 100.0)
     log.info(

@@ -4,7 +4,8 @@ Each command runs a Prefect flow and ends with either a short human summary or, 
 one JSON object as the last line of stdout; logs go to stderr. Exit codes: 0 done, 1 an
 unexpected error, 2 a usage error, 3 a data contract breach, 4 unusable input, 5 busy (another
 run holds the drop; try again later), 6 damaged state (the message says which file and how to
-recover), 7 the disk is full, 8 the approval gate refused a promotion.
+recover), 7 the disk is full, 8 the approval gate refused a promotion, 9 a shared database (the
+PostgreSQL scoring ledger) cannot be reached.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ ChannelsOption = Annotated[
 ]
 WorkersOption = Annotated[
     int | None, typer.Option(help="Processes for hashing and decoding.", show_default="one per core")
+]
+DaskAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Run the decode (and predict) shards on an existing Dask cluster, e.g. tcp://scheduler:8786.",
+        show_default="no cluster",
+    ),
+]
+DaskWorkersOption = Annotated[
+    int | None,
+    typer.Option(help="Start a local Dask cluster of this many worker processes for the shards.", show_default="none"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")]
 HomeOption = Annotated[
