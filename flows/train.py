@@ -14,9 +14,10 @@ from visionflow.access import check_deployment_parameters
 from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
 from visionflow.tasks.ingest.prepare_source import source_folders
+from visionflow.tasks.train.distribution import check_distribution
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, evaluate_model_task
 from visionflow.tasks.train.gate_model import GateConfig, gate_model_task
-from visionflow.tasks.train.presets import preset_overrides, resolve_preset
+from visionflow.tasks.train.presets import Distribution, preset_overrides, resolve_preset
 from visionflow.tasks.train.register_model import Registration, register_model_task
 from visionflow.tasks.train.train_model import train_model_task, training_run_dir
 
@@ -39,6 +40,7 @@ def train_flow(
     data: str = "demo",
     preset: str = "default",
     epochs: int | None = None,
+    distribution: Distribution | None = None,
     ingest: IngestConfig | None = None,
     evaluation: EvaluationConfig | None = None,
     gate: GateConfig | None = None,
@@ -50,6 +52,9 @@ def train_flow(
         data: The labelled image folder to train on (a path on the serving machine), "cifar10" or "demo".
         preset: The network and recipe: "seed" (the classic Keras CIFAR-10 CNN), "default" or "tiny".
         epochs: Train for this many epochs instead of the preset's; empty keeps the preset's.
+        distribution: Spread training over devices: "auto" (every local GPU when there are two or more),
+            "none", "mirrored" (the local GPUs) or "multi-worker" (the machines in TF_CONFIG); empty keeps
+            the preset's ("auto"). The preset's batch size is the global batch (docs/SCALING.md).
         ingest: How the images are scanned, decoded (image size, channels) and split.
         evaluation: How the test split is scored (batch size, flip test-time augmentation).
         gate: What a model must reach to become champion (accuracy and per-class recall floors).
@@ -59,8 +64,9 @@ def train_flow(
     check_deployment_parameters(home, source_folders(data))
     layout = resolve_home(home)
     evaluation = evaluation or EvaluationConfig()
-    overrides = preset_overrides(preset, epochs)
+    overrides = preset_overrides(preset, epochs, distribution)
     recipe = resolve_preset(preset, overrides)
+    check_distribution(recipe.train.distribution)
     dataset = ingest_flow(data=data, config=ingest, home=str(layout.root))
     run_dir = training_run_dir(layout.runs, dataset.dataset_fingerprint, preset, overrides)
     training = train_model_task(dataset.parquet["train"], dataset.parquet["val"], recipe, run_dir)

@@ -144,12 +144,15 @@ def build_model(
     num_classes: int,
     channel_stats: tuple[list[float], list[float]] | None = None,
     whitening_kernel: np.ndarray | None = None,
+    synchronized_batchnorm: bool = False,
 ) -> keras.Model:
     """An uncompiled model from uint8 images of input_shape to num_classes softmax probabilities.
 
     channel_stats (per-channel mean and variance in pixel units, from channel_statistics) is
     required when config.normalization is "standardize" and ignored otherwise. whitening_kernel
     (from initializers.patch_whitening_kernel) is required when config.whiten is on.
+    synchronized_batchnorm makes BatchNorm (airbench) take its training statistics over the global
+    batch of every replica rather than each replica's share; training over several devices sets it.
     """
     input_shape = tuple(int(size) for size in input_shape)
     check_inputs(config, input_shape, num_classes)
@@ -161,7 +164,7 @@ def build_model(
     if config.architecture == "classic_cnn":
         features = _classic_cnn(features, config, policy)
     else:
-        features = _airbench(features, config, policy)
+        features = _airbench(features, config, policy, synchronized_batchnorm)
     # The classifier head stays in float32, so probabilities sum to 1 at full precision.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
     model = keras.Model(inputs, outputs, name=f"visionflow_{config.architecture}")
@@ -232,14 +235,25 @@ def _classic_cnn(features, config: ModelConfig, policy: str):
     return features
 
 
-def _conv_bn_act(features, filters: int, config: ModelConfig, policy: str, name: str):
+def _batch_norm(config: ModelConfig, policy: str, name: str, synchronized: bool) -> layers.BatchNormalization:
+    """BatchNorm; synchronized, its batch statistics are all-reduced over the replicas of a strategy.
+
+    Synchronized, a step normalises over the same images on any number of devices, so a recipe
+    trains alike on one GPU or eight; without a strategy it is plain BatchNorm.
+    """
+    return layers.BatchNormalization(
+        momentum=config.batchnorm_momentum, synchronized=synchronized, dtype=policy, name=name
+    )
+
+
+def _conv_bn_act(features, filters: int, config: ModelConfig, policy: str, name: str, synchronized: bool):
     """3x3 conv without bias (BatchNorm supplies the shift), BatchNorm, the activation."""
     features = layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=policy, name=f"{name}_conv")(features)
-    features = layers.BatchNormalization(momentum=config.batchnorm_momentum, dtype=policy, name=f"{name}_bn")(features)
+    features = _batch_norm(config, policy, f"{name}_bn", synchronized)(features)
     return layers.Activation(config.activation, dtype=policy, name=f"{name}_{config.activation}")(features)
 
 
-def _airbench(features, config: ModelConfig, policy: str):
+def _airbench(features, config: ModelConfig, policy: str, synchronized: bool):
     """A whitening layer or stem conv at full resolution, then per width a block: conv, 2x2 max-pool, conv.
 
     Pooling right after each block's first conv (as airbench does) keeps most of the compute
@@ -256,17 +270,15 @@ def _airbench(features, config: ModelConfig, policy: str):
             whiten(features)
         )
     elif config.stem_filters:
-        features = _conv_bn_act(features, config.stem_filters, config, policy, "stem")
+        features = _conv_bn_act(features, config.stem_filters, config, policy, "stem", synchronized)
     for index, filters in enumerate(config.conv_filters, start=1):
         features = layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=policy, name=f"block{index}_conv1")(
             features
         )
         features = layers.MaxPooling2D(2, dtype=policy, name=f"block{index}_pool")(features)
-        features = layers.BatchNormalization(
-            momentum=config.batchnorm_momentum, dtype=policy, name=f"block{index}_bn1"
-        )(features)
+        features = _batch_norm(config, policy, f"block{index}_bn1", synchronized)(features)
         features = layers.Activation(config.activation, dtype=policy, name=f"block{index}_{config.activation}1")(
             features
         )
-        features = _conv_bn_act(features, filters, config, policy, f"block{index}_2")
+        features = _conv_bn_act(features, filters, config, policy, f"block{index}_2", synchronized)
     return layers.GlobalMaxPooling2D(dtype=policy, name="global_max_pool")(features)

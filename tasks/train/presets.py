@@ -1,8 +1,8 @@
 """The training recipes: the optimiser settings, and the named presets of network and recipe.
 
 A preset pairs a ModelConfig (the network, tasks/train/build_model.py) with a TrainConfig (how it
-is optimised). A run may override TrainConfig fields (the CLI's --epochs); resolve_preset merges
-the overrides once, and the merged preset is what trains and what the registry records.
+is optimised). A run may override TrainConfig fields (the CLI's --epochs and --distribution); resolve_preset
+merges the overrides once, and the merged preset is what trains and what the registry records.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from visionflow.tasks.train.build_model import ModelConfig, UnsuitableInputError
+
+# How training spreads over devices (tasks/train/distribution.py, docs/SCALING.md).
+Distribution = Literal["auto", "none", "mirrored", "multi-worker"]
 
 
 class TrainConfig(BaseModel):
@@ -38,6 +41,12 @@ class TrainConfig(BaseModel):
     early_stopping_monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # Validation metric watched.
     early_stopping_patience: int = Field(default=3, ge=1)  # Epochs without improvement before stopping.
     seed: int = 0  # Seeds Python, NumPy, TensorFlow, the layers' randomness and the shuffling.
+    # The tf.distribute strategy. "auto": MirroredStrategy over the local GPUs when there are two or
+    # more, else one device as without distribution. "none": one device. "mirrored": MirroredStrategy
+    # over the local GPUs (the CPU when there is none). "multi-worker": MultiWorkerMirroredStrategy over
+    # the machines named in TF_CONFIG. batch_size stays the global batch, split over the replicas, so
+    # the recipe (steps per epoch, learning rate) is the same on any number of devices.
+    distribution: Distribution = "auto"
 
 
 class Preset(BaseModel):
@@ -84,13 +93,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def preset_overrides(preset_name: str, epochs: int | None = None) -> dict:
-    """The TrainConfig overrides a run asks for: only the epochs, when given."""
+def preset_overrides(preset_name: str, epochs: int | None = None, distribution: Distribution | None = None) -> dict:
+    """The TrainConfig overrides a run asks for: the epochs and the distribution, those given."""
     if preset_name not in PRESETS:
         raise UnsuitableInputError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     if epochs is not None and epochs < 1:
         raise UnsuitableInputError(f"epochs must be at least 1, not {epochs}")
-    return {} if epochs is None else {"epochs": epochs}
+    given = {"epochs": epochs, "distribution": distribution}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def resolve_preset(preset_name: str, overrides: dict | None = None) -> Preset:

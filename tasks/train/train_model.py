@@ -7,6 +7,8 @@ epoch (BackupAndRestore). A backup that cannot be read (corrupt, or weights miss
 its epoch marker) is deleted with a logged warning and training restarts cleanly from epoch 1.
 A finished training is recorded in run_dir/training.json (with the model's sha256) until the
 model is registered, so a run killed during evaluation or registration does not train again.
+The model is built, compiled and trained inside the distribution strategy of the preset's
+TrainConfig.distribution (tasks/train/distribution.py); the batch size is the global batch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from visionflow.tasks.train.build_model import (
     resolve_precision,
     uses_whitening,
 )
+from visionflow.tasks.train.distribution import TrainingStrategy, checked_strategy
 from visionflow.tasks.train.initializers import patch_whitening_kernel
 from visionflow.tasks.train.presets import Preset, TrainConfig
 from visionflow.tasks.train.training_callbacks import (
@@ -55,6 +58,11 @@ class TrainResult(BaseModel):
     train_images_per_second: float  # Training throughput of this call, validation excluded.
     seed: int
     precision: str  # Keras dtype policy of the compute layers.
+    # The tf.distribute strategy that trained: "default" (one device), "mirrored" or "multi-worker";
+    # and its replicas, one per device over every worker. Records written before the distribution
+    # setting existed read as one device.
+    strategy: str = "default"
+    replicas: int = 1
 
 
 # fit() options: the dataset is already shuffled, and progress goes to the run logger instead.
@@ -62,6 +70,10 @@ QUIET = {"shuffle": False, "verbose": 0}
 
 # A finished training waiting to be registered: the TrainResult and the model file's sha256.
 FINISHED_TRAINING_FILE = "training.json"
+
+# TrainConfig fields that say where training runs, not what it trains: a run folder's name leaves
+# them out, so a killed run resumes in its folder whichever devices finish it.
+PLACEMENT_SETTINGS = ("distribution",)
 
 
 def record_finished_training(result: TrainResult) -> Path:
@@ -130,7 +142,11 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, nu
         return tf.gather(image_tensor, batch_indices), batch_labels
 
     batches = indices.batch(config.batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    # Across machines each worker builds the same batches (same arrays, same seed) and keeps its
+    # share of every one: there are no files to shard by.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -151,19 +167,27 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay)
 
 
-def compiled_model(preset: Preset, train_images: np.ndarray, num_classes: int, steps_per_epoch: int) -> keras.Model:
-    """The preset's model, compiled with its optimizer and loss, seeded afresh."""
+def compiled_model(
+    preset: Preset, train_images: np.ndarray, num_classes: int, steps_per_epoch: int, strategy: TrainingStrategy
+) -> keras.Model:
+    """The preset's model, built and compiled inside strategy's scope with its optimizer and loss, seeded afresh."""
     keras.utils.set_random_seed(preset.train.seed)
     stats = channel_statistics(train_images) if preset.model.normalization == "standardize" else None
     whitening = patch_whitening_kernel(train_images, stats) if uses_whitening(preset.model) else None
-    model = build_model(
-        preset.model, tuple(train_images.shape[1:]), num_classes, channel_stats=stats, whitening_kernel=whitening
-    )
-    if preset.train.label_smoothing > 0:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.train.label_smoothing)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(make_optimizer(preset.train, steps_per_epoch), loss=loss, metrics=["accuracy"])
+    with strategy.strategy.scope():
+        model = build_model(
+            preset.model,
+            tuple(train_images.shape[1:]),
+            num_classes,
+            channel_stats=stats,
+            whitening_kernel=whitening,
+            synchronized_batchnorm=strategy.replicas > 1,
+        )
+        if preset.train.label_smoothing > 0:
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.train.label_smoothing)
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy()
+        model.compile(make_optimizer(preset.train, steps_per_epoch), loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -188,11 +212,13 @@ def train_model(
         return finished
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     config = preset.train
+    # Before the datasets: a multi-worker strategy must be created before TensorFlow's first operation.
+    strategy = checked_strategy(config.distribution, config.batch_size, log)
     steps_per_epoch = -(-len(train[0]) // config.batch_size)
     train_data = make_dataset(*train, config, num_classes, training=True)
     val_data = make_dataset(*val, config, num_classes, training=False)
     for attempt in (1, 2):
-        model = compiled_model(preset, train[0], num_classes, steps_per_epoch)
+        model = compiled_model(preset, train[0], num_classes, steps_per_epoch, strategy)
         monitor = TrainingMonitor(run_dir, config.epochs, len(train[0]), log)
         callbacks = [
             CheckedBackupAndRestore(backup_dir=str(run_dir / "backup")),
@@ -228,6 +254,8 @@ def train_model(
         train_images_per_second=len(train[0]) * (epochs_run - first_epoch) / max(monitor.train_seconds, 1e-9),
         seed=config.seed,
         precision=resolve_precision(preset.model),
+        strategy=strategy.kind,
+        replicas=strategy.replicas,
     )
     record_finished_training(result)
     return result
@@ -235,7 +263,8 @@ def train_model(
 
 def training_run_dir(runs_root: Path, fingerprint: str, preset_name: str, overrides: dict | None) -> Path:
     """A run folder named by dataset, preset and overrides, so a rerun of a killed run resumes in it."""
-    settings = json.dumps(overrides or {}, sort_keys=True)
+    recipe = {name: value for name, value in (overrides or {}).items() if name not in PLACEMENT_SETTINGS}
+    settings = json.dumps(recipe, sort_keys=True)
     key = hashlib.sha256(f"{fingerprint}|{preset_name}|{settings}".encode()).hexdigest()[:12]
     return Path(runs_root) / f"{preset_name}-{fingerprint[:12]}-{key}"
 
@@ -265,8 +294,11 @@ def train_model_task(train_path: str, val_path: str, preset: Preset, run_dir: Pa
     log.info("trained %d epochs in %.1f s (%.0f images/s), best val_accuracy %.4f", *summary)
     publish_markdown(
         "train-summary",
-        "| preset | epochs | seconds | images/s | best val accuracy |\n|---|---|---|---|---|\n"
-        "| {} | {} | {:.1f} | {:.0f} | {:.4f} |".format(preset_name, *summary),
+        "| preset | epochs | seconds | images/s | best val accuracy | strategy | replicas |\n"
+        "|---|---|---|---|---|---|---|\n"
+        "| {} | {} | {:.1f} | {:.0f} | {:.4f} | {} | {} |".format(
+            preset_name, *summary, result.strategy, result.replicas
+        ),
         "Training summary",
     )
     publish_image("training-curves-plot", result.model_path.parent / "curves.png", "Loss and accuracy per epoch")

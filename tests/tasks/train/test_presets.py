@@ -44,3 +44,13 @@ def test_unknown_presets_bad_epochs_and_unknown_settings_are_refused():
         preset_overrides("tiny", 0)
     with pytest.raises(ValidationError, match="epochz"):
         resolve_preset("tiny", {"epochz": 1})
+
+
+def test_the_distribution_is_an_override_recorded_with_the_hyperparameters():
+    assert all(preset.train.distribution == "auto" for preset in PRESETS.values())
+    assert preset_overrides("tiny", None, "mirrored") == {"distribution": "mirrored"}
+    assert preset_overrides("tiny", 2, "none") == {"epochs": 2, "distribution": "none"}
+    resolved = resolve_preset("tiny", preset_overrides("tiny", None, "multi-worker"))
+    assert preset_hyperparameters(resolved)["train"]["distribution"] == "multi-worker"
+    with pytest.raises(ValidationError, match="distribution"):
+        resolve_preset("tiny", {"distribution": "all-the-gpus"})

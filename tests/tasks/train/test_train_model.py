@@ -209,6 +209,8 @@ def test_run_folders_are_named_by_dataset_preset_and_overrides(tmp_path):
     assert first == training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 1})
     assert first != training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 2})
     assert first.parent == tmp_path
+    # Where it trains is not what it trains: a killed run resumes in its folder on other devices.
+    assert first == training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 1, "distribution": "mirrored"})
 
 
 def test_history_rows_are_one_per_epoch_with_every_metric():
