@@ -33,6 +33,7 @@ from score_benchmark import scratch_home  # noqa: E402
 
 VISIONFLOW = [sys.executable, "-m", "visionflow"]
 SIDES = {"default": [], "dask-1": ["--dask-workers", "1"], "dask-2": ["--dask-workers", "2"]}
+RUNNING = "dask-2-running"  # A 2-worker cluster started once, before the timed run, as a team keeps one.
 
 
 def run_command(arguments: list[str], home: Path) -> dict:
@@ -53,9 +54,9 @@ def run_command(arguments: list[str], home: Path) -> dict:
             "peak_memory_mib": memory.peaks()}  # fmt: skip
 
 
-def score_side(arguments, scratch: Path, side: str) -> dict:
+def score_side(arguments, scratch: Path, side: str, options: list[str] | None = None) -> dict:
     home = scratch_home(arguments.models_home, arguments.model, scratch / f"score-{side}")
-    result = run_command(["score", str(arguments.drop.resolve()), *SIDES[side]], home)
+    result = run_command(["score", str(arguments.drop.resolve()), *(options or SIDES[side])], home)
     summary = result["summary"]
     return {"side": side, "part": "score", "seconds": result["seconds"], "images": summary["scored"],
             "scoring_seconds": summary["scoring_seconds"],
@@ -63,14 +64,46 @@ def score_side(arguments, scratch: Path, side: str) -> dict:
             "peak_memory_mib": result["peak_memory_mib"]}  # fmt: skip
 
 
-def ingest_side(arguments, scratch: Path, side: str) -> dict:
+def ingest_side(arguments, scratch: Path, side: str, options: list[str] | None = None) -> dict:
     home = scratch / f"ingest-{side}"
-    result = run_command(["ingest", "--data", str(arguments.ingest_data.resolve()), *SIDES[side]], home)
+    result = run_command(["ingest", "--data", str(arguments.ingest_data.resolve()), *(options or SIDES[side])], home)
     summary = result["summary"]
     images = sum(summary["splits"].values())
     return {"side": side, "part": "ingest", "seconds": result["seconds"], "images": images,
             "flow_seconds": summary["seconds"], "images_per_second": round(images / summary["seconds"], 1),
             "fingerprint": summary["dataset_fingerprint"], "peak_memory_mib": result["peak_memory_mib"]}  # fmt: skip
+
+
+def running_cluster_sides(arguments, scratch: Path) -> list[dict]:
+    """Score and ingest on a 2-worker cluster that is already running and has served one run before
+    (its workers have imported Prefect and TensorFlow and loaded the model): the steady state."""
+    from distributed import LocalCluster
+
+    from visionflow.dask_shards import local_cluster_settings
+
+    results = []
+    with LocalCluster(**local_cluster_settings(2)) as cluster:
+        options = ["--dask-address", cluster.scheduler_address]
+        score_side(arguments, scratch, "warm-up", options)  # Not timed: loads the model on the workers.
+        results.append(score_side(arguments, scratch, RUNNING, options))
+        if arguments.ingest_data:
+            results.append(ingest_side(arguments, scratch, RUNNING, options))
+        worker_peaks = _worker_peaks(cluster)
+    for result in results:
+        result["cluster_worker_peak_mib"] = worker_peaks
+    return results
+
+
+def _worker_peaks(cluster) -> list[float]:
+    """Each running worker's peak resident memory (VmHWM) in MiB, over both runs."""
+    from distributed import Client
+
+    def peak() -> float:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+        return round(int(line.split()[1]) / 1024, 1)
+
+    with Client(cluster) as client:
+        return sorted(client.run(peak).values())
 
 
 def shard_overhead(workers: int, shards: int) -> dict:
@@ -116,6 +149,8 @@ def table(results: list[dict]) -> str:
         largest = max((entry["largest_peak_mib"] for role, entry in peaks.items() if role != "worker"), default=0)
         rate = result.get("scoring_images_per_second") or result.get("images_per_second")
         worker_text = f"{workers.get('processes', 0)} x up to {workers.get('largest_peak_mib', 0)}"
+        if result.get("cluster_worker_peak_mib"):
+            worker_text = f"cluster's: {result['cluster_worker_peak_mib']}"
         lines.append(f"| {result['part']} | {result['side']} | {result['images']:,} | {result['seconds']} | "
                      f"{rate} | {largest} | {worker_text} |")  # fmt: skip
     return "\n".join(lines)
@@ -139,6 +174,8 @@ def main() -> None:
             for side in SIDES:
                 results.append(ingest_side(arguments, Path(scratch), side))
                 print(json.dumps(results[-1]), file=sys.stderr)
+        results.extend(running_cluster_sides(arguments, Path(scratch)))
+        print(json.dumps(results[-2:]), file=sys.stderr)
     overhead = [shard_overhead(workers, arguments.overhead_shards) for workers in (1, 2)]
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
               "results": results, "shard_overhead": overhead}  # fmt: skip

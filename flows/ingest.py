@@ -12,7 +12,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
-from visionflow.dask_shards import DaskConfig
+from visionflow.dask_shards import DaskConfig, start_cluster_task
 from visionflow.home import resolve_home
 from visionflow.splits import DatasetRecord
 from visionflow.tasks.ingest.assign_splits import SplitConfig, assign_splits_task
@@ -59,6 +59,8 @@ def ingest_flow(data: str = "demo", config: IngestConfig | None = None, home: st
     source = prepare_source_task(data, layout.sources)
     decode_config = config.decode.for_source(source.suggested_channels)
     spec = decode_config.image_spec()
+    if config.dask.enabled:  # The cluster starts while the files are listed and hashed.
+        start_cluster_task.submit(config.dask)
     scanned = scan_files_task(source.root, config.scan)
     decode_dir = decode_images_task(scanned, source.root, decode_config, layout.decoded, config.dask)
     split = assign_splits_task(scanned, decode_dir, config.split, layout.datasets, source.name)

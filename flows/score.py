@@ -13,7 +13,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
-from visionflow.dask_shards import DaskConfig
+from visionflow.dask_shards import DaskConfig, start_cluster_task
 from visionflow.home import HomeLayout, resolve_home
 from visionflow.image_profile import DriftConfig
 from visionflow.registry import CHAMPION
@@ -90,6 +90,8 @@ def score_one_drop(drop: Path, model: str, config: ScoringConfig, layout: HomeLa
     drop_path = Path(drop).expanduser().resolve()
     outputs_root = layout.predictions / drop_path.name
     record = select_model_task(layout.models, model)
+    if config.dask.enabled:  # The cluster starts and loads the model while the drop is listed.
+        start_cluster_task.submit(config.dask, record)
     files = list_drop_files_task(drop_path, config.scan)
     result = score_drop_task(files, drop_path, record, layout.ledger_url, outputs_root, config.score, config.dask)
     contract = validate_predictions_task(

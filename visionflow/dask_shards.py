@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, model_validator
 
 from visionflow.errors import BadInputError
+from visionflow.registry import ModelRecord, load_checked_model
+from visionflow.run_context import run_logger
 
 # Most decoded pixel bytes one shard holds on a worker, in bytes (64 MiB): 21,845 CIFAR-sized
 # images, 445 at 224x224 RGB.
@@ -39,8 +40,8 @@ class DaskConfig(BaseModel):
     address: str | None = None  # Scheduler of an existing cluster, e.g. tcp://scheduler:8786; None: no cluster.
     workers: int | None = Field(default=None, ge=1)  # Start a local cluster of this many worker processes.
     # Images per scoring shard task (decode and predict), at most SHARD_BYTES of decoded pixels. A
-    # shard costs about a fifth of a second of Prefect and Dask bookkeeping (docs/BENCHMARKS.md), so
-    # shards of thousands of small images keep that under a tenth of the work.
+    # shard costs about 0.1 s of Prefect and Dask bookkeeping (docs/BENCHMARKS.md, *Dask*), so
+    # shards of thousands of small images keep that to about a tenth of the work.
     files_per_shard: int = Field(default=4096, ge=1)
 
     @model_validator(mode="after")
@@ -113,6 +114,37 @@ def map_shards(
             on_progress(done, len(chunks), time.perf_counter() - started)
 
 
+def warm_up_workers(config: DaskConfig, record: ModelRecord | None = None) -> int:
+    """Start or reach the cluster and ready every worker: Prefect's task engine imported and, given a
+    model record, that model loaded. Returns how many workers there are."""
+    client = cluster_runner(config).client
+    workers = list(client.scheduler_info().get("workers", {}))
+    client.gather([client.submit(ready_worker, record, workers=[address], pure=False) for address in workers])
+    return len(workers)
+
+
+def ready_worker(record: ModelRecord | None) -> None:
+    """Run on one worker: what every shard needs first, paid before the shards arrive."""
+    import prefect.task_engine  # noqa: F401  (it runs each shard's task run)
+
+    if record is not None:
+        load_checked_model(record)
+
+
+@task(name="start-dask-cluster", cache_policy=NO_CACHE, persist_result=False)
+def start_cluster_task(config: DaskConfig, record: ModelRecord | None = None) -> int:
+    """Prefect task, submitted at a flow's start: the cluster starts (and its workers load the model)
+    while the flow lists its files. A failure is only logged here: the stage that needs the cluster
+    tries again and stops with the error."""
+    try:
+        workers = warm_up_workers(config, record)
+    except Exception as error:
+        run_logger(__name__).warning("the Dask cluster is not ready: %s", error)
+        return 0
+    run_logger(__name__).info("Dask cluster ready: %d workers%s", workers, " with the model loaded" if record else "")
+    return workers
+
+
 # One runner (and its cluster or connection) per setting, kept for the life of this process: a
 # score-drops run scores drop after drop, and starting a local cluster costs seconds per drop.
 _RUNNERS: dict[tuple, Any] = {}
@@ -162,20 +194,19 @@ def _start_runner(config: DaskConfig):
 
 
 def local_cluster_settings(workers: int) -> dict:
-    """A LocalCluster of worker processes with one task thread each, sharing this machine's cores.
+    """A LocalCluster of worker processes with one task thread each, on 127.0.0.1, no dashboard.
 
-    Each worker's TensorFlow gets its share of the cores: by default every process would use all
-    of them, and N workers would then run N times as many threads as there are cores.
+    TensorFlow in each worker keeps its default of one thread per core: capping each worker at its
+    share of the cores measured half the throughput (docs/BENCHMARKS.md, *Dask*), since a worker
+    decoding has cores idle that another worker's predict can use.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = str(max(1, cores // workers))
     return {
         "n_workers": workers,
         "threads_per_worker": 1,
         "processes": True,
+        "host": "127.0.0.1",
         "dashboard_address": None,
         "silence_logs": logging.WARNING,
-        "env": {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads},
     }
 
 

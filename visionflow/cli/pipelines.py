@@ -250,7 +250,9 @@ def score(
 
     Example, decoding and predicting on an existing Dask cluster: visionflow score incoming/today --dask-address tcp://scheduler:8786
     """  # noqa: E501 (typer shows each docstring paragraph as written)
-    layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
+    # On a Dask cluster the workers predict: this process needs no TensorFlow.
+    on_cluster = dask_address is not None or dask_workers is not None
+    layout = prepare(home, json_output, prefetch=("great_expectations",) if on_cluster else FLOW_PREFETCH)
     from visionflow.flows.score import ScoringConfig, score_flow
 
     values = {
