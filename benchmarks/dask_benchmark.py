@@ -125,7 +125,10 @@ def overhead():
     return time.perf_counter() - started
 
 if __name__ == "__main__":
-    print(json.dumps(overhead()))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):  # A server the workers report to as well.
+        print(json.dumps(overhead()))
 """
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "overhead.py"

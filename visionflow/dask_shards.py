@@ -16,6 +16,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,8 +42,8 @@ class DaskConfig(BaseModel):
     address: str | None = None  # Scheduler of an existing cluster, e.g. tcp://scheduler:8786; None: no cluster.
     workers: int | None = Field(default=None, ge=1)  # Start a local cluster of this many worker processes.
     # Images per scoring shard task (decode and predict), at most SHARD_BYTES of decoded pixels. A
-    # shard costs about 0.1 s of Prefect and Dask bookkeeping (docs/BENCHMARKS.md, *Dask*), so
-    # shards of thousands of small images keep that to about a tenth of the work.
+    # shard costs 0.1-0.26 s of a worker's time in Prefect and Dask bookkeeping (docs/BENCHMARKS.md,
+    # *Dask*), so shards of thousands of small images keep that to a tenth to a quarter of the work.
     files_per_shard: int = Field(default=4096, ge=1)
 
     @model_validator(mode="after")
@@ -148,6 +150,7 @@ def start_cluster_task(config: DaskConfig, record: ModelRecord | None = None) ->
 # One runner (and its cluster or connection) per setting, kept for the life of this process: a
 # score-drops run scores drop after drop, and starting a local cluster costs seconds per drop.
 _RUNNERS: dict[tuple, Any] = {}
+_LOCAL_CLUSTERS: list[Any] = []  # The local clusters this process started, ended with it.
 _RUNNERS_LOCK = threading.Lock()
 
 
@@ -171,6 +174,14 @@ def _start_runner(config: DaskConfig):
             "running shards on Dask needs the dask extra: pip install 'visionflow[dask]' (or leave out "
             "--dask-address and --dask-workers to run on this machine)"
         ) from None
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        # Each worker would start a temporary Prefect server of its own and record its shards there.
+        raise BadInputError(
+            "running shards on Dask needs a Prefect server the workers can report to: set PREFECT_API_URL "
+            "(visionflow's commands and deployments set it themselves)"
+        )
     # Dask logs every worker's start and stop at INFO; a run's log should show its own progress.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     # Registered after distributed's own exit hook, so it runs first (atexit runs last-in, first-out)
@@ -179,7 +190,11 @@ def _start_runner(config: DaskConfig):
     if config.address:
         runner = DaskTaskRunner(address=config.address, client_kwargs={"timeout": config.connect_timeout_seconds})
     else:
-        runner = DaskTaskRunner(cluster_kwargs=local_cluster_settings(config.workers or 1))
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(**local_cluster_settings(config.workers or 1))
+        _LOCAL_CLUSTERS.append(cluster)
+        runner = DaskTaskRunner(cluster=cluster)
     runner.__enter__()
     try:
         runner.client.wait_for_workers(1, timeout=max(120.0, config.connect_timeout_seconds))
@@ -213,8 +228,22 @@ def local_cluster_settings(workers: int) -> dict:
 def _close_runners() -> None:
     # At exit the log handlers' streams may already be closed; a cluster shutting down has nothing to say.
     logging.disable(logging.CRITICAL)
-    for runner in _RUNNERS.values():
-        # The interpreter is exiting: a cluster that will not close is killed with it.
+    for cluster in _LOCAL_CLUSTERS:
+        _end_workers_now(cluster)
+    # The interpreter is exiting: a cluster that will not close is killed with it.
+    for resource in [*_RUNNERS.values(), *_LOCAL_CLUSTERS]:
         with contextlib.suppress(Exception):
-            runner.__exit__(None, None, None)
+            resource.__exit__(None, None, None)
     _RUNNERS.clear()
+    _LOCAL_CLUSTERS.clear()
+
+
+def _end_workers_now(cluster) -> None:
+    """Kill a local cluster's worker processes: they hold nothing to save (shards only read and
+    return), and a worker with TensorFlow loaded takes 4 s to stop when asked, which every command
+    would wait for at exit."""
+    for nanny in list(cluster.workers.values()):
+        with contextlib.suppress(Exception):
+            nanny.close_gracefully()  # Its nanny must not start a new worker in its place.
+            if nanny.pid:
+                os.kill(nanny.pid, signal.SIGKILL)

@@ -61,3 +61,10 @@ def test_large_images_make_smaller_shards():
     assert config.files_per_shard_of(32 * 32 * 3) == 4096
     assert config.files_per_shard_of(224 * 224 * 3) == 445
     assert not config.enabled and DaskConfig(workers=1).enabled and DaskConfig(address="tcp://x:1").enabled
+
+
+def test_without_a_prefect_server_for_the_workers_a_cluster_is_refused():
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(BadInputError, match="PREFECT_API_URL"):
+        list(map_shards("unreported", refuse_three, [[1]], (), DaskConfig(workers=3)))
