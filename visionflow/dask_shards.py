@@ -182,8 +182,10 @@ def _start_runner(config: DaskConfig):
             "running shards on Dask needs a Prefect server the workers can report to: set PREFECT_API_URL "
             "(visionflow's commands and deployments set it themselves)"
         )
-    # Dask logs every worker's start and stop at INFO; a run's log should show its own progress.
+    # Dask logs every worker's start and stop at INFO, and prefect-dask names a dashboard link even
+    # where no dashboard runs; a run's log shows its own progress and start-dask-cluster's line.
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("prefect.task_runner.dask").setLevel(logging.WARNING)
     # Registered after distributed's own exit hook, so it runs first (atexit runs last-in, first-out)
     # and closes the clusters quietly before distributed would close them noisily.
     atexit.register(_close_runners)
