@@ -1,0 +1,128 @@
+"""Achieved training GFLOP/s of each preset against this CPU's peak.
+
+For each preset: the forward pass's floating-point operations per image, counted by TensorFlow's
+profiler on the frozen inference graph (a multiply-add counts 2); a training step costs about 3x
+the forward pass (forward, and the gradients of activations and of weights). Then the preset's
+real training step (its model, optimizer, loss and tf.data pipeline, as `visionflow train` builds
+them) runs on random CIFAR-shaped images for a few epochs; the fastest epoch after the first
+(which traces the step) gives images/s, and that times 3x the forward FLOPs is the achieved rate.
+
+The peak is cores x clock x FLOPs per cycle per core, from /proc/cpuinfo: fp32 with two fused
+multiply-add pipes of the widest vector the CPU executes at full rate (256 bits on AMD Zen 4, whose
+AVX-512 runs as two halves; 512 bits on Intel with AVX-512), bf16 twice that where AVX512_BF16 is
+present, and Intel's AMX tiles where present (1,024 bf16 FLOPs per cycle per core). The clock is
+the one /proc/cpuinfo reports, often the base clock: a CPU boosting above it has a higher peak.
+
+    .venv/bin/python benchmarks/flops_benchmark.py --presets seed default --images 8192 --epochs 4
+
+Prints a markdown table and, last, a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load_benchmark import machine  # noqa: E402
+
+SHAPE = (32, 32, 3)
+CLASSES = 10
+
+
+def peak_gflops() -> dict:
+    """This CPU's peak GFLOP/s, fp32 and bf16, with the assumptions behind them."""
+    text = Path("/proc/cpuinfo").read_text()
+    flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
+    vendor = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("vendor_id")), "")
+    mhz = float(next(line.split(":", 1)[1] for line in text.splitlines() if line.startswith("cpu MHz")))
+    cores = len(os.sched_getaffinity(0))
+    wide = "avx512f" in flags and vendor != "AuthenticAMD"  # Zen 4 runs 512-bit work as two 256-bit halves.
+    fp32_per_cycle = 2 * 2 * (16 if wide else 8)  # Two FMA pipes, 2 FLOPs per lane.
+    bf16_per_cycle = 1024 if "amx_bf16" in flags else fp32_per_cycle * (2 if "avx512_bf16" in flags else 1)
+    ghz = mhz / 1000
+    return {
+        "cores": cores,
+        "ghz": round(ghz, 3),
+        "fp32_flops_per_cycle_per_core": fp32_per_cycle,
+        "bf16_flops_per_cycle_per_core": bf16_per_cycle,
+        "fp32_gflops": round(cores * ghz * fp32_per_cycle, 1),
+        "bf16_gflops": round(cores * ghz * bf16_per_cycle, 1),
+    }
+
+
+def forward_flops(model) -> int:
+    """Floating-point operations of one image's forward pass, from the frozen inference graph."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    function = tf.function(lambda images: model(images, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec([1, *SHAPE], tf.uint8))
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
+
+
+def measure(preset_name: str, images: int, epochs: int) -> dict:
+    """The preset's training rate on random images: images/s of its last epoch, and GFLOP/s."""
+    import keras
+
+    from visionflow.tasks.train.build_model import resolve_precision
+    from visionflow.tasks.train.distribution import training_strategy
+    from visionflow.tasks.train.presets import PRESETS
+    from visionflow.tasks.train.train_model import QUIET, compiled_model, make_dataset
+
+    preset = PRESETS[preset_name]
+    generator = np.random.default_rng(0)
+    train_images = generator.integers(0, 256, size=(images, *SHAPE), dtype=np.uint8)
+    labels = generator.integers(0, CLASSES, size=images).astype(np.int64)
+    config = preset.train
+    steps = -(-images // config.batch_size)
+    model = compiled_model(preset, train_images, CLASSES, steps, training_strategy("none"))
+    flops = forward_flops(model)
+    dataset = make_dataset(train_images, labels, config, CLASSES, training=True)
+    seconds = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        model.fit(dataset, epochs=1, **QUIET)
+        seconds.append(time.perf_counter() - started)
+    rate = images / min(seconds[1:] or seconds)  # The fastest epoch after the first (tracing, warm-up).
+    keras.backend.clear_session()
+    return {
+        "preset": preset_name,
+        "precision": resolve_precision(preset.model),
+        "batch_size": config.batch_size,
+        "forward_mflops_per_image": round(flops / 1e6, 2),
+        "epoch_seconds": [round(value, 2) for value in seconds],
+        "images_per_second": round(rate, 1),
+        "training_gflops": round(3 * flops * rate / 1e9, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["seed", "default"])
+    parser.add_argument("--images", type=int, default=8192, help="random training images per epoch")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs timed; the fastest after the first counts")
+    arguments = parser.parse_args()
+    peak = peak_gflops()
+    results = [measure(name, arguments.images, arguments.epochs) for name in arguments.presets]
+    print("| preset | precision | forward MFLOP/image | images/s | training GFLOP/s | of fp32 peak | of bf16 peak |")
+    print("|---|---|---|---|---|---|---|")
+    for result in results:
+        achieved = result["training_gflops"]
+        print(f"| {result['preset']} | {result['precision']} | {result['forward_mflops_per_image']} | "
+              f"{result['images_per_second']} | {achieved} | {achieved / peak['fp32_gflops']:.1%} | "
+              f"{achieved / peak['bf16_gflops']:.1%} |")  # fmt: skip
+    print(json.dumps({"machine": machine(), "peak": peak, "date": time.strftime("%Y-%m-%d"), "results": results}))
+
+
+if __name__ == "__main__":
+    main()
