@@ -13,7 +13,7 @@ AVX-512 runs as two halves; 512 bits on Intel with AVX-512), bf16 twice that whe
 present, and Intel's AMX tiles where present (1,024 bf16 FLOPs per cycle per core). The clock is
 the one /proc/cpuinfo reports, often the base clock: a CPU boosting above it has a higher peak.
 
-    .venv/bin/python benchmarks/flops_benchmark.py --presets seed default --images 8192 --epochs 4
+    .venv/bin/python benchmarks/flops_benchmark.py --presets seed default --images 8192 --epochs 4 [--xla]
 
 Prints a markdown table and, last, a JSON object.
 """
@@ -70,7 +70,7 @@ def forward_flops(model) -> int:
     return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
 
 
-def measure(preset_name: str, images: int, epochs: int) -> dict:
+def measure(preset_name: str, images: int, epochs: int, jit_compile: bool = False) -> dict:
     """The preset's training rate on random images: images/s of its last epoch, and GFLOP/s."""
     import keras
 
@@ -87,6 +87,7 @@ def measure(preset_name: str, images: int, epochs: int) -> dict:
     steps = -(-images // config.batch_size)
     model = compiled_model(preset, train_images, CLASSES, steps, training_strategy("none"))
     flops = forward_flops(model)
+    model.jit_compile = jit_compile  # XLA: Keras leaves it off on this CPU unless asked.
     dataset = make_dataset(train_images, labels, config, CLASSES, training=True)
     seconds = []
     for _ in range(epochs):
@@ -98,6 +99,7 @@ def measure(preset_name: str, images: int, epochs: int) -> dict:
     return {
         "preset": preset_name,
         "precision": resolve_precision(preset.model),
+        "xla": jit_compile,
         "batch_size": config.batch_size,
         "forward_mflops_per_image": round(flops / 1e6, 2),
         "epoch_seconds": [round(value, 2) for value in seconds],
@@ -110,15 +112,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["seed", "default"])
     parser.add_argument("--images", type=int, default=8192, help="random training images per epoch")
+    parser.add_argument("--xla", action="store_true", help="also measure each preset with XLA, alternating")
     parser.add_argument("--epochs", type=int, default=4, help="epochs timed; the fastest after the first counts")
     arguments = parser.parse_args()
     peak = peak_gflops()
-    results = [measure(name, arguments.images, arguments.epochs) for name in arguments.presets]
-    print("| preset | precision | forward MFLOP/image | images/s | training GFLOP/s | of fp32 peak | of bf16 peak |")
-    print("|---|---|---|---|---|---|---|")
+    results = []
+    for name in arguments.presets:
+        for jit_compile in (False, True) if arguments.xla else (False,):
+            results.append(measure(name, arguments.images, arguments.epochs, jit_compile))
+    print("| preset | precision | XLA | forward MFLOP/image | images/s | training GFLOP/s | of fp32 peak "
+          "| of bf16 peak |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for result in results:
         achieved = result["training_gflops"]
-        print(f"| {result['preset']} | {result['precision']} | {result['forward_mflops_per_image']} | "
+        print(f"| {result['preset']} | {result['precision']} | {result['xla']} | "
+              f"{result['forward_mflops_per_image']} | "
               f"{result['images_per_second']} | {achieved} | {achieved / peak['fp32_gflops']:.1%} | "
               f"{achieved / peak['bf16_gflops']:.1%} |")  # fmt: skip
     print(json.dumps({"machine": machine(), "peak": peak, "date": time.strftime("%Y-%m-%d"), "results": results}))
