@@ -107,13 +107,18 @@ def map_shards(
 
     for _ in range(min(window, len(chunks))):
         submit_next()
-    for done, finished in enumerate(tracker, start=1):
-        index, future = futures.pop(finished)
-        result = future.result()
-        submit_next()
-        yield index, result
-        if on_progress:
-            on_progress(done, len(chunks), time.perf_counter() - started)
+    try:
+        for done, finished in enumerate(tracker, start=1):
+            index, future = futures.pop(finished)
+            result = future.result()
+            submit_next()
+            yield index, result
+            if on_progress:
+                on_progress(done, len(chunks), time.perf_counter() - started)
+    finally:
+        # A stage that stopped early (a failed shard, a full disk) leaves no work on a shared cluster.
+        for wrapped in futures:
+            wrapped.cancel()
 
 
 def warm_up_workers(config: DaskConfig, record: ModelRecord | None = None) -> int:
