@@ -26,6 +26,15 @@ from visionflow.errors import VisionflowError
 STARTUP_TIMEOUT_SECONDS = 120  # A first start creates the database; slow on two busy cores.
 
 
+def answers_health_check(api_url: str) -> bool:
+    """True when the Prefect API at api_url answers its health check within 2 s."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 class TemporaryServer:
     """A Prefect API server process for this command alone."""
 
@@ -41,12 +50,8 @@ class TemporaryServer:
                     f"the temporary Prefect server exited with code {self.process.returncode} before answering; "
                     "set PREFECT_API_URL to a running server, or run the command again"
                 )
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if answers_health_check(self.api_url):
+                return
             time.sleep(0.1)
         raise VisionflowError(f"the temporary Prefect server did not answer within {timeout:.0f} s")
 

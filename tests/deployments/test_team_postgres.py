@@ -17,8 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from visionflow.deployments.settings import DEPLOYMENT_NAMES
+from visionflow.temporary_server import answers_health_check
 
 from tests.conftest import VISIONFLOW, write_image
 from tests.postgres_helpers import SUPERUSER, free_port
@@ -104,12 +103,8 @@ def wait_until_healthy(api_url: str, server: subprocess.Popen, log_path: Path) -
     deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         assert server.poll() is None, f"the Prefect server exited with {server.returncode}:\n{log_tail(log_path)}"
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+        if answers_health_check(api_url):
+            return
         time.sleep(0.5)
     raise AssertionError(f"no answer from {api_url} in {SERVER_START_TIMEOUT_SECONDS} s:\n{log_tail(log_path)}")
 
