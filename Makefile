@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench-ingest bench-score bench-presets clean
+.PHONY: demo test test-fast lint bench-ingest bench-score bench-presets bench-frontier clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench-score: $(VENV)/.installed
 # Ingests CIFAR-10 (a no-op when it already is), then trains `seed` and `default` side by side.
 bench-presets: $(VENV)/.installed
 	$(BIN)/python benchmarks/preset_benchmark.py --dataset-dir "$$($(BIN)/visionflow ingest --data ../shared/datasets/cifar10 --json | $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["dataset_dir"])')"
+
+# Every preset through `visionflow train` with two seeds, beside `seed`: the table, and the
+# accuracy-against-minutes plot in docs/frontier.png (about two and a half hours on 2 cores).
+bench-frontier: $(VENV)/.installed
+	$(BIN)/python benchmarks/frontier_benchmark.py --data ../shared/datasets/cifar10 --seeds 0 1 --plot docs/frontier.png
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

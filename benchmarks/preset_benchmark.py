@@ -52,6 +52,7 @@ def main() -> None:
     configure_environment()
     from visionflow.prediction import predict_probabilities
     from visionflow.splits import load_split_arrays
+    from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.evaluate_model import EvaluationConfig
     from visionflow.tasks.train.presets import PRESETS
     from visionflow.tasks.train.train_model import compiled_model, make_dataset
@@ -83,7 +84,7 @@ def main() -> None:
         steps = -(-len(train_images) // preset.train.batch_size)
         sides[name] = {
             "preset": preset,
-            "model": compiled_model(preset, train_images, classes, steps),
+            "model": compiled_model(preset, train_images, classes, steps, training_strategy("none")),
             "train": make_dataset(train_images, train_labels, preset.train, classes, training=True),
             "val": make_dataset(*splits["val"][:2], preset.train, classes, training=False),
             "seconds": 0.0,

@@ -58,6 +58,9 @@ class ModelConfig(BaseModel):
     conv_dropout: float = Field(default=0.25, ge=0, lt=1)  # classic_cnn: fraction dropped after each stage.
     dense_dropout: float = Field(default=0.5, ge=0, lt=1)  # classic_cnn: fraction dropped after the dense layer.
     batchnorm_momentum: float = Field(default=0.9, gt=0, lt=1)  # airbench: weight of the old running statistics.
+    # airbench: whether BatchNorm learns a scale; False keeps it at 1, as airbench does, and the conv
+    # that follows does the scaling.
+    batchnorm_scale: bool = True
     # "rescale": pixels / 255 into [0, 1]. "standardize": (pixel - mean) / std per channel, the
     # mean and variance measured on the training images (see channel_statistics).
     normalization: Literal["rescale", "standardize"] = "standardize"
@@ -242,7 +245,11 @@ def _batch_norm(config: ModelConfig, policy: str, name: str, synchronized: bool)
     trains alike on one GPU or eight; without a strategy it is plain BatchNorm.
     """
     return layers.BatchNormalization(
-        momentum=config.batchnorm_momentum, synchronized=synchronized, dtype=policy, name=name
+        momentum=config.batchnorm_momentum,
+        scale=config.batchnorm_scale,
+        synchronized=synchronized,
+        dtype=policy,
+        name=name,
     )
 
 

@@ -163,8 +163,13 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         )
     decay = config.weight_decay or None
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=decay)
-    return keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay)
+        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay)
+    if decay and config.weight_decay_scope == "kernels":
+        # Keras matches these against variable names: BatchNorm's gamma and beta, and every bias.
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
 
 
 def compiled_model(

@@ -117,12 +117,20 @@ def train(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="Training recipe: 'seed' (the classic Keras CIFAR-10 CNN), 'default', 'tiny'.", show_default="default"
+            help="Training recipe: 'seed' (the classic Keras CIFAR-10 CNN), 'default', 'large' and 'xlarge' "
+            "(more accuracy for more time), 'tiny'.",
+            show_default="default",
         ),
     ] = None,
     epochs: Annotated[
         int | None,
         typer.Option(help="Train for this many epochs instead of the preset's.", show_default="the preset's"),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed the weights, augmentation and shuffling (another seed, another run).", show_default="0"
+        ),
     ] = None,
     distribution: Annotated[
         Literal["auto", "none", "mirrored", "multi-worker"] | None,
@@ -152,7 +160,7 @@ def train(
         "dask": given(address=dask_address, workers=dask_workers),
     }
     ingest_config = validated_config(IngestConfig, values, json_output)
-    parameters = given(data=data, preset=preset, epochs=epochs, distribution=distribution)
+    parameters = given(data=data, preset=preset, epochs=epochs, seed=seed, distribution=distribution)
     summary = run_flow(
         lambda: train_flow(**parameters, ingest=ingest_config, home=str(layout.root), return_state=True),
         json_output,
@@ -164,9 +172,9 @@ def _train_lines(summary: dict) -> list[str]:
     """The human summary of a training run."""
     verdict = "promoted to champion" if summary["promoted"] else "registered, not promoted"
     return [
-        f"model {summary['model_version']} ({summary['preset']}, {summary['epochs_run']} epochs, "
-        f"{summary['train_images_per_second']:,.0f} images/s): test accuracy {summary['test_accuracy']:.4f}, "
-        f"macro F1 {summary['macro_f1']:.4f}",
+        f"model {summary['model_version']} ({summary['preset']}, {summary['epochs_run']} epochs in "
+        f"{summary['training_seconds']:,.0f} s, {summary['train_images_per_second']:,.0f} images/s): "
+        f"test accuracy {summary['test_accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}",
         f"{verdict}: {summary['gate_reason']}",
         f"champion: {summary['champion_version'] or 'none'}; model file {summary['model_path']}",
         f"done in {summary['seconds']:.0f} s",

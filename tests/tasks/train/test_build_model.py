@@ -146,3 +146,12 @@ def test_the_airbench_net_can_drop_its_stem_and_use_relu():
     assert "stem_conv" not in names and "block1_conv1" in names
     assert model.get_layer("block1_2_relu").get_config()["activation"] == "relu"
     assert not any("gelu" in name for name in names)
+
+
+def test_batchnorm_can_keep_its_scale_at_one_as_airbench_does():
+    stats = ([0.0] * 3, [1.0] * 3)
+    learned = build_model(ModelConfig(precision="float32"), SHAPE, 3, channel_stats=stats)
+    fixed = build_model(ModelConfig(batchnorm_scale=False, precision="float32"), SHAPE, 3, channel_stats=stats)
+    norms = [layer for layer in fixed.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(not layer.scale and "gamma" not in [w.name for w in layer.weights] for layer in norms)
+    assert fixed.count_params() == learned.count_params() - sum(layer.weights[0].shape[0] for layer in norms)

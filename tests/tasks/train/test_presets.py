@@ -36,7 +36,8 @@ def test_overrides_apply_to_a_copy_and_reach_the_recorded_hyperparameters():
 
 
 def test_unknown_presets_bad_epochs_and_unknown_settings_are_refused():
-    with pytest.raises(UnsuitableInputError, match="unknown preset 'huge'; choose one of seed, default, tiny"):
+    listed = "unknown preset 'huge'; choose one of seed, default, large, xlarge, tiny"
+    with pytest.raises(UnsuitableInputError, match=listed):
         preset_overrides("huge")
     with pytest.raises(UnsuitableInputError, match="unknown preset 'huge'"):
         resolve_preset("huge")
@@ -50,6 +51,8 @@ def test_the_distribution_is_an_override_recorded_with_the_hyperparameters():
     assert all(preset.train.distribution == "auto" for preset in PRESETS.values())
     assert preset_overrides("tiny", None, "mirrored") == {"distribution": "mirrored"}
     assert preset_overrides("tiny", 2, "none") == {"epochs": 2, "distribution": "none"}
+    assert preset_overrides("tiny", None, None, 7) == {"seed": 7}
+    assert resolve_preset("tiny", preset_overrides("tiny", seed=7)).train.seed == 7
     resolved = resolve_preset("tiny", preset_overrides("tiny", None, "multi-worker"))
     assert preset_hyperparameters(resolved)["train"]["distribution"] == "multi-worker"
     with pytest.raises(ValidationError, match="distribution"):

@@ -98,21 +98,26 @@ REQUIRED_TRAIN_KEYS = {
     "champion_version",
     "seconds",
     "train_images_per_second",
+    "training_seconds",
 }
 
 
 def test_train_json_reports_the_registered_model(run_cli, make_image_folder):
     root = make_image_folder(layout="flat", per_class=50)
-    result = run_cli("train", "--data", str(root), "--preset", "tiny", "--image-size", "12", "--json")
+    result = run_cli("train", "--data", str(root), "--preset", "tiny", "--image-size", "12", "--seed", "3", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(summary) >= REQUIRED_TRAIN_KEYS
     assert summary["model_version"] == "v0001" and summary["preset"] == "tiny" and summary["epochs_run"] == 2
     assert Path(summary["model_path"]).is_file()
+    assert 0 < summary["training_seconds"] < summary["seconds"], "the fit alone is part of the whole run"
+    metadata = json.loads((Path(summary["model_path"]).parent / "metadata.json").read_text())
+    assert metadata["seed"] == 3 and metadata["hyperparameters"]["train"]["seed"] == 3
 
 
 def test_an_unknown_preset_exits_4_listing_the_presets(run_cli, make_image_folder):
     root = make_image_folder(layout="flat", per_class=50)
     result = run_cli("train", "--data", str(root), "--preset", "fastest")
     assert result.returncode == 4
-    assert "unknown preset 'fastest'; choose one of seed, default, tiny" in result.stderr.strip().splitlines()[-1]
+    listed = "unknown preset 'fastest'; choose one of seed, default, large, xlarge, tiny"
+    assert listed in result.stderr.strip().splitlines()[-1]
