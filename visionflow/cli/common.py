@@ -90,7 +90,10 @@ def prepare(home: Path | None, json_output: bool, prefetch: tuple[str, ...] = ()
     global _TEMPORARY_SERVER
     _TEMPORARY_SERVER = start_temporary_server()  # Boots while the imports below run.
     if prefetch:
-        threading.Thread(target=_import_quietly, args=(prefetch,), name="visionflow-prefetch", daemon=True).start()
+        # Not a daemon: a command that fails early then waits for the import to finish before the
+        # interpreter shuts down. Shutting down under a half-imported TensorFlow aborts the process
+        # ("terminate called without an active exception") and loses the command's exit code.
+        threading.Thread(target=_import_quietly, args=(prefetch,), name="visionflow-prefetch", daemon=False).start()
     configure_logging()
     return layout
 
