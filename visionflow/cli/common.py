@@ -63,6 +63,8 @@ HomeOption = Annotated[
 
 # The command's own temporary Prefect server, when PREFECT_API_URL did not name one.
 _TEMPORARY_SERVER = None
+# The thread importing the flow's heavy modules ahead of use, when the command asked for one.
+_PREFETCH = None
 
 
 def prepare(home: Path | None, json_output: bool, prefetch: tuple[str, ...] = ()):
@@ -93,7 +95,9 @@ def prepare(home: Path | None, json_output: bool, prefetch: tuple[str, ...] = ()
         # Not a daemon: a command that fails early then waits for the import to finish before the
         # interpreter shuts down. Shutting down under a half-imported TensorFlow aborts the process
         # ("terminate called without an active exception") and loses the command's exit code.
-        threading.Thread(target=_import_quietly, args=(prefetch,), name="visionflow-prefetch", daemon=False).start()
+        global _PREFETCH
+        _PREFETCH = threading.Thread(target=_import_quietly, args=(prefetch,), name="visionflow-prefetch")
+        _PREFETCH.start()
     configure_logging()
     return layout
 
@@ -194,6 +198,8 @@ def finish(summary, json_output: bool, human_lines) -> None:
 
 def fail(message: str, exit_code: int, json_output: bool) -> None:
     """Report an error as the last word: a one-line reason on stderr (and JSON on stdout with --json)."""
+    if _PREFETCH is not None:
+        _PREFETCH.join()  # What the imports print (TensorFlow's start-up lines) comes before the reason.
     if json_output:
         typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
     first_line, _, rest = message.partition("\n")
