@@ -15,14 +15,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from visionflow.access import ALLOWED_ROOTS_VARIABLE
 from visionflow.deployments.settings import InboxConfig, ServeConfig
 from visionflow.errors import VisionflowError
 from visionflow.home import BUILT_IN_SOURCES, HomeLayout
+from visionflow.temporary_server import answers_health_check
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
     # The UI, served by the same process, must call this server's API, not the default port's.
     environment = {**lockdown_settings(port), **os.environ, "PREFECT_UI_API_URL": url,
                    "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}  # fmt: skip
-    if server_is_healthy(url) or port_in_use(port):
+    if answers_health_check(url) or port_in_use(port):
         raise VisionflowError(f"port {port} is already in use on 127.0.0.1: choose another with --port")
     with open(log_path, "ab") as log_file:
         # Its own session: Ctrl-C reaches serve, which stops the runs first and the server last.
@@ -50,7 +49,7 @@ def start_server(layout: HomeLayout, port: int) -> tuple[subprocess.Popen, str]:
             raise VisionflowError(
                 f"the Prefect server did not start on port {port} (is the port in use? try --port); log: {log_path}"
             )
-        if server_is_healthy(url):
+        if answers_health_check(url):
             return process, url
         time.sleep(0.5)
     process.terminate()
@@ -76,15 +75,6 @@ def port_in_use(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1)
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def server_is_healthy(api_url: str) -> bool:
-    """True when the Prefect API at api_url answers its health check."""
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -146,7 +136,7 @@ def run_service(layout: HomeLayout, config: ServeConfig, on_started=None, on_rea
     if not api_url:
         server, api_url = start_server(layout, config.port)
         os.environ["PREFECT_API_URL"] = api_url
-    elif not server_is_healthy(api_url):
+    elif not answers_health_check(api_url):
         raise VisionflowError(f"PREFECT_API_URL={api_url} does not answer; start that server or unset the variable")
     try:
         if on_started:
