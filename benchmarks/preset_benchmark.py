@@ -54,6 +54,7 @@ def main() -> None:
     from visionflow.splits import load_split_arrays
     from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.evaluate_model import EvaluationConfig
+    from visionflow.tasks.train.lookahead import Lookahead
     from visionflow.tasks.train.presets import PRESETS
     from visionflow.tasks.train.train_model import compiled_model, make_dataset
 
@@ -87,6 +88,7 @@ def main() -> None:
             "model": compiled_model(preset, train_images, classes, steps, training_strategy("none")),
             "train": make_dataset(train_images, train_labels, preset.train, classes, training=True),
             "val": make_dataset(*splits["val"][:2], preset.train, classes, training=False),
+            "callbacks": [Lookahead(preset.train.epochs)] if preset.train.lookahead else [],
             "seconds": 0.0,
             "cpu_seconds": 0.0,
             "val_accuracy": [],
@@ -108,6 +110,7 @@ def main() -> None:
                 epochs=epoch + 1,
                 verbose=0,
                 shuffle=False,
+                callbacks=side["callbacks"],
             )
             side["seconds"] += time.perf_counter() - wall
             side["cpu_seconds"] += time.process_time() - cpu

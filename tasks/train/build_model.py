@@ -61,11 +61,20 @@ class ModelConfig(BaseModel):
     # airbench: whether BatchNorm learns a scale; False keeps it at 1, as airbench does, and the conv
     # that follows does the scaling.
     batchnorm_scale: bool = True
+    # airbench: start each block conv's first filters (as many as it has input channels) as the
+    # identity, so every block begins close to passing its input on, an implicit residual.
+    identity_init: bool = False
+    # Multiplies the classifier's logits before the softmax. Below 1 it shrinks the classifier's
+    # starting outputs and slows its learning against the conv layers'; airbench uses 1/9.
+    logit_scale: float = Field(default=1.0, gt=0)
     # "rescale": pixels / 255 into [0, 1]. "standardize": (pixel - mean) / std per channel, the
     # mean and variance measured on the training images (see channel_statistics).
     normalization: Literal["rescale", "standardize"] = "standardize"
     augment: bool = True  # Random crop with padding and horizontal flip, active only while training.
-    crop_padding: int = Field(default=2, ge=0, le=8)  # Pixels of zero padding around the random crop.
+    crop_padding: int = Field(default=2, ge=0, le=8)  # Pixels of padding around the random crop.
+    # What fills the padding: "constant" zeros (the mean colour after standardisation), or "reflect"
+    # the image's own border mirrored, as airbench pads.
+    crop_fill: Literal["constant", "reflect"] = "constant"
     horizontal_flip: bool = True  # Mirror half of the training images left to right.
     # "auto": bfloat16 compute with float32 weights when the hardware does bfloat16 natively
     # (CPU flags avx512_bf16 or amx_bf16, or a GPU of compute capability 8.0 or newer), else float32.
@@ -169,11 +178,31 @@ def build_model(
     else:
         features = _airbench(features, config, policy, synchronized_batchnorm)
     # The classifier head stays in float32, so probabilities sum to 1 at full precision.
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
+    if config.logit_scale == 1.0:
+        outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
+    else:
+        logits = layers.Dense(num_classes, dtype="float32", name="logits")(features)
+        logits = layers.Rescaling(config.logit_scale, dtype="float32", name="logit_scale")(logits)
+        outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     model = keras.Model(inputs, outputs, name=f"visionflow_{config.architecture}")
     if uses_whitening(config):
         _set_whitening_kernel(model, input_shape, whitening_kernel)
+    if config.architecture == "airbench" and config.identity_init:
+        _start_block_convs_as_identity(model)
     return model
+
+
+def _start_block_convs_as_identity(model: keras.Model) -> None:
+    """Set the first C filters of every block conv (C its input channels) to pass channel i through as filter i."""
+    for layer in model.layers:
+        if not (layer.name.startswith("block") and isinstance(layer, layers.Conv2D)):
+            continue
+        kernel = keras.ops.convert_to_numpy(layer.kernel).copy()
+        rows, columns, inputs, outputs = kernel.shape
+        kept = min(inputs, outputs)
+        kernel[:, :, :, :kept] = 0.0
+        kernel[rows // 2, columns // 2, np.arange(kept), np.arange(kept)] = 1.0
+        layer.kernel.assign(kernel)
 
 
 def _set_whitening_kernel(model: keras.Model, input_shape, whitening_kernel) -> None:
@@ -213,7 +242,7 @@ def _augment(features, config: ModelConfig, input_shape: tuple[int, int, int]):
         features = layers.RandomTranslation(
             height_factor=config.crop_padding / height,
             width_factor=config.crop_padding / width,
-            fill_mode="constant",
+            fill_mode=config.crop_fill,
             interpolation="nearest",
             fill_value=0.0,
             name="random_crop",

@@ -40,6 +40,13 @@ class TrainConfig(BaseModel):
     # Which variables weight decay shrinks. "all": every trainable one. "kernels": only the conv and
     # dense kernels; BatchNorm's scale and shift and the classifier's bias keep their size.
     weight_decay_scope: Literal["all", "kernels"] = "all"
+    # SGD only: BatchNorm's shifts take steps this many times larger than every other variable
+    # (airbench uses 64). They are not scale-free like the conv kernels, so at the common step size
+    # they learn slowly (tasks/train/optimizers.py).
+    shift_learning_rate_multiplier: float = Field(default=1.0, gt=0)
+    # Lookahead averaging of the weights over the last 70 % of training, as airbench does
+    # (tasks/train/lookahead.py): validation and the saved model use the averaged weights.
+    lookahead: bool = False
     schedule: Literal["constant", "cosine"] = "cosine"  # "cosine": linear warm-up from 0, then cosine decay to 0.
     warmup_fraction: float = Field(default=0.15, ge=0, lt=1)  # Share of all steps spent warming up.
     label_smoothing: float = Field(default=0.2, ge=0, lt=1)  # Probability mass spread evenly over all classes.

@@ -38,6 +38,8 @@ from visionflow.tasks.train.build_model import (
 )
 from visionflow.tasks.train.distribution import TrainingStrategy, checked_strategy
 from visionflow.tasks.train.initializers import patch_whitening_kernel
+from visionflow.tasks.train.lookahead import Lookahead
+from visionflow.tasks.train.optimizers import make_optimizer
 from visionflow.tasks.train.presets import Preset, TrainConfig
 from visionflow.tasks.train.training_callbacks import (
     CheckedBackupAndRestore,
@@ -149,29 +151,6 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, nu
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam or Nesterov SGD, with a constant step size or linear warm-up then cosine decay."""
-    learning_rate = config.learning_rate
-    if config.schedule == "cosine":
-        total_steps = config.epochs * steps_per_epoch
-        warmup_steps = int(config.warmup_fraction * total_steps)
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup_steps else config.learning_rate,
-            decay_steps=max(total_steps - warmup_steps, 1),
-            warmup_target=config.learning_rate if warmup_steps else None,
-            warmup_steps=warmup_steps,
-        )
-    decay = config.weight_decay or None
-    if config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay)
-    else:
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay)
-    if decay and config.weight_decay_scope == "kernels":
-        # Keras matches these against variable names: BatchNorm's gamma and beta, and every bias.
-        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    return optimizer
-
-
 def compiled_model(
     preset: Preset, train_images: np.ndarray, num_classes: int, steps_per_epoch: int, strategy: TrainingStrategy
 ) -> keras.Model:
@@ -226,6 +205,7 @@ def train_model(
         model = compiled_model(preset, train[0], num_classes, steps_per_epoch, strategy)
         monitor = TrainingMonitor(run_dir, config.epochs, len(train[0]), log)
         callbacks = [
+            *([Lookahead(config.epochs)] if config.lookahead else []),
             CheckedBackupAndRestore(backup_dir=str(run_dir / "backup")),
             keras.callbacks.EarlyStopping(
                 monitor=config.early_stopping_monitor,
@@ -247,7 +227,7 @@ def train_model(
             shutil.rmtree(run_dir / "backup", ignore_errors=True)
     seconds = time.perf_counter() - started
     model_path = run_dir / "model.keras"
-    model.save(model_path)
+    without_training_state(model).save(model_path)
     save_curves(monitor.history, run_dir / "curves.png")
     first_epoch, epochs_run = monitor.first_epoch or 0, len(monitor.history.get("loss", []))
     result = TrainResult(
@@ -264,6 +244,18 @@ def train_model(
     )
     record_finished_training(result)
     return result
+
+
+def without_training_state(model: keras.Model) -> keras.Model:
+    """An uncompiled copy of model with its weights: what scoring needs, and no optimiser.
+
+    The saved file then loads in safe mode without any visionflow class (the optimiser may be one)
+    and is smaller by the optimiser's momentum, one value per weight.
+    """
+    # From the configuration, not keras.models.clone_model: a clone of a compiled model is compiled.
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def training_run_dir(runs_root: Path, fingerprint: str, preset_name: str, overrides: dict | None) -> Path:

@@ -155,3 +155,45 @@ def test_batchnorm_can_keep_its_scale_at_one_as_airbench_does():
     norms = [layer for layer in fixed.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(not layer.scale and "gamma" not in [w.name for w in layer.weights] for layer in norms)
     assert fixed.count_params() == learned.count_params() - sum(layer.weights[0].shape[0] for layer in norms)
+
+
+def test_logit_scale_multiplies_the_classifier_logits_before_the_softmax():
+    stats = ([0.0] * 3, [1.0] * 3)
+    config = ModelConfig(logit_scale=1 / 9, augment=False, precision="float32")
+    model = build_model(config, SHAPE, 3, channel_stats=stats)
+    images = random_images(4)
+    logits = keras.Model(model.inputs, model.get_layer("logits").output).predict(images, verbose=0)
+    expected = np.exp(logits / 9) / np.exp(logits / 9).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="logit_scale"):
+        ModelConfig(logit_scale=0)
+
+
+def test_identity_init_makes_each_block_conv_pass_its_input_channels_through():
+    config = ModelConfig(conv_filters=[32, 128, 128], identity_init=True, precision="float32")
+    model = build_model(config, SHAPE, 3, channel_stats=([0.0] * 3, [1.0] * 3))
+    convs = [layer for layer in model.layers if layer.name.startswith("block") and "conv" in layer.name]
+    assert len(convs) == 2 * len(config.conv_filters)
+    features = np.random.default_rng(0).normal(size=(2, 4, 4, 32)).astype(np.float32)
+    conv = model.get_layer("block1_2_conv")  # 32 filters in and out: all of them are the identity.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(conv(features)), features, atol=1e-6)
+    widening = model.get_layer("block2_conv1")  # 32 in, 128 out: the first 32 pass through, the rest stay random.
+    output = keras.ops.convert_to_numpy(widening(features))
+    np.testing.assert_allclose(output[..., :32], features, atol=1e-6)
+    assert np.abs(output[..., 32:]).mean() > 0.01
+    stats = ([0.0] * 3, [1.0] * 3)
+    plain = build_model(config.model_copy(update={"identity_init": False}), SHAPE, 3, channel_stats=stats)
+    plain_output = keras.ops.convert_to_numpy(plain.get_layer("block1_2_conv")(features))
+    assert not np.allclose(plain_output, features, atol=1e-2)
+
+
+@pytest.mark.parametrize("fill", ["constant", "reflect"])
+def test_the_random_crop_pads_with_zeros_or_the_mirrored_border(fill):
+    config = ModelConfig(architecture="classic_cnn", conv_filters=[4], normalization="rescale", crop_fill=fill)
+    model = build_model(config, SHAPE, 3)
+    crop = keras.Model(model.inputs, model.get_layer("random_crop").output)
+    keras.utils.set_random_seed(0)
+    bright = np.full((32, *SHAPE), 255, dtype=np.uint8)  # Any shift shows only padding at the borders.
+    shifted = keras.ops.convert_to_numpy(crop([bright], training=True))
+    has_black_border = (shifted == 0).any(axis=(1, 2, 3))
+    assert has_black_border.any() if fill == "constant" else not has_black_border.any()

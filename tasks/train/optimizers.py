@@ -1,0 +1,81 @@
+"""The optimiser of a training recipe: Adam or Nesterov SGD, its step-size schedule and weight decay.
+
+BatchNorm makes a convolution's kernel scale-free (only its direction matters), so weight decay
+and the step size together set how fast those kernels turn. BatchNorm's shifts are not scale-free:
+with the same step size they learn far more slowly than the kernels they follow. airbench gives
+them a step size 64 times larger; TrainConfig.shift_learning_rate_multiplier does the same here
+by scaling their gradients, which for SGD with momentum is the same as scaling their step size.
+Weight decay stays at the common rate, as in airbench.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from visionflow.tasks.train.presets import TrainConfig
+
+# Keras names BatchNormalization's shift variable "beta" (and its scale "gamma").
+SHIFT_VARIABLE_NAME = "beta"
+
+
+@keras.saving.register_keras_serializable(package="visionflow")
+class ShiftScaledSGD(keras.optimizers.SGD):
+    """Nesterov SGD whose step size on BatchNorm's shifts is shift_multiplier times the rest's.
+
+    Only training uses it. The training stage saves the finished model without its optimiser, so
+    model.keras loads anywhere without this class; the per-epoch checkpoint keeps the optimiser
+    and loads where visionflow is imported (the registration above).
+    """
+
+    def __init__(self, shift_multiplier: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.shift_multiplier = float(shift_multiplier)
+
+    def apply(self, grads, trainable_variables=None):
+        variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        scaled = [
+            gradient * self.shift_multiplier
+            if gradient is not None and variable.name == SHIFT_VARIABLE_NAME
+            else gradient
+            for gradient, variable in zip(grads, variables, strict=True)
+        ]
+        return super().apply(scaled, trainable_variables)
+
+    def get_config(self):
+        return {**super().get_config(), "shift_multiplier": self.shift_multiplier}
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
+    """A constant step size, or linear warm-up from 0 then cosine decay to 0 over every step."""
+    if config.schedule != "cosine":
+        return config.learning_rate
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = int(config.warmup_fraction * total_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else config.learning_rate,
+        decay_steps=max(total_steps - warmup_steps, 1),
+        warmup_target=config.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam or Nesterov SGD, with the schedule of learning_rate_schedule and decoupled weight decay."""
+    learning_rate = learning_rate_schedule(config, steps_per_epoch)
+    decay = config.weight_decay or None
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    elif config.shift_learning_rate_multiplier != 1.0:
+        optimizer = ShiftScaledSGD(
+            config.shift_learning_rate_multiplier,
+            learning_rate=learning_rate,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=decay,
+        )
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay)
+    if decay and config.weight_decay_scope == "kernels":
+        # Keras matches these against variable names: BatchNorm's gamma and beta, and every bias.
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer

@@ -1,0 +1,80 @@
+"""The optimiser: weight decay's scope, BatchNorm shifts' larger steps, and a saved model free of it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pydantic
+import pytest
+
+from visionflow.tasks.train.optimizers import ShiftScaledSGD, make_optimizer
+from visionflow.tasks.train.presets import PRESETS, resolve_preset
+from visionflow.tasks.train.train_model import train_model
+
+
+def batchnorm_then_dense() -> keras.Model:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+    for variable in model.trainable_variables:
+        variable.assign(keras.ops.ones(variable.shape))
+    return model
+
+
+def steps_taken(multiplier: float) -> dict[str, float]:
+    """How far each variable moves in one step of gradient 1 with the default recipe, decay off."""
+    config = PRESETS["default"].train.model_copy(
+        update={"schedule": "constant", "weight_decay": 0.0, "shift_learning_rate_multiplier": multiplier}
+    )
+    model = batchnorm_then_dense()
+    optimizer = make_optimizer(config, steps_per_epoch=1)
+    ones = [keras.ops.ones(variable.shape) for variable in model.trainable_variables]
+    optimizer.apply_gradients(zip(ones, model.trainable_variables, strict=True))
+    return {variable.name: 1.0 - float(keras.ops.max(variable)) for variable in model.trainable_variables}
+
+
+@pytest.mark.parametrize("scope", ["all", "kernels"])
+def test_weight_decay_shrinks_every_variable_or_only_the_kernels(scope):
+    config = PRESETS["default"].train.model_copy(
+        update={"schedule": "constant", "learning_rate": 0.1, "weight_decay": 0.5, "weight_decay_scope": scope}
+    )
+    model = batchnorm_then_dense()
+    optimizer = make_optimizer(config, steps_per_epoch=1)
+    # Zero gradients: whatever changes, weight decay changed (by learning_rate x weight_decay = 5 %).
+    zeros = [keras.ops.zeros(variable.shape) for variable in model.trainable_variables]
+    optimizer.apply_gradients(zip(zeros, model.trainable_variables, strict=True))
+    shrunk = {variable.name: float(keras.ops.max(variable)) < 1.0 for variable in model.trainable_variables}
+    assert set(shrunk) == {"gamma", "beta", "kernel", "bias"}
+    expected = {"kernel"} if scope == "kernels" else {"gamma", "beta", "kernel", "bias"}
+    assert {name for name, was_shrunk in shrunk.items() if was_shrunk} == expected
+
+
+def test_batchnorm_shifts_take_steps_the_multiplier_times_larger():
+    plain, scaled = steps_taken(1.0), steps_taken(64.0)
+    assert plain["beta"] > 0
+    assert scaled["beta"] == pytest.approx(64 * plain["beta"], rel=1e-5)
+    for name in ("gamma", "kernel", "bias"):
+        assert scaled[name] == pytest.approx(plain[name], rel=1e-6)
+
+
+def test_plain_sgd_unless_a_multiplier_is_asked_for_and_a_bad_one_is_refused():
+    default = make_optimizer(PRESETS["default"].train, steps_per_epoch=10)
+    assert type(default) is keras.optimizers.SGD
+    scaled = make_optimizer(PRESETS["default"].train.model_copy(update={"shift_learning_rate_multiplier": 8}), 10)
+    assert isinstance(scaled, ShiftScaledSGD) and scaled.get_config()["shift_multiplier"] == 8.0
+    with pytest.raises(pydantic.ValidationError, match="shift_learning_rate_multiplier"):
+        resolve_preset("default", {"shift_learning_rate_multiplier": 0})
+
+
+def test_a_model_trained_with_the_scaled_optimiser_loads_without_visionflow(tmp_path):
+    preset = resolve_preset("default", {"epochs": 1, "batch_size": 8, "shift_learning_rate_multiplier": 64.0})
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, size=(24, 12, 12, 3), dtype=np.uint8)
+    labels = np.arange(24) % 3
+    result = train_model((images, labels), (images[:6], labels[:6]), preset, tmp_path, num_classes=3)
+    # A fresh interpreter that never imports visionflow, as a user's own script would be.
+    script = "import sys, keras; model = keras.models.load_model(sys.argv[1], safe_mode=True); print(model.compiled)"
+    loaded = subprocess.run([sys.executable, "-c", script, str(result.model_path)], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "False"
