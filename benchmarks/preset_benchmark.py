@@ -29,7 +29,9 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset-dir", type=Path, required=True)
-    parser.add_argument("--presets", nargs="+", default=["seed", "default"])
+    parser.add_argument(
+        "--presets", nargs="*", default=["seed", "default"], help="presets as they are; none to run only variants"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="epochs for every preset (default: each preset's own)")
     parser.add_argument(
         "--variant",
@@ -46,6 +48,8 @@ def main() -> None:
             requested.append((name, base, json.loads(changes)))
         except json.JSONDecodeError as error:
             parser.error(f"--variant {name}: CHANGES is not JSON ({error})")
+    if not requested:
+        parser.error("nothing to train: name a preset with --presets or a side with --variant")
 
     from visionflow.home import configure_environment
 

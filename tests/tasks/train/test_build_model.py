@@ -157,6 +157,13 @@ def test_batchnorm_can_keep_its_scale_at_one_as_airbench_does():
     assert fixed.count_params() == learned.count_params() - sum(layer.weights[0].shape[0] for layer in norms)
 
 
+def test_batchnorm_takes_its_momentum_and_epsilon_from_the_config():
+    config = ModelConfig(batchnorm_momentum=0.4, batchnorm_epsilon=1e-5, precision="float32")
+    model = build_model(config, SHAPE, 3, channel_stats=([0.0] * 3, [1.0] * 3))
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {(layer.momentum, layer.epsilon) for layer in norms} == {(0.4, 1e-5)}
+
+
 def test_logit_scale_multiplies_the_classifier_logits_before_the_softmax():
     stats = ([0.0] * 3, [1.0] * 3)
     config = ModelConfig(logit_scale=1 / 9, augment=False, precision="float32")
