@@ -41,8 +41,7 @@ class TrainConfig(BaseModel):
     # dense kernels; BatchNorm's scale and shift and the classifier's bias keep their size.
     weight_decay_scope: Literal["all", "kernels"] = "all"
     # SGD only: BatchNorm's shifts take steps this many times larger than every other variable
-    # (airbench uses 64). They are not scale-free like the conv kernels, so at the common step size
-    # they learn slowly (tasks/train/optimizers.py).
+    # (airbench uses 64; tasks/train/optimizers.py).
     shift_learning_rate_multiplier: float = Field(default=1.0, gt=0)
     # Lookahead averaging of the weights over the last 70 % of training, as airbench does
     # (tasks/train/lookahead.py): validation and the saved model use the averaged weights.
