@@ -38,7 +38,8 @@ class Lookahead(keras.callbacks.Callback):
         """epochs: the whole run's, so that fit() may also be called one epoch at a time (benchmarks)."""
         super().__init__()
         self.epochs, self.start_fraction = epochs, start_fraction
-        self.slow: list | None = None
+        # (slow copy, network variable) pairs, from the first step past start_fraction on.
+        self.pairs: list | None = None
 
     def on_train_begin(self, logs=None):
         self.steps_per_epoch = int(self.params["steps"])
@@ -52,8 +53,8 @@ class Lookahead(keras.callbacks.Callback):
         last_of_epoch = batch + 1 == self.steps_per_epoch
         if step < self.start_fraction * self.total_steps:
             return
-        if self.slow is None:
-            self.slow = self._start_slow_copy()
+        if self.pairs is None:
+            self._start_slow_copy()
         elif step % LOOKAHEAD_EVERY_STEPS == 0:
             self._pull(tf.constant(pull_decay(step, self.total_steps), tf.float32))
         if last_of_epoch:
@@ -64,11 +65,10 @@ class Lookahead(keras.callbacks.Callback):
         """The network's floating-point state: weights and BatchNorm's statistics, not the RNG seeds."""
         return [variable for variable in self.model.variables if "float" in str(variable.dtype)]
 
-    def _start_slow_copy(self) -> list:
+    def _start_slow_copy(self) -> None:
         fast = self._averaged_variables()
         self.pairs = [(tf.Variable(variable.value, trainable=False), variable.value) for variable in fast]
         self._pull = tf.function(self._pull_eagerly)
-        return [slow for slow, _fast in self.pairs]
 
     def _pull_eagerly(self, decay):
         for slow, fast in self.pairs:

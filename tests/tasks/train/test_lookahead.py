@@ -52,7 +52,7 @@ def test_a_pull_moves_the_slow_copy_towards_the_network_and_resets_the_network_t
     callback.on_train_batch_end(pull_step)  # Not a pull step, not the last: the network keeps its values.
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[1].kernel), 5.0)
     callback.on_train_batch_end(steps - 2)  # Neither: the slow copy still holds the pulled values.
-    assert float(keras.ops.max(callback.slow[-1])) == pytest.approx(expected)
+    assert float(keras.ops.max(callback.pairs[-1][0])) == pytest.approx(expected)
     callback.on_train_batch_end(steps - 1)  # The epoch's last step, also a pull: the network takes the slow copy.
     final = pull_decay(steps, steps) * expected + (1 - pull_decay(steps, steps)) * 5.0
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[1].kernel), final, rtol=1e-6)
@@ -67,7 +67,7 @@ def test_nothing_is_averaged_before_the_start_fraction():
     callback.on_epoch_begin(0)
     fill(model, 2.0)
     callback.on_train_batch_end(9)  # Step 10 of 20, before 60 % of training: nothing, even at the epoch's end.
-    assert callback.slow is None
+    assert callback.pairs is None
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[0].kernel), 2.0)
 
 
