@@ -28,12 +28,20 @@ class ShiftScaledSGD(keras.optimizers.SGD):
     and loads where visionflow is imported (the registration above).
     """
 
-    def __init__(self, shift_multiplier: float = 1.0, **kwargs):
+    def __init__(self, shift_multiplier: float = 1.0, clip_norm: float | None = None, **kwargs):
+        # Keras would clip after apply() scales the shifts' gradients, so their 64x would dominate
+        # the global norm; this class clips the raw gradients itself, before scaling.
         super().__init__(**kwargs)
         self.shift_multiplier = float(shift_multiplier)
+        self.clip_norm = clip_norm
 
     def apply(self, grads, trainable_variables=None):
         variables = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+        if self.clip_norm is not None:
+            present = [gradient for gradient in grads if gradient is not None]
+            norm = keras.ops.sqrt(sum(keras.ops.sum(keras.ops.square(gradient)) for gradient in present))
+            factor = keras.ops.minimum(1.0, self.clip_norm / keras.ops.maximum(norm, 1e-12))
+            grads = [None if gradient is None else gradient * factor for gradient in grads]
         scaled = [
             gradient * self.shift_multiplier
             if gradient is not None and variable.name == SHIFT_VARIABLE_NAME
@@ -43,7 +51,7 @@ class ShiftScaledSGD(keras.optimizers.SGD):
         return super().apply(scaled, trainable_variables)
 
     def get_config(self):
-        return {**super().get_config(), "shift_multiplier": self.shift_multiplier}
+        return {**super().get_config(), "shift_multiplier": self.shift_multiplier, "clip_norm": self.clip_norm}
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -61,22 +69,29 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam or Nesterov SGD, with the schedule of learning_rate_schedule and decoupled weight decay."""
+    """Adam or Nesterov SGD: learning_rate_schedule's schedule, decoupled weight decay, gradient clipping."""
     learning_rate = learning_rate_schedule(config, steps_per_epoch)
     decay = config.weight_decay or None
     if config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay)
+        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay, global_clipnorm=config.gradient_clip_norm)
     elif config.shift_learning_rate_multiplier != 1.0:
         optimizer = ShiftScaledSGD(
             config.shift_learning_rate_multiplier,
+            clip_norm=config.gradient_clip_norm,
             learning_rate=learning_rate,
             momentum=config.momentum,
             nesterov=True,
             weight_decay=decay,
         )
     else:
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=config.momentum, nesterov=True, weight_decay=decay)
-    if decay and config.weight_decay_scope == "kernels":
+        optimizer = keras.optimizers.SGD(
+            learning_rate,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=decay,
+            global_clipnorm=config.gradient_clip_norm,
+        )
+    if config.weight_decay and config.weight_decay_scope == "kernels":
         # Keras matches these against variable names: BatchNorm's gamma and beta, and every bias.
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer

@@ -51,6 +51,9 @@ def test_weight_decay_shrinks_every_variable_or_only_the_kernels(scope):
 
 
 def test_batchnorm_shifts_take_steps_the_multiplier_times_larger():
+    # default clips the gradients' global norm to 1, and these (all ones) are above it: the clip
+    # applies to the raw gradients, so the shifts' 64x comes after it and survives whole.
+    assert PRESETS["default"].train.gradient_clip_norm == 1.0
     plain, scaled = steps_taken(1.0), steps_taken(64.0)
     assert plain["beta"] > 0
     assert scaled["beta"] == pytest.approx(64 * plain["beta"], rel=1e-5)
@@ -65,6 +68,30 @@ def test_plain_sgd_unless_a_multiplier_is_asked_for_and_a_bad_one_is_refused():
     assert isinstance(scaled, ShiftScaledSGD) and scaled.get_config()["shift_multiplier"] == 8.0
     with pytest.raises(pydantic.ValidationError, match="shift_learning_rate_multiplier"):
         resolve_preset("default", {"shift_learning_rate_multiplier": 0})
+
+
+def test_gradient_clipping_scales_a_large_step_down_to_the_norm_and_leaves_a_small_one():
+    def weights_after_one_step(clip_norm: float | None, gradient_scale: float) -> list[np.ndarray]:
+        config = PRESETS["default"].train.model_copy(
+            update={"schedule": "constant", "weight_decay": 0.0, "gradient_clip_norm": clip_norm}
+        )
+        model = batchnorm_then_dense()
+        optimizer = make_optimizer(config, steps_per_epoch=1)
+        gradients = [keras.ops.full(variable.shape, gradient_scale) for variable in model.trainable_variables]
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return [keras.ops.convert_to_numpy(variable) for variable in model.trainable_variables]
+
+    # 4 + 4 + 8 + 2 = 18 gradient entries of 10 each: a global norm of 10 x sqrt(18), far above 1.
+    clipped, by_hand = weights_after_one_step(1.0, 10.0), weights_after_one_step(None, 1 / np.sqrt(18))
+    for got, expected in zip(clipped, by_hand, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    small_clipped, small_plain = weights_after_one_step(1.0, 0.01), weights_after_one_step(None, 0.01)
+    for got, expected in zip(small_clipped, small_plain, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    unclipped = weights_after_one_step(None, 10.0)
+    assert not np.allclose(unclipped[0], clipped[0])
+    with pytest.raises(pydantic.ValidationError, match="gradient_clip_norm"):
+        resolve_preset("default", {"gradient_clip_norm": 0})
 
 
 def test_a_model_trained_with_the_scaled_optimiser_loads_without_visionflow(tmp_path):

@@ -1,0 +1,171 @@
+"""Where a preset's training step spends its time: TensorFlow's profiler, op by op.
+
+Each preset's real training step (its model, optimizer, loss and tf.data pipeline, as `visionflow
+train` builds them) runs on random CIFAR-shaped images: one epoch to trace it, one timed, one
+under TensorFlow's profiler. The profile's events on the host's threads are summed per op type,
+and per convolution split into the forward pass, the gradient of the weights and the gradient of
+the input, each with its achieved GFLOP/s (a multiply-add counts 2; the two gradients cost as
+much arithmetic as the forward pass each). Ops can overlap on the two inter-op threads, so the
+per-op seconds can add up to more than the step's wall time.
+
+    .venv/bin/python benchmarks/step_profile.py --presets default [--precision float32] [--steps 40]
+
+Prints a markdown table per preset and, last, a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import tempfile
+import time
+from pathlib import Path
+
+# The profiler names an op's event "scope/of/the/op:OpType". oneDNN's convolution kernels carry
+# these in their op type, fused with a bias or an activation or not (_MklNativeFusedConv2D,
+# _MklNativeConv2DBackpropFilterWithBias, ...); the first that matches names the pass.
+CONVOLUTION_PASSES = (
+    ("Conv2DBackpropFilter", "weight gradient"),
+    ("Conv2DBackpropInput", "input gradient"),
+    ("Conv2D", "forward"),
+)
+# Events that wrap others (the executor, the traced function) rather than doing work of their own.
+WRAPPERS = ("Process", "Run", "__inference")
+
+
+def host_op_seconds(log_dir: Path) -> collections.Counter:
+    """Seconds per profiled event name, summed over the host's threads."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(next(log_dir.rglob("*.xplane.pb")).read_bytes())
+    seconds: collections.Counter = collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                seconds[plane.event_metadata[event.metadata_id].name] += event.duration_ps / 1e12
+    return seconds
+
+
+def convolution_flops(model) -> dict[str, float]:
+    """Forward multiply-add FLOPs per image of every Conv2D layer, by layer name."""
+    import keras
+
+    flops = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _batch, height, width, filters = layer.output.shape
+            kernel_height, kernel_width, inputs, _ = layer.kernel.shape
+            flops[layer.name] = 2.0 * height * width * filters * kernel_height * kernel_width * inputs
+    return flops
+
+
+def profile_preset(preset_name: str, precision: str | None, steps: int) -> dict:
+    """Profile one epoch of `steps` training steps of the preset and summarise it."""
+    import logging
+
+    import numpy as np
+    import tensorflow as tf
+
+    from visionflow.tasks.train.distribution import training_strategy
+    from visionflow.tasks.train.presets import resolve_preset
+    from visionflow.tasks.train.train_model import compiled_model, make_dataset
+
+    preset = resolve_preset(preset_name)
+    if precision:
+        preset = preset.model_copy(update={"model": preset.model.model_copy(update={"precision": precision})})
+    images_count = preset.train.batch_size * steps
+    generator = np.random.default_rng(0)
+    images = generator.integers(0, 256, (images_count, 32, 32, 3), dtype=np.uint8)
+    labels = generator.integers(0, 10, images_count)
+    model = compiled_model(preset, images, 10, steps, training_strategy("none"))
+    data = make_dataset(images, labels, preset.train, 10, training=True)
+    model.fit(data, epochs=1, verbose=0)
+    started = time.perf_counter()
+    model.fit(data, epochs=1, verbose=0)
+    images_per_second = images_count / (time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as log_dir:
+        tf.profiler.experimental.start(log_dir)
+        started = time.perf_counter()
+        model.fit(data, epochs=1, verbose=0)
+        profiled_seconds = time.perf_counter() - started
+        tf.profiler.experimental.stop()
+        seconds = host_op_seconds(Path(log_dir))
+    logging.getLogger(__name__).info("profiled %s: %d events", preset_name, len(seconds))
+    by_type: collections.Counter = collections.Counter()
+    convolutions: dict[str, dict[str, float]] = collections.defaultdict(dict)
+    layer_flops = convolution_flops(model)
+    for name, spent in seconds.items():
+        if ":" not in name:
+            continue
+        scope, op_type = name.rsplit(":", 1)
+        op_type = op_type.strip()
+        if op_type.startswith(WRAPPERS):
+            continue
+        by_type[op_type] += spent
+        kind = next((kind for marker, kind in CONVOLUTION_PASSES if marker in op_type), None)
+        layer = next((layer for layer in layer_flops if f"/{layer}" in scope), None)
+        if kind and layer:
+            convolutions[layer][kind] = convolutions[layer].get(kind, 0.0) + spent
+    rows = []
+    for layer in (name for name in layer_flops if name in convolutions):
+        passes = convolutions[layer]
+        total_flops = layer_flops[layer] * images_count
+        rows.append(
+            {
+                "layer": layer,
+                "forward_mflop_per_image": round(layer_flops[layer] / 1e6, 2),
+                **{f"{kind} seconds": round(spent, 3) for kind, spent in passes.items()},
+                **{f"{kind} GFLOP/s": round(total_flops / spent / 1e9) for kind, spent in passes.items() if spent},
+            }
+        )
+    return {
+        "preset": preset_name,
+        "precision": precision or preset.model.precision,
+        "steps": steps,
+        "images_per_second": round(images_per_second),
+        "profiled_epoch_seconds": round(profiled_seconds, 2),
+        "seconds_by_op_type": {op: round(spent, 3) for op, spent in by_type.most_common(12)},
+        "convolutions": rows,
+    }
+
+
+def print_tables(result: dict) -> None:
+    print(f"\n{result['preset']} ({result['precision']}): {result['images_per_second']} images/s unprofiled")
+    print("| conv layer | forward MFLOP/image | pass | seconds | GFLOP/s |")
+    print("|---|---|---|---|---|")
+    for row in result["convolutions"]:
+        for kind in ("forward", "weight gradient", "input gradient"):
+            if f"{kind} seconds" in row:
+                print(
+                    f"| {row['layer']} | {row['forward_mflop_per_image']} | {kind} | "
+                    f"{row[f'{kind} seconds']} | {row.get(f'{kind} GFLOP/s', '')} |"
+                )
+    print("| op type | seconds |")
+    print("|---|---|")
+    for op, spent in result["seconds_by_op_type"].items():
+        print(f"| {op} | {spent} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["default"])
+    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"], help="override the preset's")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per epoch")
+    arguments = parser.parse_args()
+    if arguments.steps < 1:
+        parser.error("--steps must be at least 1")
+    from visionflow.home import configure_environment
+
+    configure_environment()
+    results = [profile_preset(name, arguments.precision, arguments.steps) for name in arguments.presets]
+    for result in results:
+        print_tables(result)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
