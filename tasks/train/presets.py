@@ -47,9 +47,10 @@ class TrainConfig(BaseModel):
     # (tasks/train/lookahead.py): validation and the saved model use the averaged weights.
     lookahead: bool = False
     # Largest global norm of a step's gradients (all variables together); larger ones are scaled down
-    # to it. None: no clipping. On a dataset of a thousand images, step size 0.2 without it blew the
-    # classifier up in the first epochs (0.41 test accuracy on the digits demo, 0.99 with it); on
-    # CIFAR-10 it changed accuracy by less than the noise between seeds (docs/BENCHMARKS.md).
+    # to it. None: no clipping. On the digits demo's thousand images, step size 0.2 without it blew
+    # the classifier up in the first epochs (0.41 test accuracy against 0.99 with it, measured with
+    # benchmarks/preset_benchmark.py); on CIFAR-10 it changed accuracy by less than the noise
+    # between seeds (docs/BENCHMARKS.md).
     gradient_clip_norm: float | None = Field(default=1.0, gt=0)
     schedule: Literal["constant", "cosine"] = "cosine"  # "cosine": linear warm-up from 0, then cosine decay to 0.
     warmup_fraction: float = Field(default=0.15, ge=0, lt=1)  # Share of all steps spent warming up.
