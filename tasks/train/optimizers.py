@@ -68,16 +68,22 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     )
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam or Nesterov SGD: learning_rate_schedule's schedule, decoupled weight decay, gradient clipping."""
+def make_optimizer(config: TrainConfig, steps_per_epoch: int, replicas: int = 1) -> keras.optimizers.Optimizer:
+    """Adam or Nesterov SGD: learning_rate_schedule's schedule, decoupled weight decay, gradient clipping.
+
+    replicas: the devices a distribution strategy trains on. Keras clips each replica's share of
+    the gradient before the shares are summed, so each share is clipped to 1/replicas of the norm:
+    the summed gradient then never exceeds gradient_clip_norm, as on one device.
+    """
     learning_rate = learning_rate_schedule(config, steps_per_epoch)
     decay = config.weight_decay or None
+    clip_norm = None if config.gradient_clip_norm is None else config.gradient_clip_norm / replicas
     if config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay, global_clipnorm=config.gradient_clip_norm)
+        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=decay, global_clipnorm=clip_norm)
     elif config.shift_learning_rate_multiplier != 1.0:
         optimizer = ShiftScaledSGD(
             config.shift_learning_rate_multiplier,
-            clip_norm=config.gradient_clip_norm,
+            clip_norm=clip_norm,
             learning_rate=learning_rate,
             momentum=config.momentum,
             nesterov=True,
@@ -89,7 +95,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
             momentum=config.momentum,
             nesterov=True,
             weight_decay=decay,
-            global_clipnorm=config.gradient_clip_norm,
+            global_clipnorm=clip_norm,
         )
     if config.weight_decay and config.weight_decay_scope == "kernels":
         # Keras matches these against variable names: BatchNorm's gamma and beta, and every bias.

@@ -171,7 +171,7 @@ def compiled_model(
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.train.label_smoothing)
         else:
             loss = keras.losses.SparseCategoricalCrossentropy()
-        model.compile(make_optimizer(preset.train, steps_per_epoch), loss=loss, metrics=["accuracy"])
+        model.compile(make_optimizer(preset.train, steps_per_epoch, strategy.replicas), loss=loss, metrics=["accuracy"])
     return model
 
 

@@ -88,6 +88,8 @@ def test_gradient_clipping_scales_a_large_step_down_to_the_norm_and_leaves_a_sma
     small_clipped, small_plain = weights_after_one_step(1.0, 0.01), weights_after_one_step(None, 0.01)
     for got, expected in zip(small_clipped, small_plain, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # Across replicas Keras clips each one's share before summing them: each gets its part of the norm.
+    assert make_optimizer(PRESETS["default"].train, steps_per_epoch=1, replicas=4).global_clipnorm == 0.25
     unclipped = weights_after_one_step(None, 10.0)
     assert not np.allclose(unclipped[0], clipped[0])
     with pytest.raises(pydantic.ValidationError, match="gradient_clip_norm"):
