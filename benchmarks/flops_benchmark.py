@@ -70,25 +70,33 @@ def forward_flops(model) -> int:
     return int(tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops)
 
 
+def training_step_on_random_images(preset, images: int):
+    """The preset's model, compiled as `visionflow train` compiles it, and its training dataset
+    of `images` random CIFAR-shaped images: its real training step, without the data."""
+    from visionflow.tasks.train.distribution import training_strategy
+    from visionflow.tasks.train.train_model import compiled_model, make_dataset
+
+    generator = np.random.default_rng(0)
+    train_images = generator.integers(0, 256, size=(images, *SHAPE), dtype=np.uint8)
+    labels = generator.integers(0, CLASSES, size=images).astype(np.int64)
+    steps = -(-images // preset.train.batch_size)
+    model = compiled_model(preset, train_images, CLASSES, steps, training_strategy("none"))
+    return model, make_dataset(train_images, labels, preset.train, CLASSES, training=True)
+
+
 def measure(preset_name: str, images: int, epochs: int, jit_compile: bool = False) -> dict:
     """The preset's training rate on random images: images/s of its last epoch, and GFLOP/s."""
     import keras
 
     from visionflow.tasks.train.build_model import resolve_precision
-    from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.presets import PRESETS
-    from visionflow.tasks.train.train_model import QUIET, compiled_model, make_dataset
+    from visionflow.tasks.train.train_model import QUIET
 
     preset = PRESETS[preset_name]
-    generator = np.random.default_rng(0)
-    train_images = generator.integers(0, 256, size=(images, *SHAPE), dtype=np.uint8)
-    labels = generator.integers(0, CLASSES, size=images).astype(np.int64)
     config = preset.train
-    steps = -(-images // config.batch_size)
-    model = compiled_model(preset, train_images, CLASSES, steps, training_strategy("none"))
+    model, dataset = training_step_on_random_images(preset, images)
     flops = forward_flops(model)
     model.jit_compile = jit_compile  # XLA: Keras leaves it off on this CPU unless asked.
-    dataset = make_dataset(train_images, labels, config, CLASSES, training=True)
     seconds = []
     for _ in range(epochs):
         started = time.perf_counter()
@@ -115,6 +123,11 @@ def main() -> None:
     parser.add_argument("--xla", action="store_true", help="also measure each preset with XLA, alternating")
     parser.add_argument("--epochs", type=int, default=4, help="epochs timed; the fastest after the first counts")
     arguments = parser.parse_args()
+    from visionflow.tasks.train.presets import PRESETS
+
+    unknown = [name for name in arguments.presets if name not in PRESETS]
+    if unknown:
+        parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     peak = peak_gflops()
     results = []
     for name in arguments.presets:

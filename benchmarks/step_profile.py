@@ -10,7 +10,7 @@ per-op seconds can add up to more than the step's wall time.
 
     .venv/bin/python benchmarks/step_profile.py --presets default [--precision float32] [--steps 40]
 
-Prints a markdown table per preset and, last, a JSON object.
+Prints a markdown table per preset and, last, a JSON object (the machine, the date, the results).
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flops_benchmark import training_step_on_random_images  # noqa: E402
+from load_benchmark import machine  # noqa: E402
 
 # The profiler names an op's event "scope/of/the/op:OpType". oneDNN's convolution kernels carry
 # these in their op type, fused with a bias or an activation or not (_MklNativeFusedConv2D,
@@ -65,24 +70,15 @@ def convolution_flops(model) -> dict[str, float]:
 
 def profile_preset(preset_name: str, precision: str | None, steps: int) -> dict:
     """Profile one epoch of `steps` training steps of the preset and summarise it."""
-    import logging
-
-    import numpy as np
     import tensorflow as tf
 
-    from visionflow.tasks.train.distribution import training_strategy
-    from visionflow.tasks.train.presets import resolve_preset
-    from visionflow.tasks.train.train_model import compiled_model, make_dataset
+    from visionflow.tasks.train.presets import PRESETS
 
-    preset = resolve_preset(preset_name)
+    preset = PRESETS[preset_name]
     if precision:
         preset = preset.model_copy(update={"model": preset.model.model_copy(update={"precision": precision})})
     images_count = preset.train.batch_size * steps
-    generator = np.random.default_rng(0)
-    images = generator.integers(0, 256, (images_count, 32, 32, 3), dtype=np.uint8)
-    labels = generator.integers(0, 10, images_count)
-    model = compiled_model(preset, images, 10, steps, training_strategy("none"))
-    data = make_dataset(images, labels, preset.train, 10, training=True)
+    model, data = training_step_on_random_images(preset, images_count)
     model.fit(data, epochs=1, verbose=0)
     started = time.perf_counter()
     model.fit(data, epochs=1, verbose=0)
@@ -94,7 +90,6 @@ def profile_preset(preset_name: str, precision: str | None, steps: int) -> dict:
         profiled_seconds = time.perf_counter() - started
         tf.profiler.experimental.stop()
         seconds = host_op_seconds(Path(log_dir))
-    logging.getLogger(__name__).info("profiled %s: %d events", preset_name, len(seconds))
     by_type: collections.Counter = collections.Counter()
     convolutions: dict[str, dict[str, float]] = collections.defaultdict(dict)
     layer_flops = convolution_flops(model)
@@ -158,13 +153,18 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.steps < 1:
         parser.error("--steps must be at least 1")
+    from visionflow.tasks.train.presets import PRESETS
+
+    unknown = [name for name in arguments.presets if name not in PRESETS]
+    if unknown:
+        parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     from visionflow.home import configure_environment
 
     configure_environment()
     results = [profile_preset(name, arguments.precision, arguments.steps) for name in arguments.presets]
     for result in results:
         print_tables(result)
-    print(json.dumps(results))
+    print(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), "results": results}))
 
 
 if __name__ == "__main__":
