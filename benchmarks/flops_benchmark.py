@@ -13,9 +13,13 @@ AVX-512 runs as two halves; 512 bits on Intel with AVX-512), bf16 twice that whe
 present, and Intel's AMX tiles where present (1,024 bf16 FLOPs per cycle per core). The clock is
 the one /proc/cpuinfo reports, often the base clock: a CPU boosting above it has a higher peak.
 
-    .venv/bin/python benchmarks/flops_benchmark.py --presets seed default --images 8192 --epochs 4 [--xla]
+    .venv/bin/python benchmarks/flops_benchmark.py --presets seed default --images 8192 --epochs 4 [--xla] \
+        [--variant NAME PRESET '{"model": {...}, "train": {...}}' ...] [--threads 0,0 1,2 ...]
 
-Prints a markdown table and, last, a JSON object.
+A variant is a preset with some settings changed (the batch size, the precision). --threads
+measures every side under each setting of TensorFlow's thread pools, INTER,INTRA (inter-op and
+intra-op threads; 0 lets TensorFlow choose), each in a fresh process because TensorFlow fixes its
+pools when it starts. Prints a markdown table and, last, a JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_benchmark import machine  # noqa: E402
+from sides import add_side_arguments, requested_sides  # noqa: E402
 
 SHAPE = (32, 32, 3)
 CLASSES = 10
@@ -84,15 +90,13 @@ def training_step_on_random_images(preset, images: int):
     return model, make_dataset(train_images, labels, preset.train, CLASSES, training=True)
 
 
-def measure(preset_name: str, images: int, epochs: int, jit_compile: bool = False) -> dict:
-    """The preset's training rate on random images: images/s of its last epoch, and GFLOP/s."""
+def measure(name: str, preset, images: int, epochs: int, jit_compile: bool = False) -> dict:
+    """The preset's training rate on random images: images/s of its fastest epoch after the first, and GFLOP/s."""
     import keras
 
     from visionflow.tasks.train.build_model import resolve_precision
-    from visionflow.tasks.train.presets import PRESETS
     from visionflow.tasks.train.train_model import QUIET
 
-    preset = PRESETS[preset_name]
     config = preset.train
     model, dataset = training_step_on_random_images(preset, images)
     flops = forward_flops(model)
@@ -105,7 +109,7 @@ def measure(preset_name: str, images: int, epochs: int, jit_compile: bool = Fals
     rate = images / min(seconds[1:] or seconds)  # The fastest epoch after the first (tracing, warm-up).
     keras.backend.clear_session()
     return {
-        "preset": preset_name,
+        "preset": name,
         "precision": resolve_precision(preset.model),
         "xla": jit_compile,
         "batch_size": config.batch_size,
@@ -116,30 +120,79 @@ def measure(preset_name: str, images: int, epochs: int, jit_compile: bool = Fals
     }
 
 
+def parse_threads(parser: argparse.ArgumentParser, settings: list[str]) -> list[tuple[int, int]]:
+    """INTER,INTRA strings as pairs of thread counts; a malformed one ends the run with one line."""
+    pairs = []
+    for setting in settings:
+        try:
+            inter, intra = (int(part) for part in setting.split(","))
+        except ValueError:
+            parser.error(f"--threads {setting!r}: write INTER,INTRA, two whole numbers such as 1,2 (0: TF chooses)")
+        if inter < 0 or intra < 0:
+            parser.error(f"--threads {setting!r}: thread counts cannot be negative")
+        pairs.append((inter, intra))
+    return pairs
+
+
+def measure_in_child(threads: tuple[int, int]) -> list[dict]:
+    """This benchmark's results for every side, run again in a fresh process with these thread pools."""
+    arguments = list(sys.argv[1:])
+    if "--threads" in arguments:
+        start = arguments.index("--threads")
+        end = start + 1
+        while end < len(arguments) and not arguments[end].startswith("--"):
+            end += 1
+        del arguments[start:end]
+    command = [sys.executable, __file__, *arguments, "--thread-pools", f"{threads[0]},{threads[1]}"]
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])["results"]
+
+
+def measure_here(sides, arguments, thread_pools: tuple[int, int] | None) -> list[dict]:
+    """Every side's results in this process, after setting its thread pools when asked."""
+    if thread_pools is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(thread_pools[0])
+        tf.config.threading.set_intra_op_parallelism_threads(thread_pools[1])
+    results = []
+    for name, preset in sides:
+        for jit_compile in (False, True) if arguments.xla else (False,):
+            result = measure(name, preset, arguments.images, arguments.epochs, jit_compile)
+            if thread_pools is not None:
+                result["threads"] = f"{thread_pools[0]},{thread_pools[1]}"
+            results.append(result)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["seed", "default"])
+    add_side_arguments(parser, default_presets=["seed", "default"])
     parser.add_argument("--images", type=int, default=8192, help="random training images per epoch")
     parser.add_argument("--xla", action="store_true", help="also measure each preset with XLA, alternating")
     parser.add_argument("--epochs", type=int, default=4, help="epochs timed; the fastest after the first counts")
+    parser.add_argument(
+        "--threads", nargs="+", default=[], metavar="INTER,INTRA", help="thread pools to measure under, in turn"
+    )
+    parser.add_argument("--thread-pools", help=argparse.SUPPRESS)  # One --threads setting, in a child process.
     arguments = parser.parse_args()
-    from visionflow.tasks.train.presets import PRESETS
-
-    unknown = [name for name in arguments.presets if name not in PRESETS]
-    if unknown:
-        parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    sides = requested_sides(parser, arguments)
+    if arguments.thread_pools:
+        pools = parse_threads(parser, [arguments.thread_pools])[0]
+        print(json.dumps({"results": measure_here(sides, arguments, pools)}))
+        return
     peak = peak_gflops()
-    results = []
-    for name in arguments.presets:
-        for jit_compile in (False, True) if arguments.xla else (False,):
-            results.append(measure(name, arguments.images, arguments.epochs, jit_compile))
-    print("| preset | precision | XLA | forward MFLOP/image | images/s | training GFLOP/s | of fp32 peak "
-          "| of bf16 peak |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    if arguments.threads:
+        results = [result for pools in parse_threads(parser, arguments.threads) for result in measure_in_child(pools)]
+    else:
+        results = measure_here(sides, arguments, None)
+    print("| side | threads | precision | batch | XLA | forward MFLOP/image | images/s | training GFLOP/s "
+          "| of fp32 peak | of bf16 peak |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         achieved = result["training_gflops"]
-        print(f"| {result['preset']} | {result['precision']} | {result['xla']} | "
-              f"{result['forward_mflops_per_image']} | "
+        print(f"| {result['preset']} | {result.get('threads', 'default')} | {result['precision']} | "
+              f"{result['batch_size']} | {result['xla']} | {result['forward_mflops_per_image']} | "
               f"{result['images_per_second']} | {achieved} | {achieved / peak['fp32_gflops']:.1%} | "
               f"{achieved / peak['bf16_gflops']:.1%} |")  # fmt: skip
     print(json.dumps({"machine": machine(), "peak": peak, "date": time.strftime("%Y-%m-%d"), "results": results}))

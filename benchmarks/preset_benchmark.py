@@ -25,31 +25,17 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sides import add_side_arguments, changed_preset, requested_sides  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset-dir", type=Path, required=True)
-    parser.add_argument(
-        "--presets", nargs="*", default=["seed", "default"], help="presets as they are; none to run only variants"
-    )
+    add_side_arguments(parser, default_presets=["seed", "default"])
     parser.add_argument("--epochs", type=int, default=None, help="epochs for every preset (default: each preset's own)")
-    parser.add_argument(
-        "--variant",
-        nargs=3,
-        action="append",
-        default=[],
-        metavar=("NAME", "PRESET", "CHANGES"),
-        help='one more side: PRESET with CHANGES, a JSON object {"model": {...}, "train": {...}}',
-    )
     arguments = parser.parse_args()
-    requested = [(name, name, {}) for name in arguments.presets]
-    for name, base, changes in arguments.variant:
-        try:
-            requested.append((name, base, json.loads(changes)))
-        except json.JSONDecodeError as error:
-            parser.error(f"--variant {name}: CHANGES is not JSON ({error})")
-    if not requested:
-        parser.error("nothing to train: name a preset with --presets or a side with --variant")
+    requested = requested_sides(parser, arguments)
 
     from visionflow.home import configure_environment
 
@@ -59,12 +45,8 @@ def main() -> None:
     from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.evaluate_model import EvaluationConfig
     from visionflow.tasks.train.lookahead import Lookahead
-    from visionflow.tasks.train.presets import PRESETS
     from visionflow.tasks.train.train_model import compiled_model, make_dataset
 
-    unknown = sorted({base for _name, base, _changes in requested} - set(PRESETS))
-    if unknown:
-        parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     missing = [name for name in ("train", "val", "test") if not (arguments.dataset_dir / f"{name}.parquet").exists()]
     if missing:
         parser.error(
@@ -74,18 +56,9 @@ def main() -> None:
     train_images, train_labels, metadata = splits["train"]
     classes = len(metadata["classes"])
     sides = {}
-    for name, base, changes in requested:
-        train_changes = changes.get("train", {})
+    for name, preset in requested:
         if arguments.epochs is not None:
-            train_changes = {**train_changes, "epochs": arguments.epochs}
-        preset = PRESETS[base].model_copy(
-            update={
-                "model": PRESETS[base].model.model_validate(
-                    {**PRESETS[base].model.model_dump(), **changes.get("model", {})}
-                ),
-                "train": PRESETS[base].train.model_validate({**PRESETS[base].train.model_dump(), **train_changes}),
-            }
-        )
+            preset = changed_preset(preset, {"train": {"epochs": arguments.epochs}})
         steps = -(-len(train_images) // preset.train.batch_size)
         sides[name] = {
             "preset": preset,

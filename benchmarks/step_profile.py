@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flops_benchmark import training_step_on_random_images  # noqa: E402
 from load_benchmark import machine  # noqa: E402
+from sides import add_side_arguments, changed_preset, requested_sides  # noqa: E402
 
 # The profiler names an op's event "scope/of/the/op:OpType". oneDNN's convolution kernels carry
 # these in their op type, fused with a bias or an activation or not (_MklNativeFusedConv2D,
@@ -68,15 +69,12 @@ def convolution_flops(model) -> dict[str, float]:
     return flops
 
 
-def profile_preset(preset_name: str, precision: str | None, steps: int) -> dict:
+def profile_preset(name: str, preset, precision: str | None, steps: int) -> dict:
     """Profile one epoch of `steps` training steps of the preset and summarise it."""
     import tensorflow as tf
 
-    from visionflow.tasks.train.presets import PRESETS
-
-    preset = PRESETS[preset_name]
     if precision:
-        preset = preset.model_copy(update={"model": preset.model.model_copy(update={"precision": precision})})
+        preset = changed_preset(preset, {"model": {"precision": precision}})
     images_count = preset.train.batch_size * steps
     model, data = training_step_on_random_images(preset, images_count)
     model.fit(data, epochs=1, verbose=0)
@@ -118,7 +116,7 @@ def profile_preset(preset_name: str, precision: str | None, steps: int) -> dict:
             }
         )
     return {
-        "preset": preset_name,
+        "preset": name,
         "precision": precision or preset.model.precision,
         "steps": steps,
         "images_per_second": round(images_per_second),
@@ -147,21 +145,17 @@ def print_tables(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["default"])
+    add_side_arguments(parser, default_presets=["default"])
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16"], help="override the preset's")
     parser.add_argument("--steps", type=int, default=40, help="training steps per epoch")
     arguments = parser.parse_args()
     if arguments.steps < 1:
         parser.error("--steps must be at least 1")
-    from visionflow.tasks.train.presets import PRESETS
-
-    unknown = [name for name in arguments.presets if name not in PRESETS]
-    if unknown:
-        parser.error(f"unknown preset {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    sides = requested_sides(parser, arguments)
     from visionflow.home import configure_environment
 
     configure_environment()
-    results = [profile_preset(name, arguments.precision, arguments.steps) for name in arguments.presets]
+    results = [profile_preset(name, preset, arguments.precision, arguments.steps) for name, preset in sides]
     for result in results:
         print_tables(result)
     print(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), "results": results}))
