@@ -54,12 +54,33 @@ class ShiftScaledSGD(keras.optimizers.SGD):
         return {**super().get_config(), "shift_multiplier": self.shift_multiplier, "clip_norm": self.clip_norm}
 
 
+@keras.saving.register_keras_serializable(package="visionflow")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to peak over warmup_steps, then linear decay to 0 at total_steps (airbench's shape)."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = max(int(total_steps), self.warmup_steps + 1)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        rising = step / self.warmup_steps if self.warmup_steps else 1.0
+        falling = (self.total_steps - step) / (self.total_steps - self.warmup_steps)
+        return self.peak * keras.ops.clip(keras.ops.minimum(rising, falling), 0.0, 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+
+
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
-    """A constant step size, or linear warm-up from 0 then cosine decay to 0 over every step."""
-    if config.schedule != "cosine":
+    """A constant step size, or linear warm-up from 0 then cosine or linear decay to 0 over every step."""
+    if config.schedule == "constant":
         return config.learning_rate
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = int(config.warmup_fraction * total_steps)
+    if config.schedule == "linear":
+        return WarmupLinearDecay(config.learning_rate, warmup_steps, total_steps)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else config.learning_rate,
         decay_steps=max(total_steps - warmup_steps, 1),

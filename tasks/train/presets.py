@@ -52,7 +52,9 @@ class TrainConfig(BaseModel):
     # benchmarks/preset_benchmark.py); on CIFAR-10 it changed accuracy by less than the noise
     # between seeds (docs/BENCHMARKS.md).
     gradient_clip_norm: float | None = Field(default=1.0, gt=0)
-    schedule: Literal["constant", "cosine"] = "cosine"  # "cosine": linear warm-up from 0, then cosine decay to 0.
+    # "cosine": linear warm-up from 0, then cosine decay to 0. "linear": the same warm-up, then linear
+    # decay to 0 (airbench's triangle), which spends fewer steps near the peak.
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
     warmup_fraction: float = Field(default=0.15, ge=0, lt=1)  # Share of all steps spent warming up.
     label_smoothing: float = Field(default=0.2, ge=0, lt=1)  # Probability mass spread evenly over all classes.
     early_stopping_monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # Validation metric watched.

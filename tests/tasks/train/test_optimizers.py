@@ -107,3 +107,30 @@ def test_a_model_trained_with_the_scaled_optimiser_loads_without_visionflow(tmp_
     loaded = subprocess.run([sys.executable, "-c", script, str(result.model_path)], capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_schedules_warm_up_from_zero_peak_and_decay_to_zero(schedule):
+    config = PRESETS["default"].train.model_copy(update={"schedule": schedule, "epochs": 10, "warmup_fraction": 0.2})
+    schedule_at = make_optimizer(config, steps_per_epoch=10)._learning_rate  # 100 steps, 20 warming up.
+    values = [float(keras.ops.convert_to_numpy(schedule_at(step))) for step in (0, 10, 20, 60, 100)]
+    peak = config.learning_rate
+    assert values[0] == 0.0 and values[2] == pytest.approx(peak) and values[4] == pytest.approx(0.0, abs=1e-7)
+    assert values[1] == pytest.approx(peak / 2)
+    # Halfway down: linear is at half the peak, cosine at (1 + cos(pi/2)) / 2, also a half.
+    assert values[3] == pytest.approx(peak / 2, rel=1e-5)
+    if schedule == "linear":
+        # A quarter of the way down, linear has lost a quarter; cosine only about 15 %.
+        assert float(keras.ops.convert_to_numpy(schedule_at(40))) == pytest.approx(0.75 * peak, rel=1e-5)
+
+
+def test_the_linear_schedule_survives_a_checkpoint_round_trip():
+    from visionflow.tasks.train.optimizers import WarmupLinearDecay
+
+    schedule = WarmupLinearDecay(0.2, warmup_steps=5, total_steps=50)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert isinstance(restored, WarmupLinearDecay) and restored.get_config() == schedule.get_config()
+    unwarmed = WarmupLinearDecay(0.2, warmup_steps=0, total_steps=50)
+    assert float(keras.ops.convert_to_numpy(unwarmed(0))) == pytest.approx(0.2)
+    with pytest.raises(pydantic.ValidationError, match="schedule"):
+        resolve_preset("default", {"schedule": "triangle"})
