@@ -52,7 +52,7 @@ def offline_environment(prefect_home: Path) -> dict[str, str]:
     prefect_home.mkdir(parents=True, exist_ok=True)
     environment = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     return {**environment, "PREFECT_HOME": str(prefect_home), "DO_NOT_TRACK": "1",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONFAULTHANDLER": "1"}  # fmt: skip
 
 
 def process_group_members(group: int) -> list[int]:
@@ -88,6 +88,12 @@ def running(command: list[str], environment: dict[str, str], log_path: Path, lef
             process.wait(timeout=STOP_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             leftovers.append(process.pid)
+            # SIGABRT makes Python's fault handler (PYTHONFAULTHANDLER in the environment) write
+            # every thread's stack to the log, so a failure shows where the process hung.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
         time.sleep(1)  # Children that were told to stop get a moment to finish.
         remaining = process_group_members(process.pid)
         leftovers.extend(remaining)
@@ -231,7 +237,10 @@ def test_a_postgres_backed_server_runs_the_deployments_on_a_process_worker(postg
             assert score.state.is_completed(), f"{score.state!r}\nworker log:\n{log_tail(worker_log)}"
             assert worker.poll() is None, "the worker must keep polling between runs"
             train_artifacts, score_artifacts = artifact_keys(api_url, train.id), artifact_keys(api_url, score.id)
-    assert not leftovers, f"processes left running after SIGTERM: {leftovers}"
+    assert not leftovers, (
+        f"processes left running after SIGTERM: {leftovers}\nworker log:\n{log_tail(worker_log)}"
+        f"\nserver log:\n{log_tail(server_log)}"
+    )
 
     # Both runs went through the pool's worker, which starts each run as a process of its own.
     for run in (train, score):
