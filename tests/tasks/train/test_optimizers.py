@@ -124,7 +124,7 @@ def test_schedules_warm_up_from_zero_peak_and_decay_to_zero(schedule):
         assert float(keras.ops.convert_to_numpy(schedule_at(40))) == pytest.approx(0.75 * peak, rel=1e-5)
 
 
-def test_the_linear_schedule_survives_a_checkpoint_round_trip():
+def test_the_linear_schedule_serialises_and_loads_back_as_a_checkpoint_needs():
     from visionflow.tasks.train.optimizers import WarmupLinearDecay
 
     schedule = WarmupLinearDecay(0.2, warmup_steps=5, total_steps=50)
