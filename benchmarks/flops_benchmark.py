@@ -79,6 +79,7 @@ def forward_flops(model) -> int:
 def training_step_on_random_images(preset, images: int):
     """The preset's model, compiled as `visionflow train` compiles it, and its training dataset
     of `images` random CIFAR-shaped images: its real training step, without the data."""
+    from visionflow.tasks.train.alternating_flip import alternating_flip_for
     from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.train_model import compiled_model, make_dataset
 
@@ -87,7 +88,9 @@ def training_step_on_random_images(preset, images: int):
     labels = generator.integers(0, CLASSES, size=images).astype(np.int64)
     steps = -(-images // preset.train.batch_size)
     model = compiled_model(preset, train_images, CLASSES, steps, training_strategy("none"))
-    return model, make_dataset(train_images, labels, preset.train, CLASSES, training=True)
+    # Alternating flips cost the same in every epoch, so the pipeline needs no epoch callback here.
+    flips = alternating_flip_for(preset.model, images, preset.train.seed)
+    return model, make_dataset(train_images, labels, preset.train, CLASSES, training=True, flips=flips)
 
 
 def measure(name: str, preset, images: int, epochs: int, jit_compile: bool = False) -> dict:

@@ -42,6 +42,7 @@ def main() -> None:
     configure_environment()
     from visionflow.prediction import predict_probabilities
     from visionflow.splits import load_split_arrays
+    from visionflow.tasks.train.alternating_flip import alternating_flip_for
     from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.evaluate_model import EvaluationConfig
     from visionflow.tasks.train.lookahead import Lookahead
@@ -60,12 +61,16 @@ def main() -> None:
         if arguments.epochs is not None:
             preset = changed_preset(preset, {"train": {"epochs": arguments.epochs}})
         steps = -(-len(train_images) // preset.train.batch_size)
+        flips = alternating_flip_for(preset.model, len(train_images), preset.train.seed)
         sides[name] = {
             "preset": preset,
             "model": compiled_model(preset, train_images, classes, steps, training_strategy("none")),
-            "train": make_dataset(train_images, train_labels, preset.train, classes, training=True),
+            "train": make_dataset(train_images, train_labels, preset.train, classes, training=True, flips=flips),
             "val": make_dataset(*splits["val"][:2], preset.train, classes, training=False),
-            "callbacks": [Lookahead(preset.train.epochs)] if preset.train.lookahead else [],
+            "callbacks": [
+                *([Lookahead(preset.train.epochs)] if preset.train.lookahead else []),
+                *([flips] if flips else []),
+            ],
             "seconds": 0.0,
             "cpu_seconds": 0.0,
             "val_accuracy": [],

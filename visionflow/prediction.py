@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     import keras
 
 
+# Name of the identity layer a model carries when its training pipeline mirrored the images itself
+# (alternating flips, tasks/train/alternating_flip.py) rather than through a RandomFlip layer.
+MIRRORED_TRAINING_MARKER = "trained_on_mirrored_images"
+
+
 class ShardPredictions(NamedTuple):
     """What predicting one shard of a drop's new contents gave: small records, no pixels."""
 
@@ -32,12 +37,12 @@ class ShardPredictions(NamedTuple):
 
 def uses_flip_tta(model: keras.Model, flip_tta: bool | None) -> bool:
     """Whether predictions average each image with its mirror: as asked, else (None) exactly when the
-    model was trained with random horizontal flips (it has a RandomFlip layer)."""
+    model was trained on mirrored images (it has a RandomFlip layer, or the marker of alternating flips)."""
     if flip_tta is not None:
         return flip_tta
     from keras.layers import RandomFlip  # Imported here: TensorFlow takes seconds to import.
 
-    return any(isinstance(layer, RandomFlip) for layer in model.layers)
+    return any(isinstance(layer, RandomFlip) or layer.name == MIRRORED_TRAINING_MARKER for layer in model.layers)
 
 
 def predict_probabilities(

@@ -16,9 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from visionflow.errors import BadInputError
+from visionflow.prediction import MIRRORED_TRAINING_MARKER
 from visionflow.tasks.train.initializers import whitening_filters
 
 # Pixels the whitening layer's "valid" 2x2 convolution takes off the height and the width.
@@ -79,9 +80,20 @@ class ModelConfig(BaseModel):
     # the image's own border mirrored, as airbench pads.
     crop_fill: Literal["constant", "reflect"] = "constant"
     horizontal_flip: bool = True  # Mirror half of the training images left to right.
+    # With horizontal_flip: mirror a fixed random half of the training images in even epochs and the
+    # other half in odd ones (airbench's alternating flip, tasks/train/alternating_flip.py) instead of
+    # a random half each epoch. The training pipeline does the mirroring, so the model carries a
+    # marker layer in place of RandomFlip, which tells prediction to average each image with its mirror.
+    alternating_flip: bool = False
     # "auto": bfloat16 compute with float32 weights when the hardware does bfloat16 natively
     # (CPU flags avx512_bf16 or amx_bf16, or a GPU of compute capability 8.0 or newer), else float32.
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
+
+    @model_validator(mode="after")
+    def _alternating_flip_needs_flips(self) -> ModelConfig:
+        if self.alternating_flip and not (self.augment and self.horizontal_flip):
+            raise ValueError("alternating_flip needs augment and horizontal_flip on: it is a way of flipping")
+        return self
 
 
 @lru_cache(maxsize=1)
@@ -111,6 +123,11 @@ def downsampling_steps(config: ModelConfig) -> int:
 def uses_whitening(config: ModelConfig) -> bool:
     """Whether the network starts with the frozen patch-whitening layer (airbench only)."""
     return config.architecture == "airbench" and config.whiten
+
+
+def uses_alternating_flip(config: ModelConfig) -> bool:
+    """Whether the training pipeline mirrors the images by the epoch's parity (tasks/train/alternating_flip.py)."""
+    return config.augment and config.horizontal_flip and config.alternating_flip
 
 
 def minimum_side(config: ModelConfig) -> int:
@@ -236,6 +253,8 @@ def _normalize(inputs, config: ModelConfig, channel_stats):
 def _augment(features, config: ModelConfig, input_shape: tuple[int, int, int]):
     """Random crop with zero padding, then horizontal flip; both are identities at inference.
 
+    Alternating flips are the training pipeline's; the model then only carries their marker.
+
     Translating by up to crop_padding pixels with zero fill is a random crop of the image
     padded by crop_padding; nearest interpolation keeps the shifts whole pixels. Zero is the
     mean colour after standardisation and black after rescaling.
@@ -250,7 +269,9 @@ def _augment(features, config: ModelConfig, input_shape: tuple[int, int, int]):
             fill_value=0.0,
             name="random_crop",
         )(features)
-    if config.horizontal_flip:
+    if config.horizontal_flip and config.alternating_flip:
+        features = layers.Identity(name=MIRRORED_TRAINING_MARKER)(features)
+    elif config.horizontal_flip:
         features = layers.RandomFlip("horizontal", name="random_flip")(features)
     return features
 

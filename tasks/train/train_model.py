@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from visionflow.atomic import write_json_atomically
 from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
 from visionflow.splits import load_split_arrays
+from visionflow.tasks.train.alternating_flip import AlternatingFlip, alternating_flip_for
 from visionflow.tasks.train.build_model import (
     UnsuitableInputError,
     build_model,
@@ -124,11 +125,19 @@ def check_arrays(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
         raise UnsuitableInputError(f"train images are {train[0].shape[1:]} but val images {val[0].shape[1:]}")
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, num_classes: int, training: bool):
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    num_classes: int,
+    training: bool,
+    flips: AlternatingFlip | None = None,
+):
     """Batches of (uint8 images, labels): seeded shuffled index batches gathered in parallel.
 
     The arrays become one tensor each; batches are gathered from them, never decoded. Labels
-    are one-hot when label smoothing needs them.
+    are one-hot when label smoothing needs them. flips (alternating_flip_for) mirrors each epoch's
+    share of the images; it must also be among fit()'s callbacks, to learn the epoch.
     """
     image_tensor = tf.constant(images)
     label_tensor = tf.constant(labels.astype(np.int32))
@@ -141,7 +150,8 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, nu
         batch_labels = tf.gather(label_tensor, batch_indices)
         if config.label_smoothing > 0:
             batch_labels = tf.one_hot(batch_labels, num_classes)
-        return tf.gather(image_tensor, batch_indices), batch_labels
+        batch_images = tf.gather(image_tensor, batch_indices)
+        return (batch_images if flips is None else flips.flip(batch_images, batch_indices)), batch_labels
 
     batches = indices.batch(config.batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     # Across machines each worker builds the same batches (same arrays, same seed) and keeps its
@@ -199,13 +209,15 @@ def train_model(
     # Before the datasets: a multi-worker strategy must be created before TensorFlow's first operation.
     strategy = checked_strategy(config.distribution, config.batch_size, log)
     steps_per_epoch = -(-len(train[0]) // config.batch_size)
-    train_data = make_dataset(*train, config, num_classes, training=True)
+    flips = alternating_flip_for(preset.model, len(train[0]), config.seed)
+    train_data = make_dataset(*train, config, num_classes, training=True, flips=flips)
     val_data = make_dataset(*val, config, num_classes, training=False)
     for attempt in (1, 2):
         model = compiled_model(preset, train[0], num_classes, steps_per_epoch, strategy)
         monitor = TrainingMonitor(run_dir, config.epochs, len(train[0]), log)
         callbacks = [
             *([Lookahead(config.epochs)] if config.lookahead else []),
+            *([flips] if flips else []),
             CheckedBackupAndRestore(backup_dir=str(run_dir / "backup")),
             keras.callbacks.EarlyStopping(
                 monitor=config.early_stopping_monitor,

@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from visionflow.imaging import ImageSpec
+from visionflow.prediction import MIRRORED_TRAINING_MARKER
 from visionflow.splits import split_schema
+from visionflow.tasks.train.alternating_flip import AlternatingFlip
 from visionflow.tasks.train.presets import PRESETS, resolve_preset
 from visionflow.tasks.train.train_model import (
     FINISHED_TRAINING_FILE,
@@ -158,6 +160,28 @@ def test_default_preset_trains_end_to_end_on_small_images(tmp_path):
     assert result.history["learning_rate"][0] == pytest.approx(0.0, abs=1e-6)  # Cosine decay ends at 0.
     loaded = keras.models.load_model(result.model_path, safe_mode=True)
     np.testing.assert_allclose(loaded.predict(VAL[0], verbose=0).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_alternating_flips_follow_the_epochs_keras_reports(tmp_path, monkeypatch):
+    preset = PRESETS["default"]
+    preset = preset.model_copy(
+        update={
+            "model": preset.model.model_copy(update={"alternating_flip": True}),
+            "train": preset.train.model_copy(update={"epochs": 2, "batch_size": 16}),
+        }
+    )
+    parities = []
+    set_parity = AlternatingFlip.on_epoch_begin
+
+    def recording(flips, epoch, logs=None):
+        set_parity(flips, epoch, logs)
+        parities.append(bool(flips.odd_epoch.numpy()))
+
+    monkeypatch.setattr(AlternatingFlip, "on_epoch_begin", recording)
+    result = train_model(TRAIN, VAL, preset, tmp_path, 3)
+    assert result.epochs_run == 2 and parities == [False, True]
+    loaded = keras.models.load_model(result.model_path, safe_mode=True)
+    assert MIRRORED_TRAINING_MARKER in {layer.name for layer in loaded.layers}
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
