@@ -89,8 +89,10 @@ def training_step_on_random_images(preset, images: int):
     steps = -(-images // preset.train.batch_size)
     model = compiled_model(preset, train_images, CLASSES, steps, training_strategy("none"))
     # Alternating flips cost the same in every epoch, so the pipeline needs no epoch callback here.
+    # Low-resolution epochs are left out: this measures the step of the full-resolution epochs.
     flips = alternating_flip_for(preset.model, images, preset.train.seed)
-    return model, make_dataset(train_images, labels, preset.train, CLASSES, training=True, flips=flips)
+    augmentations = [flips] if flips else []
+    return model, make_dataset(train_images, labels, preset.train, CLASSES, training=True, augmentations=augmentations)
 
 
 def measure(name: str, preset, images: int, epochs: int, jit_compile: bool = False) -> dict:

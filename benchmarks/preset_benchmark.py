@@ -42,11 +42,10 @@ def main() -> None:
     configure_environment()
     from visionflow.prediction import predict_probabilities
     from visionflow.splits import load_split_arrays
-    from visionflow.tasks.train.alternating_flip import alternating_flip_for
     from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.evaluate_model import EvaluationConfig
     from visionflow.tasks.train.lookahead import Lookahead
-    from visionflow.tasks.train.train_model import compiled_model, make_dataset
+    from visionflow.tasks.train.train_model import compiled_model, epoch_augmentations, make_dataset
 
     missing = [name for name in ("train", "val", "test") if not (arguments.dataset_dir / f"{name}.parquet").exists()]
     if missing:
@@ -61,15 +60,17 @@ def main() -> None:
         if arguments.epochs is not None:
             preset = changed_preset(preset, {"train": {"epochs": arguments.epochs}})
         steps = -(-len(train_images) // preset.train.batch_size)
-        flips = alternating_flip_for(preset.model, len(train_images), preset.train.seed)
+        augmentations = epoch_augmentations(preset, train_images)
         sides[name] = {
             "preset": preset,
             "model": compiled_model(preset, train_images, classes, steps, training_strategy("none")),
-            "train": make_dataset(train_images, train_labels, preset.train, classes, training=True, flips=flips),
+            "train": make_dataset(
+                train_images, train_labels, preset.train, classes, training=True, augmentations=augmentations
+            ),
             "val": make_dataset(*splits["val"][:2], preset.train, classes, training=False),
             "callbacks": [
                 *([Lookahead(preset.train.epochs)] if preset.train.lookahead else []),
-                *([flips] if flips else []),
+                *augmentations,
             ],
             "seconds": 0.0,
             "cpu_seconds": 0.0,

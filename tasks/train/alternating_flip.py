@@ -39,7 +39,7 @@ class AlternatingFlip(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.odd_epoch.assign(epoch % 2 == 1)
 
-    def flip(self, images: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    def transform(self, images: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
         """The batch of N x H x W x C images (split rows indices) with this epoch's share mirrored left to right."""
         mirrored = tf.math.logical_xor(tf.gather(self.mirrored_in_even_epochs, indices), self.odd_epoch)
         return tf.where(mirrored[:, tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(images, axis=[2]), images)

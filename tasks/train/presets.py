@@ -57,6 +57,13 @@ class TrainConfig(BaseModel):
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
     warmup_fraction: float = Field(default=0.15, ge=0, lt=1)  # Share of all steps spent warming up.
     label_smoothing: float = Field(default=0.2, ge=0, lt=1)  # Probability mass spread evenly over all classes.
+    # Share of the epochs (rounded down) that train on random crops of low_resolution_crop_fraction of
+    # each side before the rest train on the whole images (tasks/train/low_resolution.py); 0: none.
+    # Networks that pool globally (airbench) only.
+    low_resolution_epoch_fraction: float = Field(default=0.0, ge=0, lt=1)
+    # Side of those crops as a share of the image's side: 0.75 crops 32x32 images to 24x24, about
+    # 56 % of the pixels and so of the convolutions' arithmetic.
+    low_resolution_crop_fraction: float = Field(default=0.75, gt=0, le=1)
     early_stopping_monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # Validation metric watched.
     early_stopping_patience: int = Field(default=3, ge=1)  # Epochs without improvement before stopping.
     seed: int = 0  # Seeds Python, NumPy, TensorFlow, the layers' randomness and the shuffling.

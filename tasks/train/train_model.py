@@ -17,7 +17,9 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -29,7 +31,7 @@ from pydantic import BaseModel
 from visionflow.atomic import write_json_atomically
 from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
 from visionflow.splits import load_split_arrays
-from visionflow.tasks.train.alternating_flip import AlternatingFlip, alternating_flip_for
+from visionflow.tasks.train.alternating_flip import alternating_flip_for
 from visionflow.tasks.train.build_model import (
     UnsuitableInputError,
     build_model,
@@ -40,6 +42,7 @@ from visionflow.tasks.train.build_model import (
 from visionflow.tasks.train.distribution import TrainingStrategy, checked_strategy
 from visionflow.tasks.train.initializers import patch_whitening_kernel
 from visionflow.tasks.train.lookahead import Lookahead
+from visionflow.tasks.train.low_resolution import low_resolution_epochs, low_resolution_for, with_input_shape
 from visionflow.tasks.train.optimizers import make_optimizer
 from visionflow.tasks.train.presets import Preset, TrainConfig
 from visionflow.tasks.train.training_callbacks import (
@@ -125,19 +128,37 @@ def check_arrays(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
         raise UnsuitableInputError(f"train images are {train[0].shape[1:]} but val images {val[0].shape[1:]}")
 
 
+class EpochAugmentation(Protocol):
+    """A change to each training batch that depends on the epoch, told by its on_epoch_begin (a Keras callback)."""
+
+    def on_epoch_begin(self, epoch, logs=None): ...
+
+    def transform(self, images: tf.Tensor, indices: tf.Tensor) -> tf.Tensor: ...
+
+
+def epoch_augmentations(preset: Preset, train_images: np.ndarray) -> list[EpochAugmentation]:
+    """The preset's augmentations that the input pipeline does by the epoch: alternating flips, low-resolution crops."""
+    count, shape = len(train_images), tuple(train_images.shape[1:])
+    found = [
+        alternating_flip_for(preset.model, count, preset.train.seed),
+        low_resolution_for(preset.model, preset.train, shape, count),
+    ]
+    return [augmentation for augmentation in found if augmentation is not None]
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
     config: TrainConfig,
     num_classes: int,
     training: bool,
-    flips: AlternatingFlip | None = None,
+    augmentations: Sequence[EpochAugmentation] = (),
 ):
     """Batches of (uint8 images, labels): seeded shuffled index batches gathered in parallel.
 
     The arrays become one tensor each; batches are gathered from them, never decoded. Labels
-    are one-hot when label smoothing needs them. flips (alternating_flip_for) mirrors each epoch's
-    share of the images; it must also be among fit()'s callbacks, to learn the epoch.
+    are one-hot when label smoothing needs them. augmentations (epoch_augmentations) change each
+    batch by the epoch, in turn; they must also be among fit()'s callbacks, to learn the epoch.
     """
     image_tensor = tf.constant(images)
     label_tensor = tf.constant(labels.astype(np.int32))
@@ -151,7 +172,9 @@ def make_dataset(
         if config.label_smoothing > 0:
             batch_labels = tf.one_hot(batch_labels, num_classes)
         batch_images = tf.gather(image_tensor, batch_indices)
-        return (batch_images if flips is None else flips.flip(batch_images, batch_indices)), batch_labels
+        for augmentation in augmentations:
+            batch_images = augmentation.transform(batch_images, batch_indices)
+        return batch_images, batch_labels
 
     batches = indices.batch(config.batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     # Across machines each worker builds the same batches (same arrays, same seed) and keeps its
@@ -164,7 +187,11 @@ def make_dataset(
 def compiled_model(
     preset: Preset, train_images: np.ndarray, num_classes: int, steps_per_epoch: int, strategy: TrainingStrategy
 ) -> keras.Model:
-    """The preset's model, built and compiled inside strategy's scope with its optimizer and loss, seeded afresh."""
+    """The preset's model, built and compiled inside strategy's scope with its optimizer and loss, seeded afresh.
+
+    With low-resolution epochs it is the twin that takes any height and width (low_resolution.py);
+    saved_model turns it back into the model of the images' shape.
+    """
     keras.utils.set_random_seed(preset.train.seed)
     stats = channel_statistics(train_images) if preset.model.normalization == "standardize" else None
     whitening = patch_whitening_kernel(train_images, stats) if uses_whitening(preset.model) else None
@@ -177,6 +204,8 @@ def compiled_model(
             whitening_kernel=whitening,
             synchronized_batchnorm=strategy.replicas > 1,
         )
+        if low_resolution_epochs(preset.train):
+            model = with_input_shape(model, (None, None, train_images.shape[-1]))
         if preset.train.label_smoothing > 0:
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.train.label_smoothing)
         else:
@@ -209,15 +238,15 @@ def train_model(
     # Before the datasets: a multi-worker strategy must be created before TensorFlow's first operation.
     strategy = checked_strategy(config.distribution, config.batch_size, log)
     steps_per_epoch = -(-len(train[0]) // config.batch_size)
-    flips = alternating_flip_for(preset.model, len(train[0]), config.seed)
-    train_data = make_dataset(*train, config, num_classes, training=True, flips=flips)
+    augmentations = epoch_augmentations(preset, train[0])
+    train_data = make_dataset(*train, config, num_classes, training=True, augmentations=augmentations)
     val_data = make_dataset(*val, config, num_classes, training=False)
     for attempt in (1, 2):
         model = compiled_model(preset, train[0], num_classes, steps_per_epoch, strategy)
         monitor = TrainingMonitor(run_dir, config.epochs, len(train[0]), log)
         callbacks = [
             *([Lookahead(config.epochs)] if config.lookahead else []),
-            *([flips] if flips else []),
+            *augmentations,
             CheckedBackupAndRestore(backup_dir=str(run_dir / "backup")),
             keras.callbacks.EarlyStopping(
                 monitor=config.early_stopping_monitor,
@@ -239,7 +268,7 @@ def train_model(
             shutil.rmtree(run_dir / "backup", ignore_errors=True)
     seconds = time.perf_counter() - started
     model_path = run_dir / "model.keras"
-    without_training_state(model).save(model_path)
+    without_training_state(model, tuple(train[0].shape[1:])).save(model_path)
     save_curves(monitor.history, run_dir / "curves.png")
     first_epoch, epochs_run = monitor.first_epoch or 0, len(monitor.history.get("loss", []))
     result = TrainResult(
@@ -258,12 +287,15 @@ def train_model(
     return result
 
 
-def without_training_state(model: keras.Model) -> keras.Model:
-    """An uncompiled copy of model with its weights: what scoring needs, and no optimiser.
+def without_training_state(model: keras.Model, input_shape: tuple[int, int, int]) -> keras.Model:
+    """An uncompiled copy of model with its weights, taking images of input_shape: what scoring needs, and no optimiser.
 
     The saved file then loads in safe mode without any visionflow class (the optimiser may be one)
-    and is smaller by the optimiser's momentum, one value per weight.
+    and is smaller by the optimiser's momentum, one value per weight. A model trained through a
+    twin of any image size (low-resolution epochs) is saved at the images' own size.
     """
+    if tuple(model.input_shape[1:]) != tuple(input_shape):
+        model = with_input_shape(model, tuple(input_shape))
     # From the configuration, not keras.models.clone_model: a clone of a compiled model is compiled.
     copy = keras.Model.from_config(model.get_config())
     copy.set_weights(model.get_weights())

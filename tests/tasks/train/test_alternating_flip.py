@@ -24,7 +24,9 @@ def marked_images(count: int) -> np.ndarray:
 def mirrored_by_epoch(flips: AlternatingFlip, epochs: int) -> np.ndarray:
     """epochs x IMAGES booleans: whether the pipeline gave each image mirrored in each epoch."""
     images = marked_images(IMAGES)
-    dataset = make_dataset(images, np.zeros(IMAGES, np.int64), TrainConfig(batch_size=16), 2, True, flips=flips)
+    dataset = make_dataset(
+        images, np.zeros(IMAGES, np.int64), TrainConfig(batch_size=16), 2, True, augmentations=[flips]
+    )
     mirrored = np.zeros((epochs, IMAGES), dtype=bool)
     seen = np.zeros((epochs, IMAGES), dtype=int)
     for epoch in range(epochs):
