@@ -81,7 +81,8 @@ def training_step_on_random_images(preset, images: int):
     of `images` random CIFAR-shaped images: its real training step, without the data."""
     from visionflow.tasks.train.alternating_flip import alternating_flip_for
     from visionflow.tasks.train.distribution import training_strategy
-    from visionflow.tasks.train.train_model import compiled_model, make_dataset
+    from visionflow.tasks.train.train_model import compiled_model
+    from visionflow.tasks.train.training_input import make_dataset
 
     generator = np.random.default_rng(0)
     train_images = generator.integers(0, 256, size=(images, *SHAPE), dtype=np.uint8)

@@ -45,7 +45,8 @@ def main() -> None:
     from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.evaluate_model import EvaluationConfig
     from visionflow.tasks.train.lookahead import Lookahead
-    from visionflow.tasks.train.train_model import compiled_model, epoch_augmentations, make_dataset
+    from visionflow.tasks.train.train_model import compiled_model
+    from visionflow.tasks.train.training_input import epoch_augmentations, make_dataset
 
     missing = [name for name in ("train", "val", "test") if not (arguments.dataset_dir / f"{name}.parquet").exists()]
     if missing:

@@ -34,7 +34,8 @@ def main() -> None:
 
     from visionflow.splits import load_split_arrays
     from visionflow.tasks.train.presets import PRESETS
-    from visionflow.tasks.train.train_model import compiled_model, make_dataset
+    from visionflow.tasks.train.train_model import compiled_model
+    from visionflow.tasks.train.training_input import make_dataset
 
     images, labels, metadata = load_split_arrays(arguments.dataset_dir / "train.parquet")
     images, labels = images[: arguments.images], labels[: arguments.images]

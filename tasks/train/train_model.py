@@ -1,7 +1,7 @@
-"""Training stage: the tf.data input pipeline and the fit loop of a preset (tasks/train/presets.py).
+"""Training stage: the fit loop of a preset (tasks/train/presets.py) over its input pipeline
+(tasks/train/training_input.py).
 
-The splits arrive as uint8 NumPy arrays read zero-copy from Parquet; tf.data shuffles indices
-with a seed and gathers whole batches, so no image is ever decoded again. Training can be
+The splits arrive as uint8 NumPy arrays read zero-copy from Parquet. Training can be
 killed at any point: started again with the same run_dir, it resumes after the last finished
 epoch (BackupAndRestore). A backup that cannot be read (corrupt, or weights missing beside
 its epoch marker) is deleted with a logged warning and training restarts cleanly from epoch 1.
@@ -17,13 +17,10 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import keras
 import numpy as np
-import tensorflow as tf
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
@@ -31,7 +28,6 @@ from pydantic import BaseModel
 from visionflow.atomic import write_json_atomically
 from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
 from visionflow.splits import load_split_arrays
-from visionflow.tasks.train.alternating_flip import alternating_flip_for
 from visionflow.tasks.train.build_model import (
     UnsuitableInputError,
     build_model,
@@ -42,15 +38,16 @@ from visionflow.tasks.train.build_model import (
 from visionflow.tasks.train.distribution import TrainingStrategy, checked_strategy
 from visionflow.tasks.train.initializers import patch_whitening_kernel
 from visionflow.tasks.train.lookahead import Lookahead
-from visionflow.tasks.train.low_resolution import low_resolution_epochs, low_resolution_for, with_input_shape
+from visionflow.tasks.train.low_resolution import low_resolution_epochs, with_input_shape
 from visionflow.tasks.train.optimizers import make_optimizer
-from visionflow.tasks.train.presets import Preset, TrainConfig
+from visionflow.tasks.train.presets import Preset
 from visionflow.tasks.train.training_callbacks import (
     CheckedBackupAndRestore,
     CorruptBackupError,
     TrainingMonitor,
     save_curves,
 )
+from visionflow.tasks.train.training_input import epoch_augmentations, make_dataset
 
 
 class TrainResult(BaseModel):
@@ -126,62 +123,6 @@ def check_arrays(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
             raise UnsuitableInputError(f"{split}: labels must lie in [0, {num_classes - 1}]")
     if train[0].shape[1:] != val[0].shape[1:]:
         raise UnsuitableInputError(f"train images are {train[0].shape[1:]} but val images {val[0].shape[1:]}")
-
-
-class EpochAugmentation(Protocol):
-    """A change to each training batch that depends on the epoch, told by its on_epoch_begin (a Keras callback)."""
-
-    def on_epoch_begin(self, epoch, logs=None): ...
-
-    def transform(self, images: tf.Tensor, indices: tf.Tensor) -> tf.Tensor: ...
-
-
-def epoch_augmentations(preset: Preset, train_images: np.ndarray) -> list[EpochAugmentation]:
-    """The preset's augmentations that the input pipeline does by the epoch: alternating flips, low-resolution crops."""
-    count, shape = len(train_images), tuple(train_images.shape[1:])
-    found = [
-        alternating_flip_for(preset.model, count, preset.train.seed),
-        low_resolution_for(preset.model, preset.train, shape, count),
-    ]
-    return [augmentation for augmentation in found if augmentation is not None]
-
-
-def make_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    config: TrainConfig,
-    num_classes: int,
-    training: bool,
-    augmentations: Sequence[EpochAugmentation] = (),
-):
-    """Batches of (uint8 images, labels): seeded shuffled index batches gathered in parallel.
-
-    The arrays become one tensor each; batches are gathered from them, never decoded. Labels
-    are one-hot when label smoothing needs them. augmentations (epoch_augmentations) change each
-    batch by the epoch, in turn; they must also be among fit()'s callbacks, to learn the epoch.
-    """
-    image_tensor = tf.constant(images)
-    label_tensor = tf.constant(labels.astype(np.int32))
-    indices = tf.data.Dataset.range(len(images))
-    if training:
-        indices = indices.shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True)
-
-    @tf.autograph.experimental.do_not_convert  # Plain graph code: autograph has nothing to convert.
-    def gather(batch_indices):
-        batch_labels = tf.gather(label_tensor, batch_indices)
-        if config.label_smoothing > 0:
-            batch_labels = tf.one_hot(batch_labels, num_classes)
-        batch_images = tf.gather(image_tensor, batch_indices)
-        for augmentation in augmentations:
-            batch_images = augmentation.transform(batch_images, batch_indices)
-        return batch_images, batch_labels
-
-    batches = indices.batch(config.batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    # Across machines each worker builds the same batches (same arrays, same seed) and keeps its
-    # share of every one: there are no files to shard by.
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def compiled_model(

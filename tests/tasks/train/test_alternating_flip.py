@@ -8,7 +8,7 @@ import pytest
 from visionflow.tasks.train.alternating_flip import AlternatingFlip, alternating_flip_for
 from visionflow.tasks.train.build_model import ModelConfig
 from visionflow.tasks.train.presets import TrainConfig
-from visionflow.tasks.train.train_model import make_dataset
+from visionflow.tasks.train.training_input import make_dataset
 
 IMAGES = 40
 

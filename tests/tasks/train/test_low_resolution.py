@@ -14,7 +14,7 @@ from visionflow.tasks.train.low_resolution import (
     with_input_shape,
 )
 from visionflow.tasks.train.presets import PRESETS, TrainConfig
-from visionflow.tasks.train.train_model import make_dataset
+from visionflow.tasks.train.training_input import make_dataset
 
 SIDE = 16
 IMAGES = 64
