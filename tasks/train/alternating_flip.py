@@ -7,7 +7,7 @@ image is seen both ways in every pair of epochs, which matters most in a short r
 image is seen only a few times. airbench reports it better than random flips wherever flipping
 helps at all.
 
-The flips happen in tf.data (tasks/train/train_model.py, make_dataset) on uint8 batches, before
+The flips happen in tf.data (tasks/train/training_input.py, make_dataset) on uint8 batches, before
 the model, because they depend on the epoch; AlternatingFlip, a Keras callback, tells the pipeline
 which epoch is starting. Keras makes a new iterator over a finite dataset at the start of every
 epoch, after the callbacks' on_epoch_begin, so no batch of an epoch is made before its parity is

@@ -84,6 +84,7 @@ class ModelConfig(BaseModel):
     # other half in odd ones (airbench's alternating flip, tasks/train/alternating_flip.py) instead of
     # a random half each epoch. The training pipeline does the mirroring, so the model carries a
     # marker layer in place of RandomFlip, which tells prediction to average each image with its mirror.
+    # On CIFAR-10 with the default network it measured level with random flips (docs/BENCHMARKS.md).
     alternating_flip: bool = False
     # "auto": bfloat16 compute with float32 weights when the hardware does bfloat16 natively
     # (CPU flags avx512_bf16 or amx_bf16, or a GPU of compute capability 8.0 or newer), else float32.

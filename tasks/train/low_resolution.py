@@ -7,7 +7,7 @@ last epochs train on the whole images, so BatchNorm's statistics and the classif
 what evaluation and scoring feed the network. This is progressive resizing (fast.ai's
 DAWNBench ImageNet runs) in the form that keeps the pixel scale.
 
-The crops happen in tf.data (tasks/train/train_model.py, make_dataset), one window per batch,
+The crops happen in tf.data (tasks/train/training_input.py, make_dataset), one window per batch,
 placed by a stateless random draw from the seed, the epoch and the batch's first image, so a
 seeded run repeats. LowResolutionEpochs, a Keras callback, tells the pipeline which epoch is
 starting (Keras makes each epoch's iterator after the callbacks' on_epoch_begin). The network

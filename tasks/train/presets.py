@@ -59,7 +59,8 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(default=0.2, ge=0, lt=1)  # Probability mass spread evenly over all classes.
     # Share of the epochs (rounded down) that train on random crops of low_resolution_crop_fraction of
     # each side before the rest train on the whole images (tasks/train/low_resolution.py); 0: none.
-    # Networks that pool globally (airbench) only.
+    # Networks that pool globally (airbench) only. On CIFAR-10 with the default network it bought
+    # about what whole epochs buy per CPU second (docs/BENCHMARKS.md), so no preset uses it.
     low_resolution_epoch_fraction: float = Field(default=0.0, ge=0, lt=1)
     # Side of those crops as a share of the image's side: 0.75 crops 32x32 images to 24x24, about
     # 56 % of the pixels and so of the convolutions' arithmetic.
