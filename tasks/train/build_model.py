@@ -270,7 +270,7 @@ def _augment(features, config: ModelConfig, input_shape: tuple[int, int, int]):
             fill_value=0.0,
             name="random_crop",
         )(features)
-    if config.horizontal_flip and config.alternating_flip:
+    if uses_alternating_flip(config):
         features = layers.Identity(name=MIRRORED_TRAINING_MARKER)(features)
     elif config.horizontal_flip:
         features = layers.RandomFlip("horizontal", name="random_flip")(features)

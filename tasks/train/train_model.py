@@ -131,7 +131,7 @@ def compiled_model(
     """The preset's model, built and compiled inside strategy's scope with its optimizer and loss, seeded afresh.
 
     With low-resolution epochs it is the twin that takes any height and width (low_resolution.py);
-    saved_model turns it back into the model of the images' shape.
+    without_training_state turns it back into the model of the images' shape.
     """
     keras.utils.set_random_seed(preset.train.seed)
     stats = channel_statistics(train_images) if preset.model.normalization == "standardize" else None
