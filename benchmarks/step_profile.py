@@ -73,6 +73,8 @@ def profile_preset(name: str, preset, precision: str | None, steps: int) -> dict
     """Profile one epoch of `steps` training steps of the preset and summarise it."""
     import tensorflow as tf
 
+    from visionflow.tasks.train.build_model import resolve_precision
+
     if precision:
         preset = changed_preset(preset, {"model": {"precision": precision}})
     images_count = preset.train.batch_size * steps
@@ -91,10 +93,10 @@ def profile_preset(name: str, preset, precision: str | None, steps: int) -> dict
     by_type: collections.Counter = collections.Counter()
     convolutions: dict[str, dict[str, float]] = collections.defaultdict(dict)
     layer_flops = convolution_flops(model)
-    for name, spent in seconds.items():
-        if ":" not in name:
+    for event_name, spent in seconds.items():
+        if ":" not in event_name:
             continue
-        scope, op_type = name.rsplit(":", 1)
+        scope, op_type = event_name.rsplit(":", 1)
         op_type = op_type.strip()
         if op_type.startswith(WRAPPERS):
             continue
@@ -104,7 +106,7 @@ def profile_preset(name: str, preset, precision: str | None, steps: int) -> dict
         if kind and layer:
             convolutions[layer][kind] = convolutions[layer].get(kind, 0.0) + spent
     rows = []
-    for layer in (name for name in layer_flops if name in convolutions):
+    for layer in (layer for layer in layer_flops if layer in convolutions):
         passes = convolutions[layer]
         total_flops = layer_flops[layer] * images_count
         rows.append(
@@ -117,7 +119,7 @@ def profile_preset(name: str, preset, precision: str | None, steps: int) -> dict
         )
     return {
         "preset": name,
-        "precision": precision or preset.model.precision,
+        "precision": resolve_precision(preset.model),
         "steps": steps,
         "images_per_second": round(images_per_second),
         "profiled_epoch_seconds": round(profiled_seconds, 2),

@@ -36,6 +36,7 @@ from visionflow.tasks.train.build_model import (
     uses_whitening,
 )
 from visionflow.tasks.train.distribution import TrainingStrategy, checked_strategy
+from visionflow.tasks.train.fused_batch_norm import plain_layers_config
 from visionflow.tasks.train.initializers import patch_whitening_kernel
 from visionflow.tasks.train.lookahead import Lookahead
 from visionflow.tasks.train.low_resolution import low_resolution_epochs, with_input_shape
@@ -231,14 +232,14 @@ def train_model(
 def without_training_state(model: keras.Model, input_shape: tuple[int, int, int]) -> keras.Model:
     """An uncompiled copy of model with its weights, taking images of input_shape: what scoring needs, and no optimiser.
 
-    The saved file then loads in safe mode without any visionflow class (the optimiser may be one)
-    and is smaller by the optimiser's momentum, one value per weight. A model trained through a
-    twin of any image size (low-resolution epochs) is saved at the images' own size.
+    The saved file then loads in safe mode without any visionflow class (the optimiser and the fused
+    BatchNorm are ones) and is smaller by the optimiser's momentum, one value per weight. A model
+    trained through a twin of any image size (low-resolution epochs) is saved at the images' size.
     """
     if tuple(model.input_shape[1:]) != tuple(input_shape):
         model = with_input_shape(model, tuple(input_shape))
     # From the configuration, not keras.models.clone_model: a clone of a compiled model is compiled.
-    copy = keras.Model.from_config(model.get_config())
+    copy = keras.Model.from_config(plain_layers_config(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
 
