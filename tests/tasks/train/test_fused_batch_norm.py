@@ -131,3 +131,21 @@ def test_plain_layers_config_leaves_other_layers_alone_and_refuses_a_non_functio
     assert plain_layers_config({"name": "m", "layers": entries})["layers"] == entries
     with pytest.raises(ValueError, match="functional model"):
         plain_layers_config({"name": "sequential without layers"})
+
+
+def test_a_network_trained_with_it_ends_where_keras_batchnorm_ends():
+    images = np.random.default_rng(3).integers(0, 256, size=(32, *SHAPE), dtype=np.uint8)
+    labels = np.arange(32) % 3
+    predictions = []
+    for fused in (True, False):
+        keras.utils.set_random_seed(0)
+        config = ModelConfig(conv_filters=[8, 8], stem_filters=4, precision="float32", fused_batchnorm=fused)
+        model = build_model(
+            config.model_copy(update={"augment": False}), SHAPE, 3, channel_stats=([100.0] * 3, [900.0] * 3)
+        )
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy")
+        model.fit(images, labels, epochs=3, batch_size=8, shuffle=False, verbose=0)
+        predictions.append(model.predict(images, verbose=0))
+    # Twelve steps of the same arithmetic in another order: the probabilities agree to rounding.
+    np.testing.assert_allclose(predictions[0], predictions[1], atol=2e-3)
+    assert np.abs(predictions[0] - 1 / 3).max() > 0.05
