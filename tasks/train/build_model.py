@@ -68,8 +68,8 @@ class ModelConfig(BaseModel):
     # that follows does the scaling.
     batchnorm_scale: bool = True
     # airbench: train BatchNorm through TensorFlow's fused kernel, one op per pass instead of a dozen;
-    # saved as Keras' own BatchNormalization (tasks/train/fused_batch_norm.py). Same arithmetic,
-    # 1.3-1.4x the training images/s of the default network (docs/BENCHMARKS.md).
+    # saved as Keras' own BatchNormalization (tasks/train/fused_batch_norm.py). Same arithmetic; the
+    # default network trains 1.4 to 1.8x the images per second on a CPU with AMX (docs/BENCHMARKS.md).
     fused_batchnorm: bool = True
     # airbench: start each block conv's first filters (as many as it has input channels) as the
     # identity, so every block begins close to passing its input on, an implicit residual.

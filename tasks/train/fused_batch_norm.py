@@ -3,7 +3,7 @@
 Keras 3's BatchNormalization computes its training statistics and the normalisation from a dozen
 separate operations (casts to float32, means, differences, products, a division), and the
 gradient from as many again. On a CPU whose convolutions run on bfloat16 matrix units those
-element-wise passes over every activation take a third of a training step. TensorFlow's
+element-wise passes over every activation took over a third of a training step. TensorFlow's
 FusedBatchNormV3 does the forward pass in one kernel and its gradient in another (oneDNN's on a
 CPU, cuDNN's on a GPU), reading bfloat16 activations directly. Measured in docs/BENCHMARKS.md.
 
