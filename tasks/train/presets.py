@@ -22,8 +22,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Passes over the training split. Ten: the default network reaches about 0.872 on CIFAR-10 in
-    # 0.57x the training time of the seed network's ten on a CPU with AMX (docs/BENCHMARKS.md).
+    # Passes over the training split. Ten: the default network reaches about 0.873 on CIFAR-10 in
+    # 0.57 to 0.67x the training time of the seed network's ten on a CPU with AMX (docs/BENCHMARKS.md).
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)  # Images per gradient step.
     optimizer: Literal["adam", "sgd"] = "sgd"  # "sgd" is Nesterov momentum SGD.
@@ -108,7 +108,7 @@ PRESETS: dict[str, Preset] = {
     # decay, Nesterov SGD with warm-up, cosine decay and clipped gradients, bfloat16 compute where the
     # hardware has it.
     # ReLU and no stem conv: on a 2-core CPU they train 1.7x more images per second than GELU with a
-    # stem. Ten epochs reach about 0.872 on CIFAR-10 in less time than `seed` takes (docs/BENCHMARKS.md).
+    # stem. Ten epochs reach about 0.873 on CIFAR-10 in less time than `seed` takes (docs/BENCHMARKS.md).
     "default": Preset(
         name="default",
         model=ModelConfig(**_AIRBENCH, conv_filters=[32, 128, 128], identity_init=True, crop_fill="reflect"),
