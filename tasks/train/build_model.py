@@ -3,8 +3,8 @@
 Every model takes raw uint8 images of the recorded shape: normalisation (and, when switched
 on, data augmentation) are layers inside the model, so a saved model needs no preprocessing
 code to score, and augmentation runs only while training. Only built-in Keras layers are used,
-but for BatchNorm's fused training twin, which training saves as the built-in layer, so a saved
-model loads with `keras.models.load_model(path, safe_mode=True)` and no imports.
+except BatchNorm's fused-training subclass, which training saves as the built-in layer, so a
+saved model loads with `keras.models.load_model(path, safe_mode=True)` and no imports.
 """
 
 from __future__ import annotations
