@@ -18,6 +18,11 @@ from visionflow.tasks.train.alternating_flip import alternating_flip_for
 from visionflow.tasks.train.low_resolution import low_resolution_for
 from visionflow.tasks.train.presets import Preset, TrainConfig
 
+# Batches gathered at once, and batches kept ready ahead of the training step. A gather copies one
+# batch of uint8 images (about 0.4 MB at 128 CIFAR-10 images), far quicker than a step.
+GATHER_CALLS = 2
+PREFETCH_BATCHES = 2
+
 
 class EpochAugmentation(Protocol):
     """A change to each training batch that depends on the epoch, told by its on_epoch_begin (a Keras callback)."""
@@ -67,9 +72,13 @@ def make_dataset(
             batch_images = augmentation.transform(batch_images, batch_indices)
         return batch_images, batch_labels
 
-    batches = indices.batch(config.batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    batches = indices.batch(config.batch_size).map(gather, num_parallel_calls=GATHER_CALLS)
     # Across machines each worker builds the same batches (same arrays, same seed) and keeps its
     # share of every one: there are no files to shard by.
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
+    # Fixed depths instead of tf.data's autotuning: with autotuning on, about half of the epochs
+    # of default's step on a 2-core CPU ran at a fixed, slower rate (5.11 s per 8,192 images against
+    # 3.0 s); with it off, none did (docs/BENCHMARKS.md). Gathering is cheap, so a fixed depth keeps up.
+    options.autotune.enabled = False
+    return batches.prefetch(PREFETCH_BATCHES).with_options(options)

@@ -62,3 +62,12 @@ def test_crops_too_small_for_the_images_are_refused_before_training():
     )
     with pytest.raises(UnsuitableInputError, match="minimum"):
         epoch_augmentations(cropped, np.zeros((IMAGES, 10, 10, 3), dtype=np.uint8))
+
+
+def test_the_pipeline_runs_at_fixed_depths_without_tf_data_autotuning():
+    # Autotuning held about half of the epochs on a 2-core CPU to a slower fixed rate
+    # (benchmarks/input_autotune_benchmark.py); the pipeline must keep it off, for training and validation.
+    images, labels = numbered_images(IMAGES)
+    for training in (True, False):
+        options = make_dataset(images, labels, TrainConfig(batch_size=8), 3, training).options()
+        assert options.autotune.enabled is False
