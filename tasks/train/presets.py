@@ -23,7 +23,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Passes over the training split. Ten: the default network reaches about 0.873 on CIFAR-10 in
-    # 0.57 to 0.67x the training time of the seed network's ten on a CPU with AMX (docs/BENCHMARKS.md).
+    # 0.57 to 0.81x the training time of the seed network's ten on a CPU with AMX (docs/BENCHMARKS.md).
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)  # Images per gradient step.
     optimizer: Literal["adam", "sgd"] = "sgd"  # "sgd" is Nesterov momentum SGD.
