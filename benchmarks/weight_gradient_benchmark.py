@@ -1,12 +1,13 @@
-"""The gradient of a convolution's weights: oneDNN's kernel against a matrix product of patches.
+"""The gradient of a convolution's weights: oneDNN's kernel against matrix products of shifted inputs.
 
 The step profile (benchmarks/step_profile.py) found that the weight gradients take over half of
 `default`'s training step and run at a third of the forward pass's rate. The same numbers can be
-had another way: every 3x3 patch of the layer's input as a row (im2col), times the gradient of
-its output, one matrix product whose reduction runs over the batch and every pixel. This times
-both ways, for every trainable 3x3 convolution of each side's network at its real input shape, in
-the network's compute precision, alternating the two ways within each round, and checks that
-they agree.
+had another way: for each position of the 3x3 kernel, the layer's input shifted by it (a row per
+pixel of every image) times the gradient of its output, a matrix product whose reduction runs over
+the batch and every pixel; tasks/train/patch_gradient_conv.py trains with it where it is faster.
+This times both ways, for every trainable 3x3 convolution of each side's network at its real input
+shape, in the network's compute precision, alternating the two ways within each round, and checks
+that they agree.
 
     .venv/bin/python benchmarks/weight_gradient_benchmark.py [--presets default] [--batch 128] [--repeats 20] \
         [--variant NAME PRESET '{"model": {...}, "train": {...}}' ...]
@@ -46,24 +47,11 @@ def convolution_shapes(preset, batch: int) -> list[dict]:
     return shapes
 
 
-def patches(images, kernel_side: int):
-    """Every kernel_side x kernel_side patch of "same"-padded images, flattened in a Conv2D kernel's order."""
-    import tensorflow as tf
-
-    pad = kernel_side // 2
-    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    height, width = images.shape[1], images.shape[2]
-    shifted = [
-        padded[:, row : row + height, column : column + width, :]
-        for row in range(kernel_side)
-        for column in range(kernel_side)
-    ]
-    return tf.concat(shifted, axis=-1)
-
-
 def time_both_ways(shape: dict, batch: int, repeats: int, dtype: str) -> dict:
     """Milliseconds per weight gradient of oneDNN's kernel and of the patch product, and their agreement."""
     import tensorflow as tf
+
+    from visionflow.tasks.train.patch_gradient_conv import patch_weight_gradient
 
     height, width, channels = shape["input"]
     kernel_side, _, _, filters = shape["kernel"]
@@ -83,9 +71,7 @@ def time_both_ways(shape: dict, batch: int, repeats: int, dtype: str) -> dict:
 
     @tf.function
     def patch_way():
-        rows = tf.reshape(patches(images, kernel_side), [-1, kernel_side * kernel_side * channels])
-        product = tf.matmul(rows, tf.reshape(output_gradient, [-1, filters]), transpose_a=True)
-        return tf.reshape(product, shape["kernel"])
+        return patch_weight_gradient(images, output_gradient, shape["kernel"])
 
     reference = kernel_way().numpy().astype(np.float64)
     difference = np.abs(patch_way().numpy().astype(np.float64) - reference).max() / np.abs(reference).max()

@@ -10,7 +10,6 @@ saved model loads with `keras.models.load_model(path, safe_mode=True)` and no im
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 import keras
@@ -23,6 +22,7 @@ from visionflow.errors import BadInputError
 from visionflow.prediction import MIRRORED_TRAINING_MARKER
 from visionflow.tasks.train.fused_batch_norm import batch_normalization
 from visionflow.tasks.train.initializers import whitening_filters
+from visionflow.tasks.train.patch_gradient_conv import conv2d, cpu_flags
 
 # Pixels the whitening layer's "valid" 2x2 convolution takes off the height and the width.
 WHITENING_SHRINK = 1
@@ -71,6 +71,12 @@ class ModelConfig(BaseModel):
     # saved as Keras' own BatchNormalization (tasks/train/fused_batch_norm.py). Same arithmetic; the
     # default network trains 1.4 to 1.8x the images per second on a CPU with AMX (docs/BENCHMARKS.md).
     fused_batchnorm: bool = True
+    # airbench, bfloat16 compute: train the 3x3 convs on small images with their weight gradient as
+    # matrix products of shifted inputs (tasks/train/patch_gradient_conv.py), on the image sizes where
+    # that measured faster on this kind of CPU; saved as Keras' own Conv2D. Same arithmetic; on a CPU
+    # with AMX `xlarge` trains 1.1 to 1.2x the images per second, `large` and `default` 2 to 3 %
+    # more (docs/BENCHMARKS.md).
+    patch_weight_gradient: bool = True
     # airbench: start each block conv's first filters (as many as it has input channels) as the
     # identity, so every block begins close to passing its input on, an implicit residual.
     identity_init: bool = False
@@ -110,9 +116,7 @@ def hardware_supports_bfloat16() -> bool:
         capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
         if tuple(capability) >= (8, 0):
             return True
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text(errors="ignore").split() if cpuinfo.exists() else []
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_precision(config: ModelConfig) -> str:
@@ -315,9 +319,20 @@ def _batch_norm(config: ModelConfig, policy: str, name: str, synchronized: bool)
     )
 
 
+def _block_conv(features, filters: int, config: ModelConfig, policy: str, name: str):
+    """A 3x3 "same" conv without bias (BatchNorm supplies the shift), its weight gradient the patch
+    product where config, the compute precision and the image's size make that the faster way."""
+    patch_gradient = config.patch_weight_gradient and policy == "mixed_bfloat16"
+    side = max(features.shape[1], features.shape[2])
+    conv = conv2d(
+        patch_gradient, side, filters=filters, kernel_size=3, padding="same", use_bias=False, dtype=policy, name=name
+    )
+    return conv(features)
+
+
 def _conv_bn_act(features, filters: int, config: ModelConfig, policy: str, name: str, synchronized: bool):
-    """3x3 conv without bias (BatchNorm supplies the shift), BatchNorm, the activation."""
-    features = layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=policy, name=f"{name}_conv")(features)
+    """A block conv, BatchNorm, the activation."""
+    features = _block_conv(features, filters, config, policy, f"{name}_conv")
     features = _batch_norm(config, policy, f"{name}_bn", synchronized)(features)
     return layers.Activation(config.activation, dtype=policy, name=f"{name}_{config.activation}")(features)
 
@@ -341,9 +356,7 @@ def _airbench(features, config: ModelConfig, policy: str, synchronized: bool):
     elif config.stem_filters:
         features = _conv_bn_act(features, config.stem_filters, config, policy, "stem", synchronized)
     for index, filters in enumerate(config.conv_filters, start=1):
-        features = layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=policy, name=f"block{index}_conv1")(
-            features
-        )
+        features = _block_conv(features, filters, config, policy, f"block{index}_conv1")
         features = layers.MaxPooling2D(2, dtype=policy, name=f"block{index}_pool")(features)
         features = _batch_norm(config, policy, f"block{index}_bn1", synchronized)(features)
         features = layers.Activation(config.activation, dtype=policy, name=f"block{index}_{config.activation}1")(

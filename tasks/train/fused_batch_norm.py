@@ -8,7 +8,7 @@ FusedBatchNormV3 does the forward pass in one kernel and its gradient in another
 CPU, cuDNN's on a GPU), reading bfloat16 activations directly. Measured in docs/BENCHMARKS.md.
 
 Only training takes the fused path. Inference runs Keras' own code, the layer's weights and
-configuration are BatchNormalization's, and `plain_layers_config` turns a model configuration
+configuration are BatchNormalization's, and tasks/train/plain_layers.py turns a model configuration
 back into built-in layers, so a saved model.keras loads in safe mode with nothing but Keras.
 """
 
@@ -71,21 +71,3 @@ class FusedBatchNormalization(layers.BatchNormalization):
 def batch_normalization(fused: bool, **settings) -> layers.BatchNormalization:
     """A BatchNorm layer with settings: the fused-training one when fused, else Keras' own."""
     return FusedBatchNormalization(**settings) if fused else layers.BatchNormalization(**settings)
-
-
-def plain_layers_config(model_config: dict) -> dict:
-    """A functional model's configuration with every FusedBatchNormalization as keras' BatchNormalization.
-
-    Their configurations and weights are the same, so the model built from it predicts the same.
-    """
-    if "layers" not in model_config:
-        raise ValueError("plain_layers_config needs a functional model's configuration, with its 'layers'")
-    converted = dict(model_config)
-    converted["layers"] = [_plain_entry(entry) for entry in model_config["layers"]]
-    return converted
-
-
-def _plain_entry(entry: dict) -> dict:
-    if entry.get("class_name") != FUSED_CLASS_NAME:
-        return entry
-    return {**entry, "module": "keras.layers", "class_name": "BatchNormalization", "registered_name": None}

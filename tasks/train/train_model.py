@@ -36,11 +36,11 @@ from visionflow.tasks.train.build_model import (
     uses_whitening,
 )
 from visionflow.tasks.train.distribution import TrainingStrategy, checked_strategy
-from visionflow.tasks.train.fused_batch_norm import plain_layers_config
 from visionflow.tasks.train.initializers import patch_whitening_kernel
 from visionflow.tasks.train.lookahead import Lookahead
 from visionflow.tasks.train.low_resolution import low_resolution_epochs, with_input_shape
 from visionflow.tasks.train.optimizers import make_optimizer
+from visionflow.tasks.train.plain_layers import plain_layers_config
 from visionflow.tasks.train.presets import Preset
 from visionflow.tasks.train.training_callbacks import (
     CheckedBackupAndRestore,

@@ -11,11 +11,7 @@ import pytest
 import tensorflow as tf
 
 from visionflow.tasks.train.build_model import ModelConfig, build_model
-from visionflow.tasks.train.fused_batch_norm import (
-    FUSED_CLASS_NAME,
-    FusedBatchNormalization,
-    plain_layers_config,
-)
+from visionflow.tasks.train.fused_batch_norm import FUSED_CLASS_NAME, FusedBatchNormalization
 from visionflow.tasks.train.train_model import without_training_state
 
 SHAPE = (12, 12, 3)
@@ -124,13 +120,6 @@ def test_the_saved_model_has_only_keras_layers_and_predicts_the_same(tmp_path):
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     reloaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
-
-
-def test_plain_layers_config_leaves_other_layers_alone_and_refuses_a_non_functional_config():
-    entries = [{"class_name": "Conv2D", "module": "keras.layers", "name": "conv"}]
-    assert plain_layers_config({"name": "m", "layers": entries})["layers"] == entries
-    with pytest.raises(ValueError, match="functional model"):
-        plain_layers_config({"name": "sequential without layers"})
 
 
 def test_a_network_trained_with_it_ends_where_keras_batchnorm_ends():
