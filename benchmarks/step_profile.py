@@ -6,7 +6,10 @@ under TensorFlow's profiler. The profile's events on the host's threads are summ
 and per convolution split into the forward pass, the gradient of the weights and the gradient of
 the input, each with its achieved GFLOP/s (a multiply-add counts 2; the two gradients cost as
 much arithmetic as the forward pass each). Ops can overlap on the two inter-op threads, so the
-per-op seconds can add up to more than the step's wall time.
+per-op seconds can add up to more than the step's wall time. A conv whose weight gradient runs as
+matrix products of shifted inputs (tasks/train/patch_gradient_conv.py) has no weight-gradient row:
+those products are counted under MatMul, StridedSlice and Pad in the op-type table; a side with
+`{"model": {"patch_weight_gradient": false}}` shows oneDNN's kernel in their place.
 
     .venv/bin/python benchmarks/step_profile.py --presets default [--precision float32] [--steps 40]
 
@@ -113,7 +116,8 @@ def profile_preset(name: str, preset, precision: str | None, steps: int) -> dict
             {
                 "layer": layer,
                 "forward_mflop_per_image": round(layer_flops[layer] / 1e6, 2),
-                **{f"{kind} seconds": round(spent, 3) for kind, spent in passes.items()},
+                # Five places: a small network's pass over a few steps can take under a millisecond.
+                **{f"{kind} seconds": round(spent, 5) for kind, spent in passes.items()},
                 **{f"{kind} GFLOP/s": round(total_flops / spent / 1e9) for kind, spent in passes.items() if spent},
             }
         )

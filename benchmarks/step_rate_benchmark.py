@@ -3,8 +3,9 @@
 benchmarks/flops_benchmark.py times one side after another, so a slow minute of a shared machine
 lands on whichever side runs then; differences of a few percent between sides need them measured
 side by side. This builds every side's model and training pipeline first (random CIFAR-shaped
-images, as flops_benchmark does), then runs rounds of one epoch per side in turn, and reports each
-side's median epoch and its rate against the first side's.
+images, as flops_benchmark does), then runs rounds of one epoch per side in turn (each round
+starting one side later), and reports each side's median epoch and its rate against the first
+side's.
 
     .venv/bin/python benchmarks/step_rate_benchmark.py [--presets default] [--images 8192] [--rounds 8] \
         [--variant NAME PRESET '{"model": {...}, "train": {...}}' ...]
@@ -33,8 +34,12 @@ def alternating_epoch_seconds(sides: list[tuple[str, object]], images: int, roun
 
     steps = {name: training_step_on_random_images(preset, images) for name, preset in sides}
     seconds: dict[str, list[float]] = {name: [] for name, _preset in sides}
+    names = list(steps)
     for round_index in range(rounds + 1):
-        for name, (model, dataset) in steps.items():
+        # Each round starts one side later, so no side always follows the same other one.
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            model, dataset = steps[name]
             started = time.perf_counter()
             model.fit(dataset, epochs=1, **QUIET)
             if round_index:  # The first round traces the step and warms the caches.

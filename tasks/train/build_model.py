@@ -3,26 +3,26 @@
 Every model takes raw uint8 images of the recorded shape: normalisation (and, when switched
 on, data augmentation) are layers inside the model, so a saved model needs no preprocessing
 code to score, and augmentation runs only while training. Only built-in Keras layers are used,
-except BatchNorm's fused-training subclass, which training saves as the built-in layer, so a
-saved model loads with `keras.models.load_model(path, safe_mode=True)` and no imports.
+except two training-only subclasses (BatchNorm's fused training, and Conv2D's weight gradient as
+matrix products) that training saves as the built-in layers, so a saved model loads with
+`keras.models.load_model(path, safe_mode=True)` and no imports.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Literal
-
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
-from pydantic import BaseModel, Field, model_validator
 
 from visionflow.errors import BadInputError
 from visionflow.prediction import MIRRORED_TRAINING_MARKER
-from visionflow.tasks.train.fused_batch_norm import batch_normalization
-from visionflow.tasks.train.initializers import whitening_filters
-from visionflow.tasks.train.patch_gradient_conv import conv2d, cpu_flags
+from visionflow.tasks.train.airbench_network import (
+    airbench_features,
+    set_whitening_kernel,
+    start_block_convs_as_identity,
+)
+from visionflow.tasks.train.hardware import hardware_supports_bfloat16
+from visionflow.tasks.train.model_config import ModelConfig
 
 # Pixels the whitening layer's "valid" 2x2 convolution takes off the height and the width.
 WHITENING_SHRINK = 1
@@ -37,86 +37,6 @@ class UnsuitableInputError(BadInputError, ValueError):
 
     It is a ValueError for Python callers and a BadInputError (CLI exit code 4) for the CLI.
     """
-
-
-class ModelConfig(BaseModel):
-    """The network's architecture and the layers that sit in front of it."""
-
-    # "classic_cnn": conv-relu-pool stages then dense layers, as in the Keras CIFAR-10 example.
-    # "airbench": conv-pool-BatchNorm blocks in the style of Keller Jordan's airbench (GELU or ReLU).
-    architecture: Literal["classic_cnn", "airbench"] = "airbench"
-    # classic_cnn: filters of each conv + 2x2 max-pool stage. airbench: width (filters) of each
-    # block of two 3x3 convs; every stage or block halves the image's height and width once.
-    conv_filters: list[int] = Field(default=[128, 128, 128], min_length=1)
-    # airbench: filters of the 3x3 stem conv at full resolution; 0 for none (the first block then
-    # reads the pixels directly, which saves the costliest full-resolution work).
-    stem_filters: int = Field(default=32, ge=0)
-    # airbench: the nonlinearity after each BatchNorm. "gelu" as in airbench; "relu" costs less on CPUs.
-    activation: Literal["gelu", "relu"] = "gelu"
-    # airbench: a frozen 2x2 "valid" conv first whose filters whiten the training images' patches
-    # (tasks/train/initializers.py). It replaces the stem; images then shrink to an odd size, which also
-    # makes every later block a little cheaper.
-    whiten: bool = False
-    dense_units: int = Field(default=512, ge=0)  # classic_cnn: units of the hidden dense layer; 0 for none.
-    conv_dropout: float = Field(default=0.25, ge=0, lt=1)  # classic_cnn: fraction dropped after each stage.
-    dense_dropout: float = Field(default=0.5, ge=0, lt=1)  # classic_cnn: fraction dropped after the dense layer.
-    batchnorm_momentum: float = Field(default=0.9, gt=0, lt=1)  # airbench: weight of the old running statistics.
-    # airbench: added to the batch variance before its square root (airbench: 1e-12). On the default
-    # network 1e-5 measured no different from Keras' 1e-3 (docs/BENCHMARKS.md).
-    batchnorm_epsilon: float = Field(default=1e-3, gt=0)
-    # airbench: whether BatchNorm learns a scale; False keeps it at 1, as airbench does, and the conv
-    # that follows does the scaling.
-    batchnorm_scale: bool = True
-    # airbench: train BatchNorm through TensorFlow's fused kernel, one op per pass instead of a dozen;
-    # saved as Keras' own BatchNormalization (tasks/train/fused_batch_norm.py). Same arithmetic; the
-    # default network trains 1.4 to 1.8x the images per second on a CPU with AMX (docs/BENCHMARKS.md).
-    fused_batchnorm: bool = True
-    # airbench, bfloat16 compute: train the 3x3 convs on small images with their weight gradient as
-    # matrix products of shifted inputs (tasks/train/patch_gradient_conv.py), on the image sizes where
-    # that measured faster on this kind of CPU; saved as Keras' own Conv2D. Same arithmetic; on a CPU
-    # with AMX `xlarge` trains 1.1 to 1.2x the images per second, `large` and `default` 2 to 3 %
-    # more (docs/BENCHMARKS.md).
-    patch_weight_gradient: bool = True
-    # airbench: start each block conv's first filters (as many as it has input channels) as the
-    # identity, so every block begins close to passing its input on, an implicit residual.
-    identity_init: bool = False
-    # Multiplies the classifier's logits before the softmax. Below 1 it shrinks the classifier's
-    # starting outputs and slows its learning against the conv layers'; airbench uses 1/9.
-    logit_scale: float = Field(default=1.0, gt=0)
-    # "rescale": pixels / 255 into [0, 1]. "standardize": (pixel - mean) / std per channel, the
-    # mean and variance measured on the training images (see channel_statistics).
-    normalization: Literal["rescale", "standardize"] = "standardize"
-    augment: bool = True  # Random crop with padding and horizontal flip, active only while training.
-    crop_padding: int = Field(default=2, ge=0, le=8)  # Pixels of padding around the random crop.
-    # What fills the padding: "constant" zeros (the mean colour after standardisation), or "reflect"
-    # the image's own border mirrored, as airbench pads.
-    crop_fill: Literal["constant", "reflect"] = "constant"
-    horizontal_flip: bool = True  # Mirror half of the training images left to right.
-    # With horizontal_flip: mirror a fixed random half of the training images in even epochs and the
-    # other half in odd ones (airbench's alternating flip, tasks/train/alternating_flip.py) instead of
-    # a random half each epoch. The training pipeline does the mirroring, so the model carries a
-    # marker layer in place of RandomFlip, which tells prediction to average each image with its mirror.
-    # On CIFAR-10 with the default network it measured level with random flips (docs/BENCHMARKS.md).
-    alternating_flip: bool = False
-    # "auto": bfloat16 compute with float32 weights when the hardware does bfloat16 natively
-    # (CPU flags avx512_bf16 or amx_bf16, or a GPU of compute capability 8.0 or newer), else float32.
-    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
-
-    @model_validator(mode="after")
-    def _alternating_flip_needs_flips(self) -> ModelConfig:
-        if self.alternating_flip and not (self.augment and self.horizontal_flip):
-            raise ValueError("alternating_flip needs augment and horizontal_flip on: it is a way of flipping")
-        return self
-
-
-@lru_cache(maxsize=1)
-def hardware_supports_bfloat16() -> bool:
-    """True when this machine computes in bfloat16 natively, so mixed precision pays off."""
-    for gpu in tf.config.list_physical_devices("GPU"):
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
-        if tuple(capability) >= (8, 0):
-            return True
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_precision(config: ModelConfig) -> str:
@@ -207,7 +127,7 @@ def build_model(
     if config.architecture == "classic_cnn":
         features = _classic_cnn(features, config, policy)
     else:
-        features = _airbench(features, config, policy, synchronized_batchnorm)
+        features = airbench_features(features, config, policy, synchronized_batchnorm)
     # The classifier head stays in float32, so probabilities sum to 1 at full precision.
     if config.logit_scale == 1.0:
         outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
@@ -217,34 +137,10 @@ def build_model(
         outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     model = keras.Model(inputs, outputs, name=f"visionflow_{config.architecture}")
     if uses_whitening(config):
-        _set_whitening_kernel(model, input_shape, whitening_kernel)
+        set_whitening_kernel(model, input_shape, whitening_kernel)
     if config.architecture == "airbench" and config.identity_init:
-        _start_block_convs_as_identity(model)
+        start_block_convs_as_identity(model)
     return model
-
-
-def _start_block_convs_as_identity(model: keras.Model) -> None:
-    """Set the first C filters of every block conv (C its input channels) to pass channel i through as filter i."""
-    for layer in model.layers:
-        if not (layer.name.startswith("block") and isinstance(layer, layers.Conv2D)):
-            continue
-        kernel = keras.ops.convert_to_numpy(layer.kernel).copy()
-        rows, columns, inputs, outputs = kernel.shape
-        kept = min(inputs, outputs)
-        kernel[:, :, :, :kept] = 0.0
-        kernel[rows // 2, columns // 2, np.arange(kept), np.arange(kept)] = 1.0
-        layer.kernel.assign(kernel)
-
-
-def _set_whitening_kernel(model: keras.Model, input_shape, whitening_kernel) -> None:
-    """Give the whitening layer its frozen filters, computed from the training images."""
-    expected = (2, 2, input_shape[-1], whitening_filters(input_shape[-1]))
-    if whitening_kernel is None or tuple(whitening_kernel.shape) != expected:
-        raise ValueError(
-            f"whiten=True needs whitening_kernel of shape {expected} from "
-            "initializers.patch_whitening_kernel(train_images, channel_stats)"
-        )
-    model.get_layer("whiten").kernel.assign(whitening_kernel)
 
 
 def _normalize(inputs, config: ModelConfig, channel_stats):
@@ -300,67 +196,3 @@ def _classic_cnn(features, config: ModelConfig, policy: str):
         features = layers.Dense(config.dense_units, activation="relu", dtype=policy, name="dense")(features)
         features = layers.Dropout(config.dense_dropout, dtype=policy, name="dense_dropout")(features)
     return features
-
-
-def _batch_norm(config: ModelConfig, policy: str, name: str, synchronized: bool) -> layers.BatchNormalization:
-    """BatchNorm, fused while training if config says so; synchronized, its statistics span every replica.
-
-    Synchronized, a step normalises over the same images on any number of devices, so a recipe
-    trains alike on one GPU or eight; without a strategy it is plain BatchNorm.
-    """
-    return batch_normalization(
-        config.fused_batchnorm,
-        momentum=config.batchnorm_momentum,
-        epsilon=config.batchnorm_epsilon,
-        scale=config.batchnorm_scale,
-        synchronized=synchronized,
-        dtype=policy,
-        name=name,
-    )
-
-
-def _block_conv(features, filters: int, config: ModelConfig, policy: str, name: str):
-    """A 3x3 "same" conv without bias (BatchNorm supplies the shift), its weight gradient the patch
-    product where config, the compute precision and the image's size make that the faster way."""
-    patch_gradient = config.patch_weight_gradient and policy == "mixed_bfloat16"
-    side = max(features.shape[1], features.shape[2])
-    conv = conv2d(
-        patch_gradient, side, filters=filters, kernel_size=3, padding="same", use_bias=False, dtype=policy, name=name
-    )
-    return conv(features)
-
-
-def _conv_bn_act(features, filters: int, config: ModelConfig, policy: str, name: str, synchronized: bool):
-    """A block conv, BatchNorm, the activation."""
-    features = _block_conv(features, filters, config, policy, f"{name}_conv")
-    features = _batch_norm(config, policy, f"{name}_bn", synchronized)(features)
-    return layers.Activation(config.activation, dtype=policy, name=f"{name}_{config.activation}")(features)
-
-
-def _airbench(features, config: ModelConfig, policy: str, synchronized: bool):
-    """A whitening layer or stem conv at full resolution, then per width a block: conv, 2x2 max-pool, conv.
-
-    Pooling right after each block's first conv (as airbench does) keeps most of the compute
-    at the lower resolution. A global max-pool feeds the classifier.
-    """
-    if config.whiten:
-        # Frozen and without bias: the filters come in sign pairs, so the activation keeps both
-        # halves of each whitened direction and a shift would only lose information.
-        whiten = layers.Conv2D(
-            whitening_filters(features.shape[-1]), 2, padding="valid", use_bias=False, dtype=policy, name="whiten"
-        )
-        whiten.trainable = False
-        features = layers.Activation(config.activation, dtype=policy, name=f"whiten_{config.activation}")(
-            whiten(features)
-        )
-    elif config.stem_filters:
-        features = _conv_bn_act(features, config.stem_filters, config, policy, "stem", synchronized)
-    for index, filters in enumerate(config.conv_filters, start=1):
-        features = _block_conv(features, filters, config, policy, f"block{index}_conv1")
-        features = layers.MaxPooling2D(2, dtype=policy, name=f"block{index}_pool")(features)
-        features = _batch_norm(config, policy, f"block{index}_bn1", synchronized)(features)
-        features = layers.Activation(config.activation, dtype=policy, name=f"block{index}_{config.activation}1")(
-            features
-        )
-        features = _conv_bn_act(features, filters, config, policy, f"block{index}_2", synchronized)
-    return layers.GlobalMaxPooling2D(dtype=policy, name="global_max_pool")(features)

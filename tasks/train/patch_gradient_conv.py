@@ -3,58 +3,50 @@
 oneDNN computes a convolution's weight gradient with a kernel of its own, which on small images
 keeps a CPU's matrix units mostly idle: inside a training step of the `large` preset on a CPU with
 AMX tiles, the gradients of its 7x7 and 3x3-pixel convolutions ran at 100 to 310 GFLOP/s against
-over 2 TFLOP/s for the same layers' forward pass (docs/BENCHMARKS.md). The same numbers come from
+over 2 TFLOP/s for the 7x7 layers' forward pass (docs/BENCHMARKS.md). The same numbers come from
 matrix products: for each position in the kernel, the layer's input shifted by it (a row per pixel
 of every image) times the gradient of its output, the reduction running over the batch and every
 pixel. Matrix products run on the tiles at full width, so on small images this is the faster way;
 on larger ones the shifted copies (the kernel's area times the input's size) cost more than they save.
 
-Only training differs: the forward pass and the input gradient are oneDNN's as before, the layer's
-weights and configuration are Conv2D's, and tasks/train/plain_layers.py turns a model configuration
-back into built-in layers, so a saved model.keras loads in safe mode with nothing but Keras.
+Only the weight gradient differs: the forward pass and the input gradient are oneDNN's as before,
+the layer's weights and configuration are Conv2D's, and tasks/train/plain_layers.py turns a model
+configuration back into built-in layers, so a saved model.keras loads in safe mode with nothing
+but Keras. The layer takes the faster way only where it was measured faster: bfloat16 compute, a
+CPU with AMX tiles, and an input of at most AMX_LARGEST_SIDE pixels a side.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 from keras import layers
 
-PATCH_GRADIENT_CLASS_NAME = "PatchGradientConv2D"
+from visionflow.tasks.train.hardware import cpu_flags
 
-# Largest input side, in pixels, whose weight gradient goes through the shifted products. Measured
-# per CPU with benchmarks/weight_gradient_benchmark.py in bfloat16, batch 128: with AMX tiles the
+# Largest input side, in pixels, whose weight gradient goes through the shifted products on a CPU
+# with AMX tiles. Measured with benchmarks/weight_gradient_benchmark.py in bfloat16, batch 128: the
 # products won on every 7x7 layer of the airbench presets (1.04 to 1.7x, more the wider the layer)
-# and every 3x3 one (2.4 to 4.4x) and lost on 15x15 and larger (0.25 to 0.6x); on an AMD EPYC with
-# AVX-512 BF16 and no AMX, all patches in one product won only on the 3x3 layer (1.45x, 0.9 to 1.0x at 7x7).
+# and every 3x3 one (2.4 to 4.4x), and lost on 15x15 and larger (0.25 to 0.6x). Elsewhere oneDNN's
+# kernel stays: on an AMD EPYC with AVX-512 BF16 and no AMX, all patches in one product won only on
+# the 3x3 layer, about 1 ms of a 130 ms step, and the nine products were not measured there; GPUs
+# keep cuDNN's gradient, which this was never measured against.
 AMX_LARGEST_SIDE = 7
-OTHER_CPU_LARGEST_SIDE = 3
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo; empty where there is no such file."""
-    cpuinfo = Path("/proc/cpuinfo")
-    return frozenset(cpuinfo.read_text(errors="ignore").split()) if cpuinfo.exists() else frozenset()
 
 
 @lru_cache(maxsize=1)
 def largest_patch_gradient_side() -> int:
-    """Largest input side (pixels) for the shifted products on this machine; 0 where a GPU trains.
-
-    GPUs keep cuDNN's own weight gradient, which this was not measured against.
-    """
-    if tf.config.list_physical_devices("GPU"):
+    """Largest input side (pixels) for the shifted products on this machine; 0 for none."""
+    if tf.config.list_physical_devices("GPU") or "amx_bf16" not in cpu_flags():
         return 0
-    return AMX_LARGEST_SIDE if "amx_bf16" in cpu_flags() else OTHER_CPU_LARGEST_SIDE
+    return AMX_LARGEST_SIDE
 
 
 def patch_weight_gradient(inputs, output_gradient, kernel_shape):
-    """The gradient of a stride-1 "same" convolution's kernel: per kernel position, the input shifted by it
-    (rows: every pixel of every image) x the output's gradient."""
+    """The gradient of a stride-1 "same" convolution's kernel: per kernel position, the input shifted by
+    it (a row per pixel of every image) times the output's gradient."""
     kernel_side, _, channels, filters = kernel_shape
     pad = kernel_side // 2
     padded = tf.pad(inputs, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
@@ -99,21 +91,23 @@ def convolve_with_patch_gradient(inputs, kernel):
 
 @keras.saving.register_keras_serializable(package="visionflow")
 class PatchGradientConv2D(layers.Conv2D):
-    """keras.layers.Conv2D whose kernel gradient, for a stride-1 "same" odd-sized square kernel, is
-    patch_weight_gradient's.
+    """keras.layers.Conv2D whose kernel gradient is patch_weight_gradient's where that is the faster way.
 
-    Any other configuration (strides, dilation, groups, "valid" padding, channels first, another
-    backend) is Conv2D's own code.
+    That is: a stride-1 "same" odd-sized square kernel, channels last, bfloat16 compute, and an input
+    no larger than largest_patch_gradient_side() on this machine. Anything else is Conv2D's own code.
     """
 
     def convolution_op(self, inputs, kernel):
-        if not self._patch_product_applies():
+        if not self.patch_product_applies(inputs.shape):
             return super().convolution_op(inputs, kernel)
         return convolve_with_patch_gradient(inputs, kernel)
 
-    def _patch_product_applies(self) -> bool:
+    def patch_product_applies(self, input_shape) -> bool:
+        """Whether inputs of input_shape (batch, height, width, channels) take the shifted products here."""
+        height, width = input_shape[1], input_shape[2]
         return (
             keras.backend.backend() == "tensorflow"
+            and self.compute_dtype == "bfloat16"
             and self.padding == "same"
             and self.data_format == "channels_last"
             and self.groups == 1
@@ -121,12 +115,10 @@ class PatchGradientConv2D(layers.Conv2D):
             and tuple(self.dilation_rate) == (1, 1)
             and self.kernel_size[0] == self.kernel_size[1]
             and self.kernel_size[0] % 2 == 1
+            and height is not None
+            and width is not None
+            and max(height, width) <= largest_patch_gradient_side()
         )
 
 
-def conv2d(patch_gradient: bool, input_side: int, **settings) -> layers.Conv2D:
-    """A Conv2D with settings: PatchGradientConv2D when patch_gradient and the input (input_side pixels,
-    its larger side) is small enough for the shifted products to be the faster way on this machine."""
-    if patch_gradient and input_side <= largest_patch_gradient_side():
-        return PatchGradientConv2D(**settings)
-    return layers.Conv2D(**settings)
+PATCH_GRADIENT_CLASS_NAME = PatchGradientConv2D.__name__

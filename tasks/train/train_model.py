@@ -232,9 +232,10 @@ def train_model(
 def without_training_state(model: keras.Model, input_shape: tuple[int, int, int]) -> keras.Model:
     """An uncompiled copy of model with its weights, taking images of input_shape: what scoring needs, and no optimiser.
 
-    The saved file then loads in safe mode without any visionflow class (the optimiser and the fused
-    BatchNorm are ones) and is smaller by the optimiser's momentum, one value per weight. A model
-    trained through a twin of any image size (low-resolution epochs) is saved at the images' size.
+    The saved file then loads in safe mode without any visionflow class (the optimiser and the
+    training-only layers of tasks/train/plain_layers.py are ones) and is smaller by the optimiser's
+    momentum, one value per weight. A model trained through a twin of any image size
+    (low-resolution epochs) is saved at the images' size.
     """
     if tuple(model.input_shape[1:]) != tuple(input_shape):
         model = with_input_shape(model, tuple(input_shape))
