@@ -5,7 +5,9 @@
 
 Views: the image; its mirror (what evaluation and scoring average for models trained with flips);
 and airbench's six views, the image and its mirror each also shifted one pixel up-left and one
-pixel down-right with zero fill, weighted 1/2 for the unshifted pair and 1/4 for each shifted one.
+pixel down-right, weighted 1/2 for the unshifted pair and 1/4 for each shifted one. The shifted
+views' uncovered edge is filled two ways: with black (pixel value 0), and with the image's own
+border mirrored, as airbench fills it and as the training crops of the `default` preset pad.
 Prints a markdown table and, last, a JSON object.
 """
 
@@ -21,9 +23,9 @@ import numpy as np
 BATCH = 500
 
 
-def shifted(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """images moved by rows down and columns right (each -1, 0 or 1), the uncovered edge zero."""
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+def shifted(images: np.ndarray, rows: int, columns: int, fill: str = "constant") -> np.ndarray:
+    """images moved by rows down and columns right (each -1, 0 or 1); fill is numpy.pad's mode for the uncovered edge."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=fill)
     height, width = images.shape[1:3]
     return np.ascontiguousarray(padded[:, 1 - rows : 1 - rows + height, 1 - columns : 1 - columns + width])
 
@@ -54,11 +56,18 @@ def main() -> None:
     started = time.perf_counter()
     plain = predict(images)
     flip = with_mirror(images)
-    six_views = flip / 2 + (with_mirror(shifted(images, -1, -1)) + with_mirror(shifted(images, 1, 1))) / 4
-    results = {
-        name: round(float((probabilities.argmax(axis=1) == labels).mean()), 4)
-        for name, probabilities in (("none", plain), ("flip", flip), ("flip and shift, six views", six_views))
-    }
+
+    def six_views(fill: str) -> np.ndarray:
+        shifts = with_mirror(shifted(images, -1, -1, fill)) + with_mirror(shifted(images, 1, 1, fill))
+        return flip / 2 + shifts / 4
+
+    sides = (
+        ("none", plain),
+        ("flip", flip),
+        ("flip and shift, six views, black edge", six_views("constant")),
+        ("flip and shift, six views, mirrored edge", six_views("reflect")),
+    )
+    results = {name: round(float((probabilities.argmax(axis=1) == labels).mean()), 4) for name, probabilities in sides}
     print("| test-time augmentation | test accuracy |")
     print("|---|---|")
     for name, accuracy in results.items():

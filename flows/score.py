@@ -1,7 +1,8 @@
 """The score flow: one image drop in, predictions and rejections out, every file exactly once.
 
-select model -> list and hash the drop -> decode and predict new contents in batches (ledger)
--> predictions contract on the rows on disk -> report with drift. Every step is a task in tasks/score/.
+select model -> list and hash the drop, the model loading meanwhile -> decode and predict new
+contents in batches (ledger) -> predictions contract on the rows on disk -> report with drift.
+Every step is a task in tasks/score/.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from visionflow.access import check_deployment_parameters
 from visionflow.dask_shards import DaskConfig, start_cluster_task
 from visionflow.home import HomeLayout, resolve_home
 from visionflow.image_profile import DriftConfig
+from visionflow.prediction import model_is_warm
 from visionflow.registry import CHAMPION
 from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files_task
+from visionflow.tasks.score.load_model import load_model_task
 from visionflow.tasks.score.report_scoring import report_scoring_task
 from visionflow.tasks.score.score_drop import ScoreConfig, score_drop_task
 from visionflow.tasks.score.select_model import select_model_task
@@ -90,10 +93,15 @@ def score_one_drop(drop: Path, model: str, config: ScoringConfig, layout: HomeLa
     drop_path = Path(drop).expanduser().resolve()
     outputs_root = layout.predictions / drop_path.name
     record = select_model_task(layout.models, model)
-    if config.dask.enabled:  # The cluster starts and loads the model while the drop is listed.
-        start_cluster_task.submit(config.dask, record)
+    loading = []  # The model loads (here, or on the cluster's workers) while the drop is listed.
+    if config.dask.enabled:
+        loading.append(start_cluster_task.submit(config.dask, record))
+    elif not model_is_warm(record):  # An inbox run scores drop after drop with the model it loaded once.
+        loading.append(load_model_task.submit(record))
     files = list_drop_files_task(drop_path, config.scan)
-    result = score_drop_task(files, drop_path, record, layout.ledger_url, outputs_root, config.score, config.dask)
+    result = score_drop_task(
+        files, drop_path, record, layout.ledger_url, outputs_root, config.score, config.dask, wait_for=loading
+    )
     contract = validate_predictions_task(
         result.predictions_path,
         record.class_names,

@@ -205,6 +205,11 @@ def load_checked_model(record: ModelRecord) -> keras.Model:
     return model
 
 
+def loaded_model(record: ModelRecord) -> keras.Model | None:
+    """The model load_checked_model holds for the record's unchanged file, or None: nothing loads here."""
+    return _LOADED_MODELS.get(_file_identity(record))
+
+
 def _file_identity(record: ModelRecord) -> tuple | None:
     """What tells two loads of one file apart from loads of a changed file; None when it cannot be read."""
     try:

@@ -31,7 +31,8 @@ from visionflow.drops import DropOutputs
 from visionflow.file_listing import STATUS_OK
 from visionflow.image_profile import ImageProfile
 from visionflow.ledger import PredictionLedger, reservation_owner
-from visionflow.registry import ModelRecord, load_checked_model
+from visionflow.prediction import load_warm_model
+from visionflow.registry import ModelRecord
 from visionflow.run_context import progress_reporter, run_logger, start_progress, update_progress
 from visionflow.tasks.score.part_buffer import PartBuffer
 from visionflow.tasks.score.predict_contents import ScoreConfig, predict_new_contents
@@ -212,7 +213,7 @@ def score_drop_task(
     progress and a summary."""
     log = run_logger(__name__)
     dask = dask or DaskConfig()
-    model = None if dask.enabled else load_checked_model(record)
+    model = None if dask.enabled else load_warm_model(record)
     artifact_id = start_progress("scoring-progress", f"Scoring drop {Path(drop).name} with {record.version}")
     with PredictionLedger(ledger_location) as ledger:
         result = score_drop(

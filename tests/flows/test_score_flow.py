@@ -37,3 +37,32 @@ def test_a_hostile_drop_is_scored_validated_and_reported_then_nothing_is_scored_
     again = score_flow(drop=str(drop), config=ONE_PROCESS, home=str(home))
     assert (again.scored, again.already_scored, again.rejected) == (0, accepted, len(expected) - accepted)
     assert ds.dataset(summary.predictions_path, format="parquet").to_table().num_rows == accepted
+
+
+def _task_names(flow_state) -> set[str]:
+    """Names (without their run suffix) of the task runs of one flow run, read back from the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id]))
+        )
+    return {run.name.rsplit("-", 1)[0] for run in runs}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_model_loads_beside_the_listing_once_per_process(home, tmp_path):
+    from visionflow.prediction import model_is_warm
+    from visionflow.registry import find_model
+
+    register_tiny_model(home / "models")
+    record = find_model(home / "models")
+    drop = tmp_path / "drop"
+    build_hostile_drop(drop, tmp_path / "outside")
+    assert not model_is_warm(record)
+    first = score_flow(drop=str(drop), config=ONE_PROCESS, home=str(home), return_state=True)
+    assert first.is_completed() and model_is_warm(record)
+    assert {"select-model", "load-model", "list-drop-files", "score-images"} <= _task_names(first)
+    again = score_flow(drop=str(drop), config=ONE_PROCESS, home=str(home), return_state=True)
+    assert again.is_completed() and "load-model" not in _task_names(again), "the warm model is reused"

@@ -45,3 +45,20 @@ def test_too_few_images_give_no_verdict():
     drop = ImageProfile(images=3, channel_mean=[0, 0, 0], channel_std=[0, 0, 0], class_share={"cat": 1.0})
     result = compare_profiles(TRAINING, drop, DriftConfig(min_images=30))
     assert result["drifted"] is None and "only 3 images" in result["reasons"][0]
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_pixel_histogram_counts_every_value_of_every_channel(channels):
+    from visionflow.image_profile import pixel_histogram
+
+    images = np.random.default_rng(channels).integers(0, 256, size=(9, 5, 7, channels), dtype=np.uint8)
+    images[0, 0, 0] = 255  # Both ends of the range are counted.
+    images[0, 0, 1] = 0
+    counts = pixel_histogram(images, channels)
+    expected = [np.histogram(images[..., channel], bins=256, range=(0, 256))[0] for channel in range(channels)]
+    assert counts.shape == (channels, 256)
+    np.testing.assert_array_equal(counts, np.stack(expected))
+    assert pixel_histogram(images[:0], channels).sum() == 0 and pixel_histogram(images[:0], channels).shape == (
+        channels,
+        256,
+    )

@@ -54,3 +54,58 @@ def test_flip_tta_follows_the_model_unless_asked():
     assert uses_flip_tta(trained_with_flips, None) is True
     assert uses_flip_tta(trained_with_flips, False) is False
     assert uses_flip_tta(flat, True) is True
+
+
+def _counting_loads(monkeypatch, seconds: float = 0.0) -> list[str]:
+    """Make the registry's loader record each load (and take `seconds`); the list of loaded versions."""
+    import time
+
+    from visionflow import registry
+
+    loads: list[str] = []
+    real = registry._load_and_check
+
+    def counted(record):
+        loads.append(record.version)
+        time.sleep(seconds)
+        return real(record)
+
+    monkeypatch.setattr(registry, "_load_and_check", counted)
+    return loads
+
+
+def test_a_warm_model_predicts_any_batch_size_without_tracing_again(tmp_path, monkeypatch):
+    from visionflow.prediction import load_warm_model, model_is_warm
+    from visionflow.registry import find_model
+
+    from tests.scoring_helpers import SHAPE as MODEL_SHAPE
+    from tests.scoring_helpers import register_tiny_model
+
+    loads = _counting_loads(monkeypatch)
+    register_tiny_model(tmp_path / "models")
+    record = find_model(tmp_path / "models")
+    assert not model_is_warm(record)
+    model = load_warm_model(record)
+    assert model_is_warm(record) and load_warm_model(record) is model and loads == [record.version]
+    traces = model.predict_function.experimental_get_tracing_count()
+    images = np.random.default_rng(0).integers(0, 256, size=(20, *MODEL_SHAPE), dtype=np.uint8)
+    for batch_size in (8, 20, 3):
+        probabilities = predict_probabilities(model, images, batch_size, flip_tta=True)
+        assert probabilities.shape == (20, 3)
+    assert model.predict_function.experimental_get_tracing_count() == traces, "no batch size traces it again"
+
+
+def test_two_threads_asking_for_a_model_load_and_trace_it_once(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from visionflow.prediction import load_warm_model
+    from visionflow.registry import find_model
+
+    from tests.scoring_helpers import register_tiny_model
+
+    loads = _counting_loads(monkeypatch, seconds=0.3)
+    register_tiny_model(tmp_path / "models")
+    record = find_model(tmp_path / "models")
+    with ThreadPoolExecutor(2) as pool:
+        models = list(pool.map(lambda _: load_warm_model(record), range(2)))
+    assert models[0] is models[1] and loads == [record.version]
