@@ -125,6 +125,42 @@ def contract_version(name: str) -> str:
     return str(load_suite(name)["meta"]["contract_version"])
 
 
+# A worker process with Great Expectations imported, where this process's validations run
+# (start_validation_process); None: they run in this process.
+_VALIDATION_PROCESS = None
+
+
+def start_validation_process() -> None:
+    """Import Great Expectations in a worker process from now on, and validate there.
+
+    A command that also imports TensorFlow and Prefect spent about 0.7 s more before its flow
+    could start when GX was imported in the same process, even on a thread: an import holds the
+    interpreter lock. In a worker process GX imports beside them, on the other core.
+    """
+    global _VALIDATION_PROCESS
+    from visionflow.parallel import start_worker_process
+
+    if _VALIDATION_PROCESS is None:
+        _VALIDATION_PROCESS = start_worker_process(("great_expectations", __name__))
+
+
+def _in_validation_process(function, *arguments):
+    """function(*arguments) in the validation process if this process started one, else here.
+
+    A validation process that died (out of memory, killed) is dropped and the work done here.
+    """
+    global _VALIDATION_PROCESS
+    if _VALIDATION_PROCESS is not None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return _VALIDATION_PROCESS.submit(function, *arguments).result()
+        except BrokenProcessPool:
+            logger.warning("the validation process ended unexpectedly; validating in this process")
+            _VALIDATION_PROCESS = None
+    return function(*arguments)
+
+
 def validate(
     frame: pd.DataFrame,
     suite_name: str,
@@ -141,6 +177,20 @@ def validate(
     kept there, under run_name (what was validated: a dataset, a drop); the site's index is
     rebuilt when refresh_index is set or it is over INDEX_REFRESH_SECONDS old.
     """
+    arguments = (frame, suite_name, parameters, target, example_column, data_docs, run_name, refresh_index)
+    return _in_validation_process(_validate_here, *arguments)
+
+
+def _validate_here(
+    frame: pd.DataFrame,
+    suite_name: str,
+    parameters: dict[str, Any],
+    target: str,
+    example_column: str,
+    data_docs: Path | None,
+    run_name: str,
+    refresh_index: bool,
+) -> ContractReport:
     document = load_suite(suite_name)
     frame = frame.reset_index(drop=True)
     with _GX_LOCK:
@@ -195,6 +245,10 @@ def _add_to_data_docs(
 
 def refresh_data_docs_index(root: Path) -> Path | None:
     """Rebuild the Data Docs index under root (after a burst of validations); its path, or None."""
+    return _in_validation_process(_refresh_data_docs_index_here, Path(root))
+
+
+def _refresh_data_docs_index_here(root: Path) -> Path | None:
     import great_expectations as gx
 
     index = Path(root) / DATA_DOCS_INDEX

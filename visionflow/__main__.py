@@ -1,5 +1,5 @@
 """`python -m visionflow ...`: the same as the `visionflow` command."""
 
-from visionflow.cli import app
+from visionflow.cli.entry_point import main
 
-app(prog_name="visionflow")
+main()

@@ -9,6 +9,7 @@ chunk functions live in modules that import nothing heavier than Pillow, NumPy a
 from __future__ import annotations
 
 import atexit
+import importlib
 import itertools
 import multiprocessing
 import os
@@ -93,6 +94,7 @@ PARENT_CHECK_SECONDS = 1.0
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+_STARTED_WORKERS: list[ProcessPoolExecutor] = []  # Those of start_worker_process, shut down at exit too.
 
 
 def shared_pool(workers: int) -> ProcessPoolExecutor:
@@ -113,6 +115,33 @@ def shared_pool(workers: int) -> ProcessPoolExecutor:
         return pool
 
 
+def start_worker_process(imports: tuple[str, ...]) -> ProcessPoolExecutor:
+    """One spawned worker process that imports the named modules as it starts, and ends with this one.
+
+    The imports run in the worker right away, on whichever core is free, rather than in this
+    process, where an import holds the interpreter lock against every other import.
+    """
+    pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), PARENT_CHECK_SECONDS, imports),
+    )
+    pool.submit(int)  # The pool starts its process at the first task.
+    _STARTED_WORKERS.append(pool)
+    return pool
+
+
+def _start_worker(parent_pid: int, check_seconds: float, imports: tuple[str, ...]) -> None:
+    """Worker initializer of start_worker_process: watch the parent, then import the modules."""
+    exit_with_parent(parent_pid, check_seconds)
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except Exception:  # The task that needs it imports it again and reports the problem there.
+            return
+
+
 def exit_with_parent(parent_pid: int, check_seconds: float) -> None:
     """Worker initializer: end this worker once the process that started it is gone.
 
@@ -131,5 +160,5 @@ def exit_with_parent(parent_pid: int, check_seconds: float) -> None:
 
 @atexit.register
 def _shut_down_pools() -> None:
-    for pool in _POOLS.values():
+    for pool in [*_POOLS.values(), *_STARTED_WORKERS]:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -108,3 +108,31 @@ def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in pids if alive(pid)], "workers outlived the process killed with SIGKILL"
+
+
+def imported(module: str) -> bool:
+    """Whether the calling process has imported module (run in a worker)."""
+    return module in sys.modules
+
+
+def test_a_started_worker_imports_its_modules_before_any_task(tmp_path):
+    from visionflow.parallel import start_worker_process
+
+    worker = start_worker_process(("colorsys",))
+    try:
+        assert worker.submit(imported, "colorsys").result(timeout=60) is True
+        assert worker.submit(imported, "tensorflow").result(timeout=60) is False, "spawned: nothing else"
+        assert worker.submit(os.getpid).result() != os.getpid()
+    finally:
+        worker.shutdown(wait=True)
+
+
+def test_a_module_that_fails_to_import_leaves_the_worker_usable():
+    from visionflow.parallel import start_worker_process
+
+    worker = start_worker_process(("no_such_module_anywhere", "colorsys"))
+    try:
+        assert worker.submit(imported, "no_such_module_anywhere").result(timeout=60) is False
+        assert worker.submit(sum, [1, 2]).result() == 3
+    finally:
+        worker.shutdown(wait=True)

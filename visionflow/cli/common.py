@@ -71,8 +71,10 @@ def prepare(home: Path | None, json_output: bool, prefetch: tuple[str, ...] = ()
     """Set up VISIONFLOW_HOME and the offline environment, then Prefect's logging.
 
     prefetch names modules the command's flow will import (TensorFlow takes about 5 s, Great
-    Expectations about 3 s): they start importing on a background thread now, while Prefect is
-    imported and its temporary server starts, instead of one after another later.
+    Expectations about 3 s): they start importing now, while Prefect is imported and its temporary
+    server starts, instead of one after another later. Great Expectations is imported in a worker
+    process where the command's validations then run (data_contracts/gx_validation.py), the
+    others on a background thread.
     """
     from visionflow.champion import record_command
     from visionflow.home import configure_environment
@@ -91,6 +93,13 @@ def prepare(home: Path | None, json_output: bool, prefetch: tuple[str, ...] = ()
     start_reaper()  # Whatever this command starts ends with it, even after a SIGKILL.
     global _TEMPORARY_SERVER
     _TEMPORARY_SERVER = start_temporary_server()  # Boots while the imports below run.
+    if "great_expectations" in prefetch:
+        # In a process of its own: an import on a thread here would hold the interpreter lock
+        # against the other imports.
+        from visionflow.data_contracts.gx_validation import start_validation_process
+
+        start_validation_process()
+        prefetch = tuple(module for module in prefetch if module != "great_expectations")
     if prefetch:
         # Not a daemon: a command that fails early then waits for the import to finish before the
         # interpreter shuts down. Shutting down under a half-imported TensorFlow aborts the process
