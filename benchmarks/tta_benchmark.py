@@ -24,7 +24,7 @@ BATCH = 500
 
 
 def shifted(images: np.ndarray, rows: int, columns: int, fill: str = "constant") -> np.ndarray:
-    """images moved by rows down and columns right (each -1, 0 or 1); fill is numpy.pad's mode for the uncovered edge."""
+    """images moved by rows down and columns right (each -1, 0 or 1); fill: numpy.pad's mode for the bare edge."""
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=fill)
     height, width = images.shape[1:3]
     return np.ascontiguousarray(padded[:, 1 - rows : 1 - rows + height, 1 - columns : 1 - columns + width])
