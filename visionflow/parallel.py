@@ -158,6 +158,28 @@ def exit_with_parent(parent_pid: int, check_seconds: float) -> None:
     threading.Thread(target=watch, name="visionflow-parent-watch", daemon=True).start()
 
 
+def stop_worker_pools() -> None:
+    """End the worker processes of every pool this process started, now, without waiting for them.
+
+    For a command that has finished (visionflow/cli/entry_point.py): its workers are idle, and
+    letting each tear its modules down costs seconds. Other processes (a Dask cluster's) are
+    left to their own exit handlers.
+    """
+    with _POOLS_LOCK:
+        pools = [*_POOLS.values(), *_STARTED_WORKERS]
+        _POOLS.clear()
+        _STARTED_WORKERS.clear()
+    for pool in pools:
+        # concurrent.futures keeps a pool's processes by pid; without that, every child of ours.
+        processes = getattr(pool, "_processes", None)
+        processes = list(processes.values()) if processes else multiprocessing.active_children()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+
+
 @atexit.register
 def _shut_down_pools() -> None:
     for pool in [*_POOLS.values(), *_STARTED_WORKERS]:

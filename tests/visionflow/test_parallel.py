@@ -136,3 +136,18 @@ def test_a_module_that_fails_to_import_leaves_the_worker_usable():
         assert worker.submit(sum, [1, 2]).result() == 3
     finally:
         worker.shutdown(wait=True)
+
+
+def test_stopping_the_pools_ends_their_workers_and_the_next_map_starts_afresh(tmp_path):
+    from visionflow.parallel import start_worker_process, stop_worker_pools
+
+    started = start_worker_process(("colorsys",))
+    started_pids = set(started.submit(os.getpid).result(timeout=60) for _ in range(2))
+    pool = shared_pool(2)
+    pool_pids = set(pool.submit(os.getpid).result(timeout=60) for _ in range(4))
+    stop_worker_pools()
+    for pid in started_pids | pool_pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # Gone: terminated and joined, not left to tear down.
+    assert shared_pool(2) is not pool
+    assert dict(map_chunks(mark_started, chunked([1, 2, 3, 4], 2), 2, (str(tmp_path),))) == {0: [2, 4], 1: [6, 8]}

@@ -13,11 +13,11 @@ workers are stopped, the atexit handlers run, and the process ends.
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
 import sys
 
 from visionflow.cli import app
+from visionflow.parallel import stop_worker_pools
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
         from visionflow.cli.common import drain_prefect_workers
 
         drain_prefect_workers()
-    _stop_worker_processes()
+    stop_worker_pools()  # Idle now; the atexit handlers below would wait for each to tear down.
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -48,12 +48,3 @@ def _exit_code(code: object) -> int:
         return code
     print(code, file=sys.stderr)
     return 1
-
-
-def _stop_worker_processes() -> None:
-    """Stop this process's multiprocessing workers (decoding, hashing, validation): all are idle
-    once a command has returned, and joining each while it tears itself down costs seconds."""
-    for child in multiprocessing.active_children():
-        child.terminate()
-    for child in multiprocessing.active_children():
-        child.join(timeout=5)
