@@ -47,6 +47,24 @@ INDEX_REFRESH_SECONDS = 60.0
 _GX_LOCK = threading.Lock()
 
 
+def _progress_bars_with_a_thread_lock() -> None:
+    """Give tqdm, which draws GX's progress bars, a thread lock in place of its multiprocessing one.
+
+    In a spawned worker (start_validation_process) tqdm's default lock is a named semaphore, and a
+    worker ended without its teardown when a command finishes leaves it behind: Python's resource
+    tracker then warns about a leaked semaphore after the command's output. Validations run one at
+    a time per process (_GX_LOCK), so a thread lock is all the bars need.
+    """
+    try:
+        from tqdm import tqdm  # Great Expectations' own dependency.
+    except ImportError:
+        return
+    tqdm.set_lock(threading.RLock())
+
+
+_progress_bars_with_a_thread_lock()
+
+
 @dataclass
 class ExpectationOutcome:
     """One expectation's result, in the words a report needs."""

@@ -51,3 +51,34 @@ def test_an_unknown_suite_is_reported_from_the_process_as_from_here(validation_p
     with pytest.raises(ValueError, match="no data contract named 'nope'"):
         gx_validation.validate(good_manifest(), "nope", {}, target="manifest")
     assert gx_validation._VALIDATION_PROCESS is validation_process, "a refusal is not a dead process"
+
+
+STOP_AFTER_A_VALIDATION = """
+import atexit, os, sys
+from visionflow.data_contracts import gx_validation
+from visionflow.parallel import stop_worker_pools
+from tests.data_contracts.test_contracts import good_manifest, validate_raw
+if __name__ == "__main__":
+    gx_validation.start_validation_process()
+    print(validate_raw(good_manifest()).success)
+    stop_worker_pools()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    os._exit(0)
+"""
+
+
+def test_a_validation_process_ended_as_a_command_ends_leaves_no_semaphore_behind(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPOSITORY_ROOT
+
+    script = tmp_path / "stop_after_a_validation.py"
+    script.write_text(STOP_AFTER_A_VALIDATION)
+    environment = {**__import__("os").environ, "PYTHONPATH": str(REPOSITORY_ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=environment, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr[-2000:]
+    assert "leaked semaphore" not in result.stderr

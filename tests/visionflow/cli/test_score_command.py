@@ -27,6 +27,7 @@ def test_score_json_then_human_summary_on_a_second_run(run_cli, home, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(summary) >= REQUIRED_SCORE_KEYS and summary["scored"] > 0 and summary["rejected"] > 0
+    assert "leaked" not in result.stderr, "nothing the command's processes made is left behind"
     again = run_cli("score", str(drop), "--workers", "1")
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"0 scored, {summary['scored']} already scored, {summary['rejected']} rejected" in again.stdout
