@@ -68,7 +68,7 @@ def ingest(
 
     Example, decoding on a local Dask cluster of two processes: visionflow ingest --data photos --dask-workers 2
     """  # noqa: E501 (typer shows each docstring paragraph as written)
-    layout = prepare(home, json_output)
+    layout = prepare(home, json_output, prefetch=("great_expectations",))
     from visionflow.flows.ingest import IngestConfig, ingest_flow
 
     values = {
