@@ -65,10 +65,12 @@ def map_chunks(
         for index, chunk in itertools.islice(pending, 1):
             futures[pool.submit(function, chunk, *extra_arguments)] = index
 
-    for _ in range(window):
-        submit_next()
     done_count = 0
     try:
+        # Inside the try: a worker that dies at once breaks the pool while chunks are still being
+        # submitted, and submit itself then raises BrokenProcessPool.
+        for _ in range(window):
+            submit_next()
         while futures:
             finished, _ = wait(futures, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -173,11 +175,14 @@ def stop_worker_pools() -> None:
         # concurrent.futures keeps a pool's processes by pid; without that, every child of ours.
         processes = getattr(pool, "_processes", None)
         processes = list(processes.values()) if processes else multiprocessing.active_children()
-        pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.terminate()
         for process in processes:
             process.join(timeout=5)
+        # Its workers gone, the pool's manager thread ends at once; joined, it has released the
+        # pool's queues (named semaphores) before this process ends, or the resource tracker
+        # would find a semaphore unlinked but never unregistered and warn.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @atexit.register
