@@ -172,9 +172,9 @@ def stop_worker_pools() -> None:
         _POOLS.clear()
         _STARTED_WORKERS.clear()
     for pool in pools:
-        # concurrent.futures keeps a pool's processes by pid; without that, every child of ours.
-        processes = getattr(pool, "_processes", None)
-        processes = list(processes.values()) if processes else multiprocessing.active_children()
+        # concurrent.futures keeps a pool's processes by pid. Were that ever gone, the shutdown
+        # below would still end them, only by waiting for each to finish its teardown.
+        processes = list((getattr(pool, "_processes", None) or {}).values())
         for process in processes:
             process.terminate()
         for process in processes:

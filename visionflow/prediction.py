@@ -47,9 +47,9 @@ def load_warm_model(record: ModelRecord) -> keras.Model:
     """The record's checked model (registry.load_checked_model), its predict function already traced.
 
     In a fresh process, loading the `default` network and tracing its predict function cost about
-    0.25 s and 0.2 s on two cores, as much as predicting 2,000 images; the score flow does both on a
-    thread while it lists the drop (tasks/score/load_model.py). A second caller waits for the
-    first's work and reuses it.
+    0.25 s and 0.2 s on two cores, as much as predicting 2,000 images and their mirrors; the score
+    flow does both on a thread while it lists the drop (tasks/score/load_model.py). A second
+    caller waits for the first's work and reuses it.
     """
     with _WARM_LOCK:
         model = load_checked_model(record)
@@ -71,7 +71,7 @@ def _trace_predict_function(model: keras.Model) -> None:
     Keras traces its predict function for the first batch shape and, on seeing a second, once more
     for any batch size, so no later batch, full or a drop's shorter last one, traces it again. A
     function traced so ran the `default` network's batches of 256 as fast as one traced for
-    exactly 256 (docs/BENCHMARKS.md), and two one-image traces cost 0.23 s against 0.18 s for one
+    exactly 256 (docs/BENCHMARKS.md, *Scoring a drop*), and two one-image traces cost 0.23 s against 0.18 s for one
     at 256 and 0.09 s more for each drop's last batch.
     """
     shape = tuple(model.input_shape[1:])

@@ -151,3 +151,19 @@ def test_stopping_the_pools_ends_their_workers_and_the_next_map_starts_afresh(tm
             os.kill(pid, 0)  # Gone: terminated and joined, not left to tear down.
     assert shared_pool(2) is not pool
     assert dict(map_chunks(mark_started, chunked([1, 2, 3, 4], 2), 2, (str(tmp_path),))) == {0: [2, 4], 1: [6, 8]}
+
+
+def test_stopping_the_pools_leaves_other_children_alone():
+    import multiprocessing
+
+    from visionflow.parallel import stop_worker_pools
+
+    other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))  # As a Dask worker is.
+    other.start()
+    try:
+        shared_pool(3)  # A pool that never started a worker.
+        stop_worker_pools()
+        assert other.is_alive(), "only the pools' own workers are ended"
+    finally:
+        other.kill()
+        other.join()
