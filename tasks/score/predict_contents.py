@@ -1,7 +1,7 @@
 """Decoding and predicting a drop's new contents, here or in shards on a Dask cluster.
 
-Here: worker processes decode while this process predicts, one batch at a time, so at most a few
-chunks of decoded pixels are held at once. On a cluster: each shard decodes and predicts on a Dask
+Here: worker processes decode while a thread of this process predicts, one batch at a time, so
+at most a few chunks of decoded pixels are held at once. On a cluster: each shard decodes and predicts on a Dask
 worker and returns probabilities and pixel counts. Either way the rows are added to the scoring
 run's PartBuffer in this process, which alone writes Parquet parts and commits the ledger.
 """
@@ -9,7 +9,9 @@ run's PartBuffer in this process, which alone writes Parquet parts and commits t
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,14 +20,19 @@ from pydantic import BaseModel, Field
 
 from visionflow.dask_shards import DaskConfig, map_shards
 from visionflow.drops import now_utc
+from visionflow.image_profile import pixel_histogram
 from visionflow.imaging import MAX_PIXELS, ImageSpec
 from visionflow.parallel import chunked, default_workers, map_chunks
-from visionflow.prediction import ShardPredictions, decode_and_predict_shard, predict_images
+from visionflow.prediction import ShardPredictions, decode_and_predict_shard, predict_probabilities
 from visionflow.tasks.score.part_buffer import PartBuffer
 from visionflow.workers import decode_for_scoring
 
 if TYPE_CHECKING:
     import keras
+
+# Batches submitted to the predictor thread and not yet handed on: one predicting while the next
+# waits its turn, so the model never waits for this thread's bookkeeping between batches.
+BATCHES_IN_FLIGHT = 2
 
 
 class ScoreConfig(BaseModel):
@@ -96,22 +103,55 @@ def _predict_here(
     input_shape: tuple[int, int, int],
     config: ScoreConfig,
 ) -> Iterator[ShardPredictions]:
-    """Decode in this machine's worker processes while this one predicts, one batch at a time."""
-    batch = np.empty((config.batch_size, *input_shape), dtype=np.uint8)
-    batch_contents: list[str] = []
-    rejected: list[tuple[str, str]] = []
+    """Decode in this machine's worker processes while a predictor thread predicts, one batch at a time.
+
+    The model predicts each batch on its own thread (TensorFlow releases the GIL while it computes)
+    so that this thread meanwhile counts the batch's pixels for drift, hands the previous batch's
+    rows to the caller (Parquet, ledger) and fills the next batch. Batches come out in order; at
+    most BATCHES_IN_FLIGHT are held beside the one being filled.
+    """
     chunks = chunked(work, config.files_per_chunk)
     in_flight = config.workers * config.chunks_in_flight_per_worker
-    for _, outcomes in map_chunks(decode_for_scoring, chunks, config.workers, (spec, root), max_in_flight=in_flight):
-        for sha256, pixels, reason in outcomes:
+    outcomes = map_chunks(decode_for_scoring, chunks, config.workers, (spec, root), max_in_flight=in_flight)
+    predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionflow-predict")
+    pending: deque[tuple[Future, list[str], list[tuple[str, str]], np.ndarray]] = deque()
+    try:
+        for images, sha256s, rejected in _decoded_batches(outcomes, input_shape, config.batch_size):
+            future = predictor.submit(predict_probabilities, model, images, config.batch_size, config.flip_tta)
+            pending.append((future, sha256s, rejected, pixel_histogram(images, input_shape[-1])))
+            if len(pending) >= BATCHES_IN_FLIGHT:
+                yield _finished(pending.popleft())
+        while pending:
+            yield _finished(pending.popleft())
+    finally:
+        predictor.shutdown(wait=True, cancel_futures=True)
+
+
+def _decoded_batches(
+    outcomes: Iterator[tuple[int, list[tuple[str, bytes | None, str | None]]]],
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+) -> Iterator[tuple[np.ndarray, list[str], list[tuple[str, str]]]]:
+    """(images, their sha256s, contents rejected since the last batch) per batch_size decoded images;
+    the last batch may be shorter or empty (it still carries the last rejections)."""
+    images = np.empty((batch_size, *input_shape), dtype=np.uint8)
+    sha256s: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    for _, chunk in outcomes:
+        for sha256, pixels, reason in chunk:
             if pixels is None:
                 rejected.append((sha256, reason))
                 continue
-            batch[len(batch_contents)] = np.frombuffer(pixels, dtype=np.uint8).reshape(input_shape)
-            batch_contents.append(sha256)
-            if len(batch_contents) == config.batch_size:
-                yield predict_images(model, batch, batch_contents, rejected, config.batch_size, config.flip_tta)
-                batch_contents.clear()
-                rejected.clear()
-    images = batch[: len(batch_contents)]
-    yield predict_images(model, images, batch_contents, rejected, config.batch_size, config.flip_tta)
+            images[len(sha256s)] = np.frombuffer(pixels, dtype=np.uint8).reshape(input_shape)
+            sha256s.append(sha256)
+            if len(sha256s) == batch_size:
+                yield images, sha256s, rejected
+                images = np.empty((batch_size, *input_shape), dtype=np.uint8)  # The last one is predicting.
+                sha256s, rejected = [], []
+    yield images[: len(sha256s)], sha256s, rejected
+
+
+def _finished(item: tuple[Future, list[str], list[tuple[str, str]], np.ndarray]) -> ShardPredictions:
+    """The ShardPredictions of a submitted batch, once its prediction is done (its error raised here)."""
+    future, sha256s, rejected, histogram = item
+    return ShardPredictions(sha256s, future.result(), rejected, histogram)

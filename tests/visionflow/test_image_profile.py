@@ -47,7 +47,7 @@ def test_too_few_images_give_no_verdict():
     assert result["drifted"] is None and "only 3 images" in result["reasons"][0]
 
 
-@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_pixel_histogram_counts_every_value_of_every_channel(channels):
     from visionflow.image_profile import pixel_histogram
 
@@ -58,6 +58,8 @@ def test_pixel_histogram_counts_every_value_of_every_channel(channels):
     expected = [np.histogram(images[..., channel], bins=256, range=(0, 256))[0] for channel in range(channels)]
     assert counts.shape == (channels, 256)
     np.testing.assert_array_equal(counts, np.stack(expected))
+    # A mirrored view (not contiguous in memory) holds the same values, so the same counts.
+    np.testing.assert_array_equal(pixel_histogram(images[:, :, ::-1], channels), counts)
     assert pixel_histogram(images[:0], channels).sum() == 0 and pixel_histogram(images[:0], channels).shape == (
         channels,
         256,
