@@ -44,6 +44,7 @@ def train_flow(
     epochs: int | None = None,
     distribution: Distribution | None = None,
     seed: int | None = None,
+    train_on_validation: bool | None = None,
     ingest: IngestConfig | None = None,
     evaluation: EvaluationConfig | None = None,
     gate: GateConfig | None = None,
@@ -60,6 +61,8 @@ def train_flow(
         distribution: Spread training over devices: "auto" (every local GPU when there are two or more),
             "none", "mirrored" (the local GPUs) or "multi-worker" (the machines in TF_CONFIG); empty keeps
             the preset's ("auto"). The preset's batch size is the global batch (docs/SCALING.md).
+        train_on_validation: Fit on the validation split too (no early stopping, the last epoch's
+            model; the test split stays unseen); empty keeps the preset's (on for "large" and "xlarge").
         ingest: How the images are scanned, decoded (image size, channels) and split.
         evaluation: How the test split is scored (batch size, flip test-time augmentation).
         gate: What a model must reach to become champion (accuracy and per-class recall floors).
@@ -69,7 +72,7 @@ def train_flow(
     check_deployment_parameters(home, source_folders(data))
     layout = resolve_home(home)
     evaluation = evaluation or EvaluationConfig()
-    overrides = preset_overrides(preset, epochs, distribution, seed)
+    overrides = preset_overrides(preset, epochs, distribution, seed, train_on_validation)
     recipe = resolve_preset(preset, overrides)
     check_distribution(recipe.train.distribution)
     dataset = ingest_flow(data=data, config=ingest, home=str(layout.root))

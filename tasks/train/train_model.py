@@ -41,7 +41,7 @@ from visionflow.tasks.train.lookahead import Lookahead
 from visionflow.tasks.train.low_resolution import low_resolution_epochs, with_input_shape
 from visionflow.tasks.train.optimizers import make_optimizer
 from visionflow.tasks.train.plain_layers import plain_layers_config
-from visionflow.tasks.train.presets import Preset
+from visionflow.tasks.train.presets import Preset, TrainConfig
 from visionflow.tasks.train.training_callbacks import (
     CheckedBackupAndRestore,
     CorruptBackupError,
@@ -164,7 +164,8 @@ def train_model(
     num_classes: int,
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> TrainResult:
-    """Train preset on train, validating on val each epoch; write model, checkpoints, history, curves.
+    """Train preset on train (and val too when its TrainConfig says so), validating on val each
+    epoch; write model, checkpoints, history, curves.
 
     Calling it again with the same run_dir after a crash resumes after the last finished epoch.
     extra_callbacks run after the built-in ones (tests use one to simulate a crash).
@@ -177,6 +178,9 @@ def train_model(
         return finished
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     config = preset.train
+    if config.train_on_validation:
+        log.info("fitting on the validation split too: its figures below score images the network trains on")
+        train = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
     # Before the datasets: a multi-worker strategy must be created before TensorFlow's first operation.
     strategy = checked_strategy(config.distribution, config.batch_size, log)
     steps_per_epoch = -(-len(train[0]) // config.batch_size)
@@ -190,11 +194,7 @@ def train_model(
             *([Lookahead(config.epochs)] if config.lookahead else []),
             *augmentations,
             CheckedBackupAndRestore(backup_dir=str(run_dir / "backup")),
-            keras.callbacks.EarlyStopping(
-                monitor=config.early_stopping_monitor,
-                patience=config.early_stopping_patience,
-                restore_best_weights=True,
-            ),
+            *_early_stopping(config),
             keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras"), save_freq="epoch"),
             monitor,
             *(extra_callbacks or []),
@@ -227,6 +227,17 @@ def train_model(
     )
     record_finished_training(result)
     return result
+
+
+def _early_stopping(config: TrainConfig) -> list[keras.callbacks.Callback]:
+    """Early stopping on the validation metric, restoring the best epoch's weights; none when the
+    network also trains on the validation split, whose figures then cannot tell the best epoch."""
+    if config.train_on_validation:
+        return []
+    stopping = keras.callbacks.EarlyStopping(
+        monitor=config.early_stopping_monitor, patience=config.early_stopping_patience, restore_best_weights=True
+    )
+    return [stopping]
 
 
 def without_training_state(model: keras.Model, input_shape: tuple[int, int, int]) -> keras.Model:

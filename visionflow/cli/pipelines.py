@@ -140,6 +140,15 @@ def train(
             show_default="auto",
         ),
     ] = None,
+    train_on_validation: Annotated[
+        bool | None,
+        typer.Option(
+            "--train-on-validation/--no-train-on-validation",
+            help="Fit on the validation split too: more images to learn from, no early stopping, the last "
+            "epoch's model; the test split stays unseen.",
+            show_default="the preset's: on for large and xlarge",
+        ),
+    ] = None,
     image_size: ImageSizeOption = None,
     channels: ChannelsOption = None,
     dask_address: DaskAddressOption = None,
@@ -160,7 +169,10 @@ def train(
         "dask": given(address=dask_address, workers=dask_workers),
     }
     ingest_config = validated_config(IngestConfig, values, json_output)
-    parameters = given(data=data, preset=preset, epochs=epochs, seed=seed, distribution=distribution)
+    parameters = given(
+        data=data, preset=preset, epochs=epochs, seed=seed, distribution=distribution,
+        train_on_validation=train_on_validation,
+    )  # fmt: skip
     summary = run_flow(
         lambda: train_flow(**parameters, ingest=ingest_config, home=str(layout.root), return_state=True),
         json_output,

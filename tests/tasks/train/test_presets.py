@@ -57,3 +57,13 @@ def test_the_distribution_is_an_override_recorded_with_the_hyperparameters():
     assert preset_hyperparameters(resolved)["train"]["distribution"] == "multi-worker"
     with pytest.raises(ValidationError, match="distribution"):
         resolve_preset("tiny", {"distribution": "all-the-gpus"})
+
+
+def test_the_frontier_presets_fit_on_the_validation_split_and_a_run_may_say_otherwise():
+    assert [name for name, preset in PRESETS.items() if preset.train.train_on_validation] == ["large", "xlarge"]
+    assert preset_overrides("large", train_on_validation=False) == {"train_on_validation": False}
+    resolved = resolve_preset("large", preset_overrides("large", train_on_validation=False))
+    assert preset_hyperparameters(resolved)["train"]["train_on_validation"] is False
+    assert resolve_preset("default", preset_overrides("default", train_on_validation=True)).train.train_on_validation
+    with pytest.raises(ValidationError, match="train_on_validation"):
+        resolve_preset("tiny", {"train_on_validation": "sometimes"})

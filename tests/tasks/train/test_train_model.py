@@ -163,6 +163,28 @@ def test_default_preset_trains_end_to_end_on_small_images(tmp_path):
     np.testing.assert_allclose(loaded.predict(VAL[0], verbose=0).sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("on", [True, False])
+def test_training_on_the_validation_split_fits_both_splits_without_early_stopping(tmp_path, monkeypatch, on):
+    made = []
+
+    class RecordingEarlyStopping(keras.callbacks.EarlyStopping):
+        def __init__(self, **settings):
+            made.append(settings)
+            super().__init__(**settings)
+
+    class RecordSteps(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            made.append(self.params["steps"])
+
+    monkeypatch.setattr(keras.callbacks, "EarlyStopping", RecordingEarlyStopping)
+    preset = tiny(epochs=2, batch_size=16, train_on_validation=on)
+    result = train_model(TRAIN, VAL, preset, tmp_path, 3, extra_callbacks=[RecordSteps()])
+    # 60 training images alone take 4 steps of 16; with the 15 of validation, 5.
+    assert made[-1] == (5 if on else 4)
+    assert [item for item in made if isinstance(item, dict)] == ([] if on else [made[0]])
+    assert result.epochs_run == 2 and "val_accuracy" in result.history  # Still validated every epoch.
+
+
 def test_alternating_flips_follow_the_epochs_keras_reports(tmp_path, monkeypatch):
     preset = PRESETS["default"]
     preset = preset.model_copy(

@@ -104,7 +104,8 @@ REQUIRED_TRAIN_KEYS = {
 
 def test_train_json_reports_the_registered_model(run_cli, make_image_folder):
     root = make_image_folder(layout="flat", per_class=50)
-    result = run_cli("train", "--data", str(root), "--preset", "tiny", "--image-size", "12", "--seed", "3", "--json")
+    options = ["--preset", "tiny", "--image-size", "12", "--seed", "3", "--train-on-validation", "--json"]
+    result = run_cli("train", "--data", str(root), *options)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(summary) >= REQUIRED_TRAIN_KEYS
@@ -113,6 +114,8 @@ def test_train_json_reports_the_registered_model(run_cli, make_image_folder):
     assert 0 < summary["training_seconds"] < summary["seconds"], "the fit alone is part of the whole run"
     metadata = json.loads((Path(summary["model_path"]).parent / "metadata.json").read_text())
     assert metadata["seed"] == 3 and metadata["hyperparameters"]["train"]["seed"] == 3
+    assert metadata["hyperparameters"]["train"]["train_on_validation"] is True
+    assert "fitting on the validation split too" in result.stderr
 
 
 def test_an_unknown_preset_exits_4_listing_the_presets(run_cli, make_image_folder):
