@@ -76,7 +76,7 @@ def train_flow(
     recipe = resolve_preset(preset, overrides)
     check_distribution(recipe.train.distribution)
     dataset = ingest_flow(data=data, config=ingest, home=str(layout.root))
-    run_dir = training_run_dir(layout.runs, dataset.dataset_fingerprint, preset, overrides)
+    run_dir = training_run_dir(layout.runs, dataset.dataset_fingerprint, recipe)
     training = train_model_task(dataset.parquet["train"], dataset.parquet["val"], recipe, run_dir)
     evaluated = evaluate_model_task(training.model_path, dataset.parquet["test"], run_dir / "evaluation", evaluation)
     decision = gate_model_task(evaluated, dataset.parquet["test"], layout.models, gate or GateConfig(), evaluation)

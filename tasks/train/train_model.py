@@ -41,7 +41,7 @@ from visionflow.tasks.train.lookahead import Lookahead
 from visionflow.tasks.train.low_resolution import low_resolution_epochs, with_input_shape
 from visionflow.tasks.train.optimizers import make_optimizer
 from visionflow.tasks.train.plain_layers import plain_layers_config
-from visionflow.tasks.train.presets import Preset, TrainConfig
+from visionflow.tasks.train.presets import Preset, TrainConfig, preset_hyperparameters
 from visionflow.tasks.train.training_callbacks import (
     CheckedBackupAndRestore,
     CorruptBackupError,
@@ -256,12 +256,14 @@ def without_training_state(model: keras.Model, input_shape: tuple[int, int, int]
     return copy
 
 
-def training_run_dir(runs_root: Path, fingerprint: str, preset_name: str, overrides: dict | None) -> Path:
-    """A run folder named by dataset, preset and overrides, so a rerun of a killed run resumes in it."""
-    recipe = {name: value for name, value in (overrides or {}).items() if name not in PLACEMENT_SETTINGS}
+def training_run_dir(runs_root: Path, fingerprint: str, preset: Preset) -> Path:
+    """A run folder named by dataset and the whole resolved recipe, so a rerun of a killed run
+    resumes in it, and a recipe that changed (another visionflow's preset of the same name) does not."""
+    recipe = preset_hyperparameters(preset)
+    recipe["train"] = {name: value for name, value in recipe["train"].items() if name not in PLACEMENT_SETTINGS}
     settings = json.dumps(recipe, sort_keys=True)
-    key = hashlib.sha256(f"{fingerprint}|{preset_name}|{settings}".encode()).hexdigest()[:12]
-    return Path(runs_root) / f"{preset_name}-{fingerprint[:12]}-{key}"
+    key = hashlib.sha256(f"{fingerprint}|{preset.name}|{settings}".encode()).hexdigest()[:12]
+    return Path(runs_root) / f"{preset.name}-{fingerprint[:12]}-{key}"
 
 
 @task(name="train-model", cache_policy=NO_CACHE)

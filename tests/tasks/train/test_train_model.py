@@ -272,13 +272,22 @@ def test_task_refuses_splits_that_name_other_classes(tmp_path):
         train_model_task.fn(train_path, val_path, resolve_preset("tiny"), tmp_path / "run")
 
 
-def test_run_folders_are_named_by_dataset_preset_and_overrides(tmp_path):
-    first = training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 1})
-    assert first == training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 1})
-    assert first != training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 2})
-    assert first.parent == tmp_path
+def test_run_folders_are_named_by_dataset_and_the_whole_recipe(tmp_path):
+    first = training_run_dir(tmp_path, "ab" * 32, resolve_preset("tiny", {"epochs": 1}))
+    assert first == training_run_dir(tmp_path, "ab" * 32, resolve_preset("tiny", {"epochs": 1}))
+    assert first != training_run_dir(tmp_path, "ab" * 32, resolve_preset("tiny", {"epochs": 2}))
+    assert first != training_run_dir(tmp_path, "cd" * 32, resolve_preset("tiny", {"epochs": 1}))
+    assert first.parent == tmp_path and first.name.startswith("tiny-abababababab-")
     # Where it trains is not what it trains: a killed run resumes in its folder on other devices.
-    assert first == training_run_dir(tmp_path, "ab" * 32, "tiny", {"epochs": 1, "distribution": "mirrored"})
+    assert first == training_run_dir(tmp_path, "ab" * 32, resolve_preset("tiny", {"epochs": 1, "distribution": "none"}))
+    # A preset of the same name whose network changed (another version of visionflow) starts afresh.
+    tiny = resolve_preset("tiny", {"epochs": 1})
+    wider = tiny.model_copy(update={"model": tiny.model.model_copy(update={"conv_filters": [16, 32]})})
+    assert first != training_run_dir(tmp_path, "ab" * 32, wider)
+    # The same recipe asked for by an override that repeats the preset's own setting is the same run.
+    assert training_run_dir(tmp_path, "ab" * 32, resolve_preset("large")) == training_run_dir(
+        tmp_path, "ab" * 32, resolve_preset("large", {"train_on_validation": True})
+    )
 
 
 def test_history_rows_are_one_per_epoch_with_every_metric():
