@@ -12,9 +12,11 @@ stage scores it (flip test-time augmentation for networks trained with flips).
 
 DIR is a dataset folder written by `visionflow ingest` (train, val and test Parquet). A
 variant is a preset with some ModelConfig and TrainConfig fields changed, trained as one more
-side (for ablations). The first side is the baseline of the ratios. The callbacks of the training stage (early
-stopping, checkpoints, the resumable backup) are left out; they cost well under a second an
-epoch. Prints a markdown table and, last, a JSON object.
+side (for ablations). A side whose recipe fits on the validation split too
+(TrainConfig.train_on_validation) trains on both splits, as `visionflow train` does, and still
+validates on the validation split. The first side is the baseline of the ratios. The callbacks
+of the training stage (early stopping, checkpoints, the resumable backup) are left out; they cost
+well under a second an epoch. Prints a markdown table and, last, a JSON object.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def main() -> None:
     from visionflow.tasks.train.distribution import training_strategy
     from visionflow.tasks.train.evaluate_model import EvaluationConfig
     from visionflow.tasks.train.lookahead import Lookahead
-    from visionflow.tasks.train.train_model import compiled_model
+    from visionflow.tasks.train.train_model import compiled_model, fitting_arrays
     from visionflow.tasks.train.training_input import epoch_augmentations, make_dataset
 
     missing = [name for name in ("train", "val", "test") if not (arguments.dataset_dir / f"{name}.parquet").exists()]
@@ -60,14 +62,15 @@ def main() -> None:
     for name, preset in requested:
         if arguments.epochs is not None:
             preset = changed_preset(preset, {"train": {"epochs": arguments.epochs}})
-        steps = -(-len(train_images) // preset.train.batch_size)
-        augmentations = epoch_augmentations(preset, train_images)
+        # The validation split joins the training images where the recipe fits on it, as in `visionflow train`.
+        images, labels = fitting_arrays((train_images, train_labels), splits["val"][:2], preset.train)
+        steps = -(-len(images) // preset.train.batch_size)
+        augmentations = epoch_augmentations(preset, images)
         sides[name] = {
             "preset": preset,
-            "model": compiled_model(preset, train_images, classes, steps, training_strategy("none")),
-            "train": make_dataset(
-                train_images, train_labels, preset.train, classes, training=True, augmentations=augmentations
-            ),
+            "model": compiled_model(preset, images, classes, steps, training_strategy("none")),
+            "train": make_dataset(images, labels, preset.train, classes, training=True, augmentations=augmentations),
+            "train_images": len(images),
             "val": make_dataset(*splits["val"][:2], preset.train, classes, training=False),
             "callbacks": [
                 *([Lookahead(preset.train.epochs)] if preset.train.lookahead else []),
@@ -113,7 +116,8 @@ def main() -> None:
                 "test_accuracy": round(float((probabilities.argmax(axis=1) == test_labels).mean()), 4),
                 "training_seconds": round(side["seconds"], 1),
                 "training_cpu_seconds": round(side["cpu_seconds"], 1),
-                "train_images_per_second": round(len(train_images) * side["preset"].train.epochs / side["seconds"]),
+                "train_images": side["train_images"],
+                "train_images_per_second": round(side["train_images"] * side["preset"].train.epochs / side["seconds"]),
                 "val_accuracy": side["val_accuracy"],
             }
         )
@@ -127,7 +131,7 @@ def main() -> None:
             f"| `{row['preset']}` | {row['epochs']} | {row['test_accuracy']:.4f} | {row['training_seconds']:.1f} "
             f"| {row['time_ratio']:.2f}x | {row['training_cpu_seconds']:.1f} | {row['cpu_ratio']:.2f}x |"
         )
-    print(json.dumps({"train_images": len(train_images), "results": results}))
+    print(json.dumps({"results": results}))
 
 
 if __name__ == "__main__":

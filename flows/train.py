@@ -62,7 +62,7 @@ def train_flow(
             "none", "mirrored" (the local GPUs) or "multi-worker" (the machines in TF_CONFIG); empty keeps
             the preset's ("auto"). The preset's batch size is the global batch (docs/SCALING.md).
         train_on_validation: Fit on the validation split too (no early stopping, the last epoch's
-            model; the test split stays unseen); empty keeps the preset's (on for "large" and "xlarge").
+            model; the test split stays unseen); empty keeps the preset's.
         ingest: How the images are scanned, decoded (image size, channels) and split.
         evaluation: How the test split is scored (batch size, flip test-time augmentation).
         gate: What a model must reach to become champion (accuracy and per-class recall floors).

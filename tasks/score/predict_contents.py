@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,8 @@ class ScoreConfig(BaseModel):
     workers: int = Field(default_factory=default_workers, ge=1)  # Processes that decode images.
     files_per_chunk: int = Field(default=256, ge=1)  # Images one worker decodes per task.
     # Decoded chunks waiting for the model at most, per worker; bounds memory to about
-    # workers x this x files_per_chunk x the model's image bytes.
+    # workers x this x files_per_chunk x the model's image bytes, beside the batches of batch_size
+    # images being predicted, queued or filled (BATCHES_IN_FLIGHT + 1).
     chunks_in_flight_per_worker: int = Field(default=2, ge=1)
     part_rows: int = Field(default=8192, ge=1)  # Output rows per Parquet part (and per ledger commit).
     max_pixels: int = Field(default=MAX_PIXELS, ge=1)  # Largest source width*height decoded; bombs are rejected.
@@ -78,20 +80,23 @@ def predict_new_contents(
         shards = _predict_here(work, spec, root, model, record.input_shape, config)
     done = {"scored": 0, "rejected": 0, "predicted": 0}
     started = time.perf_counter()
-    for shard in shards:
-        for sha256, reason in shard.rejected:
-            for path in paths_by_content[sha256]:
-                buffer.add_rejection(path, sha256, sizes[path], reason)
-                done["rejected"] += 1
-        buffer.profile.add_histogram(shard.pixel_histogram, len(shard.sha256s))
-        scored_at = now_utc()
-        for sha256, row in zip(shard.sha256s, shard.probabilities, strict=True):
-            paths = paths_by_content[sha256]
-            buffer.add_predictions(paths, sha256, row, scored_at, new=True)
-            done["scored"] += len(paths)
-        done["predicted"] += len(shard.sha256s)
-        if on_progress and shard.sha256s:
-            on_progress(done["predicted"], len(work), time.perf_counter() - started)
+    # Closed as soon as this loop ends, by an error too: the predictor thread, the batches it holds
+    # and the decoding in flight must not wait for the traceback to be collected.
+    with closing(shards):
+        for shard in shards:
+            for sha256, reason in shard.rejected:
+                for path in paths_by_content[sha256]:
+                    buffer.add_rejection(path, sha256, sizes[path], reason)
+                    done["rejected"] += 1
+            buffer.profile.add_histogram(shard.pixel_histogram, len(shard.sha256s))
+            scored_at = now_utc()
+            for sha256, row in zip(shard.sha256s, shard.probabilities, strict=True):
+                paths = paths_by_content[sha256]
+                buffer.add_predictions(paths, sha256, row, scored_at, new=True)
+                done["scored"] += len(paths)
+            done["predicted"] += len(shard.sha256s)
+            if on_progress and shard.sha256s:
+                on_progress(done["predicted"], len(work), time.perf_counter() - started)
     return done["scored"], done["rejected"], done["predicted"]
 
 
@@ -113,10 +118,11 @@ def _predict_here(
     chunks = chunked(work, config.files_per_chunk)
     in_flight = config.workers * config.chunks_in_flight_per_worker
     outcomes = map_chunks(decode_for_scoring, chunks, config.workers, (spec, root), max_in_flight=in_flight)
+    batches = _decoded_batches(outcomes, input_shape, config.batch_size)
     predictor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionflow-predict")
     pending: deque[tuple[Future, list[str], list[tuple[str, str]], np.ndarray]] = deque()
     try:
-        for images, sha256s, rejected in _decoded_batches(outcomes, input_shape, config.batch_size):
+        for images, sha256s, rejected in batches:
             future = predictor.submit(predict_probabilities, model, images, config.batch_size, config.flip_tta)
             pending.append((future, sha256s, rejected, pixel_histogram(images, input_shape[-1])))
             if len(pending) >= BATCHES_IN_FLIGHT:
@@ -125,6 +131,8 @@ def _predict_here(
             yield _finished(pending.popleft())
     finally:
         predictor.shutdown(wait=True, cancel_futures=True)
+        batches.close()
+        outcomes.close()
 
 
 def _decoded_batches(

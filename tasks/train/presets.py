@@ -1,8 +1,9 @@
 """The training recipes: the optimiser settings, and the named presets of network and recipe.
 
 A preset pairs a ModelConfig (the network, tasks/train/build_model.py) with a TrainConfig (how it
-is optimised). A run may override TrainConfig fields (the CLI's --epochs, --seed and --distribution); resolve_preset
-merges the overrides once, and the merged preset is what trains and what the registry records.
+is optimised). A run may override TrainConfig fields (the CLI's --epochs, --seed, --distribution and
+--train-on-validation); resolve_preset merges the overrides once, and the merged preset is what
+trains and what the registry records.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Passes over the training split. Ten: the default network reaches about 0.873 on CIFAR-10 in
+    # Passes over the training images (the training split, and the validation split too with
+    # train_on_validation). Ten: the default network reaches about 0.873 on CIFAR-10 in
     # 0.57 to 0.81x the training time of the seed network's ten on a CPU with AMX (docs/BENCHMARKS.md).
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=128, ge=1)  # Images per gradient step.

@@ -158,6 +158,8 @@ def register_model_task(
 ) -> Registration:
     """Prefect task: profile the training split, register the model, promote it when the gate passed."""
     log = run_logger(__name__)
+    # The drift reference is the training split's profile, also for a recipe that fitted on the
+    # validation split too: the two are drawn from the same images, so their profiles agree.
     train_path = dataset.parquet["train"]
     contract_versions = read_split_metadata(train_path).get("contract_versions", {})
     metadata = model_metadata(dataset, training, evaluation, preset, profile_split(train_path), contract_versions)

@@ -54,7 +54,9 @@ from visionflow.tasks.train.training_input import epoch_augmentations, make_data
 class TrainResult(BaseModel):
     """What one training run produced."""
 
-    model_path: Path  # run_dir/model.keras: the best weights, taking raw uint8 images.
+    # run_dir/model.keras, taking raw uint8 images: the best epoch's weights (by validation), or the
+    # last epoch's when the run also trained on the validation split.
+    model_path: Path
     history: dict[str, list[float]]  # Per metric, one value per epoch (epoch 1 first), resumed epochs included.
     epochs_run: int  # Epochs finished in total, before an interruption included.
     resumed_from_epoch: int  # Epochs already done when this call started (0 for a fresh run).
@@ -180,7 +182,7 @@ def train_model(
     config = preset.train
     if config.train_on_validation:
         log.info("fitting on the validation split too: its figures below score images the network trains on")
-        train = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
+    train = fitting_arrays(train, val, config)
     # Before the datasets: a multi-worker strategy must be created before TensorFlow's first operation.
     strategy = checked_strategy(config.distribution, config.batch_size, log)
     steps_per_epoch = -(-len(train[0]) // config.batch_size)
@@ -211,7 +213,7 @@ def train_model(
     seconds = time.perf_counter() - started
     model_path = run_dir / "model.keras"
     without_training_state(model, tuple(train[0].shape[1:])).save(model_path)
-    save_curves(monitor.history, run_dir / "curves.png")
+    save_curves(monitor.history, run_dir / "curves.png", config.train_on_validation)
     first_epoch, epochs_run = monitor.first_epoch or 0, len(monitor.history.get("loss", []))
     result = TrainResult(
         model_path=model_path,
@@ -227,6 +229,19 @@ def train_model(
     )
     record_finished_training(result)
     return result
+
+
+def fitting_arrays(
+    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], config: TrainConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (images, labels) a run fits on: train, or train and val joined when the recipe says so.
+
+    Joining copies both splits into one array (their memory once more while training starts), so
+    that shuffling and the epoch's augmentation see one set of images.
+    """
+    if not config.train_on_validation:
+        return train
+    return np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
 
 
 def _early_stopping(config: TrainConfig) -> list[keras.callbacks.Callback]:
@@ -277,21 +292,26 @@ def train_model_task(train_path: str, val_path: str, preset: Preset, run_dir: Pa
         raise UnsuitableInputError(f"{train_path} and {val_path} list different classes")
     classes = metadata["classes"]
     shape = "x".join(map(str, metadata["image_shape"]))
-    log.info(
-        "training preset %s on %d images (%d to validate) of %s into %s",
-        preset_name,
-        len(train_labels),
-        len(val_labels),
-        shape,
-        run_dir,
+    on_validation = preset.train.train_on_validation
+    fitted = len(train_labels) + (len(val_labels) if on_validation else 0)
+    validated = (
+        f"the validation split's {len(val_labels)} among them" if on_validation else f"{len(val_labels)} to validate"
     )
+    log.info("training preset %s on %d images (%s) of %s into %s", preset_name, fitted, validated, shape, run_dir)
     result = train_model((train_images, train_labels), (val_images, val_labels), preset, Path(run_dir), len(classes))
     val_accuracy = result.history.get("val_accuracy", [float("nan")])
-    summary = (result.epochs_run, result.seconds, result.train_images_per_second, max(val_accuracy))
-    log.info("trained %d epochs in %.1f s (%.0f images/s), best val_accuracy %.4f", *summary)
+    # Trained on, the validation split shows the curve, not how well the model does: its last value is
+    # the saved model's, and the test split (the evaluation stage) is the measure.
+    shown, label = (
+        (val_accuracy[-1], "last val accuracy (trained on)")
+        if on_validation
+        else (max(val_accuracy), "best val accuracy")
+    )
+    summary = (result.epochs_run, result.seconds, result.train_images_per_second, shown)
+    log.info("trained %d epochs in %.1f s (%.0f images/s), %s %.4f", *summary[:3], label, shown)
     publish_markdown(
         "train-summary",
-        "| preset | epochs | seconds | images/s | best val accuracy | strategy | replicas |\n"
+        f"| preset | epochs | seconds | images/s | {label} | strategy | replicas |\n"
         "|---|---|---|---|---|---|---|\n"
         "| {} | {} | {:.1f} | {:.0f} | {:.4f} | {} | {} |".format(
             preset_name, *summary, result.strategy, result.replicas

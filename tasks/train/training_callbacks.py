@@ -83,8 +83,9 @@ def _load_history(path: Path, keep_epochs: int) -> dict[str, list[float]]:
         return {}
 
 
-def save_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and accuracy per epoch, training and validation, as a PNG."""
+def save_curves(history: dict[str, list[float]], path: Path, trained_on_validation: bool = False) -> None:
+    """Loss and accuracy per epoch, training and validation, as a PNG; the validation curve is
+    labelled as trained on when the run also fitted on the validation split."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +93,8 @@ def save_curves(history: dict[str, list[float]], path: Path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+        validation = "validation (trained on)" if trained_on_validation else "validation"
+        for key, label in ((metric, "train"), (f"val_{metric}", validation)):
             if key in history:
                 axis.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=label)
         axis.set(xlabel="epoch", title=metric)

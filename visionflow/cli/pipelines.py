@@ -146,7 +146,7 @@ def train(
             "--train-on-validation/--no-train-on-validation",
             help="Fit on the validation split too: more images to learn from, no early stopping, the last "
             "epoch's model; the test split stays unseen.",
-            show_default="the preset's: on for large and xlarge",
+            show_default="the preset's",
         ),
     ] = None,
     image_size: ImageSizeOption = None,

@@ -13,7 +13,7 @@ from visionflow.image_profile import pixel_histogram
 from visionflow.imaging import ImageSpec, decode_image, pixels_to_array
 from visionflow.prediction import predict_probabilities
 from visionflow.registry import find_model, load_checked_model
-from visionflow.tasks.score.predict_contents import ScoreConfig, _predict_here
+from visionflow.tasks.score.predict_contents import BATCHES_IN_FLIGHT, ScoreConfig, _predict_here
 
 from tests.conftest import write_image
 from tests.scoring_helpers import SHAPE, register_tiny_model
@@ -81,7 +81,18 @@ def test_a_prediction_that_fails_raises_its_error_to_the_caller_and_stops_the_pr
     before = {thread.name for thread in threading.enumerate()}
     with pytest.raises(ValueError, match="cannot take this batch"):
         list(_predict_here(work, ImageSpec(*SHAPE), str(tmp_path / "drop"), model, SHAPE, config))
-    # The failure surfaced at the first batch handed on; later batches were cancelled, not predicted.
-    assert len(calls) <= 3
+    # The failure surfaced at the first batch handed on: none beyond those already in flight was predicted.
+    assert 1 <= len(calls) <= BATCHES_IN_FLIGHT
     left = {thread.name for thread in threading.enumerate()} - before
     assert not [name for name in left if name.startswith("visionflow-predict")]
+
+
+def test_a_caller_that_stops_early_leaves_no_predictor_thread_behind(model, tmp_path):
+    work = _drop(tmp_path / "drop", 12)
+    config = ScoreConfig(workers=1, files_per_chunk=2, batch_size=2, chunks_in_flight_per_worker=1)
+    shards = _predict_here(work, ImageSpec(*SHAPE), str(tmp_path / "drop"), model, SHAPE, config)
+    first = next(shards)
+    assert len(first.sha256s) == 2
+    assert any(thread.name.startswith("visionflow-predict") for thread in threading.enumerate())
+    shards.close()  # What predict_new_contents does when writing the rows fails.
+    assert not [thread.name for thread in threading.enumerate() if thread.name.startswith("visionflow-predict")]

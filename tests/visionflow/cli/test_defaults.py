@@ -62,3 +62,13 @@ def test_an_option_that_mirrors_a_setting_passes_nothing_unless_given_and_shows_
 
 def test_given_keeps_only_what_the_user_gave():
     assert given(image_size=None, channels=1, workers=None, data="demo") == {"channels": 1, "data": "demo"}
+
+
+def test_the_train_on_validation_flags_pass_nothing_unless_given_so_the_preset_decides():
+    parameter = options()[("train", "train_on_validation")]
+    assert parameter.default is None and parameter.show_default == "the preset's"
+    assert parameter.opts == ["--train-on-validation"] and parameter.secondary_opts == ["--no-train-on-validation"]
+    assert parameter_default(train_flow, "train_on_validation") is None
+    context = typer.main.get_command(app).commands["train"].make_context("train", ["--no-train-on-validation"])
+    assert context.params["train_on_validation"] is False
+    assert typer.main.get_command(app).commands["train"].make_context("train", []).params["train_on_validation"] is None
