@@ -273,7 +273,8 @@ def without_training_state(model: keras.Model, input_shape: tuple[int, int, int]
 
 def training_run_dir(runs_root: Path, fingerprint: str, preset: Preset) -> Path:
     """A run folder named by dataset and the whole resolved recipe, so a rerun of a killed run
-    resumes in it, and a recipe that changed (another visionflow's preset of the same name) does not."""
+    resumes in it, and a preset of the same name that another version of visionflow defines
+    otherwise does not."""
     recipe = preset_hyperparameters(preset)
     recipe["train"] = {name: value for name, value in recipe["train"].items() if name not in PLACEMENT_SETTINGS}
     settings = json.dumps(recipe, sort_keys=True)
