@@ -2,8 +2,9 @@
 
 Here: worker processes decode while a thread of this process predicts, one batch at a time, so
 at most a few chunks of decoded pixels are held at once. On a cluster: each shard decodes and
-predicts on a Dask worker and returns probabilities and pixel counts. Either way the rows are added to the scoring
-run's PartBuffer in this process, which alone writes Parquet parts and commits the ledger.
+predicts on a Dask worker and returns probabilities and pixel counts. Either way the rows are
+added to the scoring run's PartBuffer in this process, which alone writes Parquet parts and
+commits the ledger.
 """
 
 from __future__ import annotations
