@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
 from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import ServeConfig
+from visionflow.errors import InvalidSettingError
 from visionflow.flows.evaluate import evaluate_flow
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.models import promote_flow, rollback_flow
@@ -30,13 +32,29 @@ from visionflow.flows.score_drops import score_drops_flow
 from visionflow.flows.train import train_flow
 
 
+def checked_cron(expression: str) -> str:
+    """expression, if Prefect's cron schedules accept it; else InvalidSettingError saying what they take.
+
+    Checked here, where Prefect is imported: `visionflow serve` must not import Prefect before its
+    server answers (deployments/settings.py), so ServeConfig cannot check it.
+    """
+    try:
+        CronSchedule(cron=expression)
+    except ValueError:
+        raise InvalidSettingError(
+            f"train cron {expression!r} is not a cron expression: give five fields, minute hour day-of-month "
+            "month day-of-week, e.g. '0 3 * * 1' for Mondays at 03:00"
+        ) from None
+    return expression
+
+
 def train_deployment(schedule: ServeConfig) -> RunnerDeployment:
     """`train`: ingest, train, evaluate, gate and register; weekly by default."""
     return train_flow.to_deployment(
         entrypoint_type=EntrypointType.MODULE_PATH,
         name="train",
         description="Train a model on an image folder ('cifar10', 'demo' or a path); promote it if it passes the gate.",
-        cron=schedule.train_cron,
+        cron=checked_cron(schedule.train_cron),
         parameters={"data": schedule.train_data, "preset": "default"},
         tags=["visionflow", "training"],
     )

@@ -40,8 +40,8 @@ def deploy_to_pool(pool: str, config: ServeConfig) -> list[str]:
 
     from visionflow.deployments.definitions import all_deployments
 
+    deployments = all_deployments(config)  # First: a setting they cannot take stops before the server changes.
     ensure_process_pool(pool)
-    deployments = all_deployments(config)
     ids = deploy(
         *deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False,
         ignore_warnings=True,

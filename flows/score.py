@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
 from visionflow.dask_shards import DaskConfig, start_cluster_task
+from visionflow.errors import BadInputError
 from visionflow.home import HomeLayout, resolve_home
 from visionflow.image_profile import DriftConfig
 from visionflow.prediction import model_is_warm
@@ -79,6 +80,8 @@ def score_flow(
         config: Listing, decoding, batching, the predictions contract and the drift limits.
         home: VISIONFLOW_HOME to use; empty means the serving process's.
     """
+    if not str(drop).strip():  # An empty path would otherwise name the current folder.
+        raise BadInputError("the drop folder is empty (''): give the folder of images to score")
     check_deployment_parameters(home, {"drop": drop})
     return score_one_drop(Path(drop), model, config or ScoringConfig(), resolve_home(home))
 

@@ -162,7 +162,8 @@ def rollback_champion(models_root: Path, reason: str = "rolled back", by: str | 
     """Point champion.json back at the champion before the current one; record it in the history."""
     models_root = Path(models_root)
     with champion_lock(models_root):
-        current = _current_version(models_root)
+        pointer = read_champion(models_root)  # A damaged pointer is reported, not rolled back from.
+        current = pointer["version"] if pointer else None
         if current is None:
             raise BadInputError(f"no champion in {models_root} to roll back from")
         promoted = [path.name for path in sorted(models_root.glob("v[0-9]*")) if _promoted_by_training(path)]
@@ -202,7 +203,7 @@ def _move_champion(
 def _promoted_by_training(version_dir: Path) -> bool:
     try:
         return bool(read_metadata(version_dir).get("gate", {}).get("promoted"))
-    except (OSError, ValueError):
+    except (OSError, DamagedStateError):
         return False
 
 

@@ -9,6 +9,12 @@ class VisionflowError(Exception):
     exit_code = 1  # Process exit status the CLI uses when this error ends a command.
 
 
+class InvalidSettingError(VisionflowError):
+    """A setting's value is not one visionflow can use (the CLI's exit status for an invalid option)."""
+
+    exit_code = 2
+
+
 class BadInputError(VisionflowError):
     """The input a user pointed visionflow at cannot be used (missing, empty, wrong layout)."""
 

@@ -70,8 +70,18 @@ def champion_dir(models_root: Path) -> Path | None:
 
 
 def read_metadata(version_dir: Path) -> dict:
-    """A registered version's metadata.json."""
-    return json.loads((Path(version_dir) / METADATA_FILE).read_text())
+    """A registered version's metadata.json. Raises DamagedStateError when it is not a JSON object."""
+    path = Path(version_dir) / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise DamagedStateError(
+            f"the model metadata {path} is damaged (not a JSON object): restore it from a backup, or move "
+            f"{Path(version_dir)} out of {Path(version_dir).parent} and register the model again by training"
+        )
+    return metadata
 
 
 def register(model_files: dict[str, Path], metadata: dict, models_root: Path) -> str:
@@ -155,11 +165,17 @@ def find_model(models_root: Path, model: str = CHAMPION) -> ModelRecord:
         known = sorted(path.name for path in models_root.glob("v[0-9]*") if (path / METADATA_FILE).is_file())
         raise BadInputError(
             f"no registered model {version!r} in {models_root}; registered: {', '.join(known) or 'none'} "
-            "(or use --model champion)"
+            "(or 'champion' for the current champion)"
         )
     if not (folder / MODEL_FILE).is_file():
         raise BadInputError(f"model {version} has no {MODEL_FILE} in {folder}: the registry entry is incomplete")
     metadata = read_metadata(folder)
+    missing = [key for key in ("class_names", "input_shape") if key not in metadata]
+    if missing:
+        raise DamagedStateError(
+            f"the model metadata {folder / METADATA_FILE} lacks {', '.join(missing)}: restore it from a backup, "
+            "or register the model again by training"
+        )
     profile = metadata.get("training_profile")
     return ModelRecord(
         version=version,

@@ -61,6 +61,8 @@ def source_folders(data: str) -> dict[str, str]:
 
 def resolve_source(data: str, sources_dir: Path, download: Callable[[], Path] | None = None) -> Source:
     """Map --data to an image folder, exporting the built-in datasets under sources_dir once."""
+    if not data.strip():  # An empty path would otherwise name the current folder.
+        raise BadInputError("--data is empty: give an image folder, 'cifar10' or 'demo'")
     if data == "demo":
         return Source("demo", export_digits(sources_dir / "demo"), suggested_channels=1)
     if data == "cifar10":

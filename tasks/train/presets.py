@@ -75,7 +75,8 @@ class TrainConfig(BaseModel):
     train_on_validation: bool = False
     early_stopping_monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # Validation metric watched.
     early_stopping_patience: int = Field(default=3, ge=1)  # Epochs without improvement before stopping.
-    seed: int = 0  # Seeds Python, NumPy, TensorFlow, the layers' randomness and the shuffling.
+    # Seeds Python, NumPy, TensorFlow, the layers' randomness and the shuffling; NumPy takes 0 to 2**32 - 1.
+    seed: int = Field(default=0, ge=0, lt=2**32)
     # The tf.distribute strategy. "auto": MirroredStrategy over the local GPUs when there are two or
     # more, else one device as without distribution. "none": one device. "mirrored": MirroredStrategy
     # over the local GPUs (the CPU when there is none). "multi-worker": MultiWorkerMirroredStrategy over

@@ -19,7 +19,7 @@ from visionflow.champion import ChampionChange, command_line, read_history, roll
 from visionflow.errors import BadInputError, GateRefusedError
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
 from visionflow.mlflow_tracking import move_champion_alias
-from visionflow.registry import find_model, read_champion, read_metadata
+from visionflow.registry import CHAMPION, find_model, read_champion, read_metadata
 from visionflow.run_context import publish_table, run_label, run_logger
 from visionflow.splits import split_file
 from visionflow.tasks.train.evaluate_model import EvaluationConfig
@@ -61,6 +61,8 @@ def promote(
 
     Raises GateRefusedError with the gate's reason when it does not pass.
     """
+    if version == CHAMPION:
+        raise BadInputError("name the registered version to promote, such as v0002: 'champion' already is the champion")
     find_model(models_root, version)  # Refuses names that are not registered versions.
     pointer = read_champion(models_root)
     if pointer and pointer["version"] == version:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 from prefect.utilities.callables import parameter_schema
@@ -64,3 +65,13 @@ def test_the_ui_forms_show_the_grouped_settings_with_descriptions():
     drops_schema = parameter_schema(score_drops_flow)
     assert {"model", "inbox", "scoring"} <= set(drops_schema.properties)
     assert "settle_seconds" in str(drops_schema.definitions), "nested settings appear as typed fields"
+
+
+@pytest.mark.parametrize("cron", ["every monday", "61 3 * * *", "0 3 * *", "H 3 * * *"])
+def test_a_cron_prefect_would_refuse_is_an_invalid_setting_naming_it(cron):
+    from visionflow.errors import InvalidSettingError
+
+    expected = re.escape(f"train cron '{cron}' is not a cron expression")
+    with pytest.raises(InvalidSettingError, match=expected) as refused:
+        all_deployments(ServeConfig(train_cron=cron))
+    assert refused.value.exit_code == 2

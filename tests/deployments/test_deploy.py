@@ -32,6 +32,22 @@ def test_deployments_are_registered_with_a_new_process_pool_by_module_path():
     assert deployments["train"].schedules[0].schedule.cron == "0 5 * * *"
 
 
+@pytest.mark.usefixtures("prefect_server")
+def test_a_bad_cron_exits_2_saying_what_a_cron_is_and_creates_no_pool():
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    command = [*VISIONFLOW, "deploy", "--pool", "cron-pool", "--train-cron", "every monday"]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("visionflow: train cron 'every monday' is not a cron expression: give five fields")
+    assert "Traceback" not in result.stderr
+    with get_client(sync_client=True) as client:
+        assert "cron-pool" not in {pool.name for pool in client.read_work_pools()}
+
+
 def test_deploy_without_a_server_address_exits_2_saying_what_to_set():
     environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     result = subprocess.run([*VISIONFLOW, "deploy"], capture_output=True, text=True, env=environment, check=False)

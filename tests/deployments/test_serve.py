@@ -143,6 +143,14 @@ def test_serve_runs_deployments_and_scores_an_inbox_drop_by_itself(server, tmp_p
     assert not [run.name for run in runs if run.state_type.value in ("RUNNING", "PENDING")]
 
 
+def test_a_missing_train_data_folder_is_refused_before_anything_starts(tmp_path):
+    command = [*VISIONFLOW, "serve", "--home", str(tmp_path / "home"), "--train-data", str(tmp_path / "nowhere")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 4
+    assert result.stderr.strip().splitlines()[-1].endswith("nowhere: no such folder here, and not 'cifar10' or 'demo'")
+    assert not (tmp_path / "home").exists(), "refused before the home and the server were set up"
+
+
 def test_a_port_in_use_is_refused_naming_it(tmp_path):
     from visionflow.errors import VisionflowError
 

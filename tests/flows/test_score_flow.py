@@ -8,11 +8,21 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
+from visionflow.errors import BadInputError
 from visionflow.flows.score import ScoringConfig, score_flow
 
 from tests.scoring_helpers import build_hostile_drop, register_tiny_model
 
 ONE_PROCESS = ScoringConfig.model_validate({"scan": {"workers": 1}, "score": {"workers": 1, "batch_size": 8}})
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_an_empty_drop_path_is_refused_not_taken_for_the_current_folder(home, tmp_path, monkeypatch):
+    register_tiny_model(home / "models")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInputError, match="the drop folder is empty"):
+        score_flow(drop="", config=ONE_PROCESS, home=str(home))
+    assert not (home / "predictions").exists(), "nothing was scored"
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -52,6 +52,21 @@ def test_rollback_walks_back_through_the_champions_and_stops_at_the_first(regist
     assert rollback_champion(registry, by="test").to_version == "v0001", "after a new promotion, back to the last"
 
 
+def test_a_damaged_champion_pointer_is_reported_not_rolled_back_from(registry):
+    set_champion(registry, "v0001", by="test")
+    set_champion(registry, "v0002", by="test")
+    (registry / "champion.json").write_text("{not json")
+    with pytest.raises(DamagedStateError, match="champion pointer .* is damaged"):
+        rollback_champion(registry, by="test")
+    assert (registry / "champion.json").read_text() == "{not json", "left for a person to mend"
+
+
+def test_a_damaged_version_does_not_stop_a_rollback_past_it(registry):
+    (registry / "v0003" / "metadata.json").write_text("{")
+    (registry / "champion.json").write_text(json.dumps({"version": "v0002"}))
+    assert rollback_champion(registry, by="test").to_version == "v0001"
+
+
 def test_a_registry_without_history_rolls_back_to_what_training_promoted(registry):
     (registry / "champion.json").write_text(json.dumps({"version": "v0002"}))
     change = rollback_champion(registry, by="test")

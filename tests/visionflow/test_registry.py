@@ -19,6 +19,7 @@ from visionflow.registry import (
     load_checked_model,
     next_version,
     read_champion,
+    read_metadata,
     register,
 )
 
@@ -128,6 +129,20 @@ def test_a_damaged_champion_pointer_names_the_file_and_the_versions_to_point_at(
         with pytest.raises(DamagedStateError, match=f"champion pointer {pointer} is damaged.*registered: {version}"):
             find_model(tmp_path / "models")
     assert pointer.read_text() == '{"promoted_at": "today"}', "the damaged file is left for a person to mend"
+
+
+def test_damaged_model_metadata_names_the_file_and_the_way_back(tmp_path):
+    version = register_tiny_model(tmp_path / "models")
+    metadata_path = tmp_path / "models" / version / "metadata.json"
+    for damage in ("{", '["a list"]', b"\xff\xfe"):
+        metadata_path.write_bytes(damage if isinstance(damage, bytes) else damage.encode())
+        with pytest.raises(DamagedStateError, match=f"model metadata {metadata_path} is damaged.*restore it"):
+            find_model(tmp_path / "models", version)
+        with pytest.raises(DamagedStateError, match="model metadata"):
+            read_metadata(metadata_path.parent)
+    metadata_path.write_text(json.dumps({"class_names": list(CLASSES)}))
+    with pytest.raises(DamagedStateError, match="lacks input_shape"):
+        find_model(tmp_path / "models", version)
 
 
 def test_staging_left_by_a_killed_registration_is_removed_by_the_next(model_files, tmp_path):

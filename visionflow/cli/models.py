@@ -121,8 +121,8 @@ def _show_lines(shown: dict) -> list[str]:
     if recalls:
         lines.append(f"recall per class: {recalls}")
     for change in shown["history"]:
-        lines.append(f"{change['at']}: {change['action']} {change['from_version']} -> {change['to_version']}: "
-                     f"{change['reason']} (by {change['by']})")  # fmt: skip
+        moved = f"{change['from_version'] or 'none'} -> {change['to_version']}"
+        lines.append(f"{change['at']}: {change['action']} {moved}: {change['reason']} (by {change['by']})")
     return lines
 
 

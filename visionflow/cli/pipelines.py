@@ -6,7 +6,6 @@ the offline settings are in place.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
@@ -20,6 +19,7 @@ from visionflow.cli.common import (
     JsonOption,
     WorkersOption,
     app,
+    fail,
     finish,
     given,
     prepare,
@@ -163,7 +163,13 @@ def train(
     layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
     from visionflow.flows.ingest import IngestConfig
     from visionflow.flows.train import train_flow
+    from visionflow.tasks.train.presets import PRESETS, TrainConfig
 
+    # Checked here, before the ingest that comes first in the flow, so a mistyped option costs nothing.
+    if preset is not None and preset not in PRESETS:
+        fail(f"invalid option: --preset {preset!r}: choose one of {', '.join(PRESETS)}", 2, json_output)
+    overrides = given(epochs=epochs, seed=seed, distribution=distribution, train_on_validation=train_on_validation)
+    validated_config(TrainConfig, overrides, json_output)
     values = {
         "decode": given(image_size=image_size, channels=channels),
         "dask": given(address=dask_address, workers=dask_workers),
@@ -249,7 +255,7 @@ def _evaluate_lines(summary: dict) -> list[str]:
 @app.command()
 def score(
     drop: Annotated[
-        Path, typer.Argument(metavar="DROP", help="The folder of images to score (any nesting, any mix of files).")
+        str, typer.Argument(metavar="DROP", help="The folder of images to score (any nesting, any mix of files).")
     ],
     model: Annotated[
         str | None,
@@ -283,7 +289,7 @@ def score(
     config = validated_config(ScoringConfig, values, json_output)
     parameters = given(model=model)
     summary = run_flow(
-        lambda: score_flow(drop=str(drop), **parameters, config=config, home=str(layout.root), return_state=True),
+        lambda: score_flow(drop=drop, **parameters, config=config, home=str(layout.root), return_state=True),
         json_output,
     )
     finish(summary, json_output, _score_lines)

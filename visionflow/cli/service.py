@@ -22,6 +22,7 @@ from visionflow.cli.common import (
     validated_config,
 )
 from visionflow.deployments.settings import DEPLOYMENT_NAMES, ServeConfig
+from visionflow.home import BUILT_IN_SOURCES
 
 
 def _default(field: str) -> str:
@@ -88,6 +89,9 @@ def serve(
     values = given(port=port, train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,
                    settle_seconds=settle_seconds, allowed_roots=roots)  # fmt: skip
     config = validated_config(ServeConfig, values, json_output)
+    if config.train_data not in BUILT_IN_SOURCES and not Path(config.train_data).expanduser().is_dir():
+        # Scheduled training would fail week after week; a folder on another machine is `deploy`'s case.
+        fail(f"--train-data {config.train_data}: no such folder here, and not 'cifar10' or 'demo'", 4, json_output)
     try:
         layout = configure_environment(home)
     except OSError as error:
@@ -136,9 +140,12 @@ def deploy(
     config = validated_config(ServeConfig, values, json_output)
     prepare(None, json_output)
     from visionflow.deployments.deploy import deploy_to_pool
+    from visionflow.errors import VisionflowError
 
     try:
         ids = deploy_to_pool(pool, config)
+    except VisionflowError as error:  # A setting the deployments cannot take, such as a bad cron.
+        fail(str(error), error.exit_code, json_output)
     except Exception as error:  # The server refused or could not be reached: say which and stop.
         fail(f"could not register the deployments on {os.environ['PREFECT_API_URL']}: {error}", 1, json_output)
     summary = {"pool": pool, "api_url": os.environ["PREFECT_API_URL"], "deployment_ids": ids}

@@ -41,6 +41,13 @@ def test_a_folder_is_used_as_it_is(make_image_folder, tmp_path):
     assert source.root == root and source.name == "images" and source.suggested_channels == 3
 
 
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, make_image_folder):
+    monkeypatch.chdir(make_image_folder(layout="flat", per_class=1))  # A usable folder, which "" must not name.
+    for empty in ("", "  "):
+        with pytest.raises(BadInputError, match="--data is empty: give an image folder, 'cifar10' or 'demo'"):
+            resolve_source(empty, tmp_path / "sources")
+
+
 def test_a_missing_folder_explains_what_data_can_be(tmp_path):
     with pytest.raises(BadInputError, match="not a built-in source name"):
         resolve_source(str(tmp_path / "nowhere"), tmp_path / "sources")

@@ -33,6 +33,12 @@ def test_a_candidate_that_passes_the_gate_becomes_champion_and_is_recorded(regis
     assert read_history(registry)[-1].to_version == "v0002"
 
 
+def test_promoting_champion_by_name_asks_for_a_version(registry):
+    with pytest.raises(BadInputError, match="name the registered version to promote, such as v0002"):
+        promote(registry, "champion", GateConfig(), EvaluationConfig(), None, LOG)
+    assert read_champion(registry)["version"] == "v0001"
+
+
 def test_a_candidate_the_gate_refuses_leaves_the_champion(registry):
     with pytest.raises(GateRefusedError, match=r"v0003 was not promoted: test accuracy 0.2000 is below the floor"):
         promote(registry, "v0003", GateConfig(), EvaluationConfig(), None, LOG)

@@ -118,9 +118,19 @@ def test_train_json_reports_the_registered_model(run_cli, make_image_folder):
     assert "fitting on the validation split too" in result.stderr
 
 
-def test_an_unknown_preset_exits_4_listing_the_presets(run_cli, make_image_folder):
+def test_an_unknown_preset_exits_2_listing_the_presets(run_cli, make_image_folder):
     root = make_image_folder(layout="flat", per_class=50)
     result = run_cli("train", "--data", str(root), "--preset", "fastest")
-    assert result.returncode == 4
-    listed = "unknown preset 'fastest'; choose one of seed, default, large, xlarge, tiny"
+    assert result.returncode == 2
+    listed = "invalid option: --preset 'fastest': choose one of seed, default, large, xlarge, tiny"
     assert listed in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_seed_out_of_range_exits_2_before_any_ingest(run_cli, make_image_folder, home):
+    root = make_image_folder(layout="flat", per_class=2)
+    for seed, bound in (("-1", "greater than or equal to 0"), ("4294967296", "less than 4294967296")):
+        result = run_cli("train", "--data", str(root), "--preset", "tiny", "--seed", seed)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1] == f"visionflow: invalid option: seed: Input should be {bound}"
+        assert "Traceback" not in result.stderr
+    assert not (home / "datasets").exists(), "nothing was ingested"
