@@ -66,10 +66,16 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig) -> tuple[pd.DataF
     classes = discover_classes(manifest, every_split=config.evaluation_only)
     if config.evaluation_only:
         return _evaluation_set(manifest, classes)
+    if not classes and len(manifest):
+        example = manifest.iloc[0]
+        raise BadInputError(
+            f"none of the {len(manifest)} files is a usable image (e.g. {example['path']}: {example['reason']}); "
+            "a dataset needs image files (JPEG, PNG, ...) in <class>/<images> folders"
+        )
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
         raise BadInputError(
-            f"training needs at least two classes with usable images, found {found}: "
+            f"a dataset needs at least two classes with usable images, found {found}: "
             "lay images out as <class>/<images> with one folder per class"
         )
     assigned = manifest.copy()

@@ -51,11 +51,15 @@ class PartBuffer:
             self.flush_predictions()
 
     def add_rejection(self, path: str, sha256: str | None, size: int | None, reason: str) -> None:
-        if len(self.rejection_examples) < MAX_REJECTION_EXAMPLES:
-            self.rejection_examples.append({"path": path, "reason": reason})
+        self.note_rejection(path, reason)
         self.rejections.append((path, sha256, size, reason))
         if len(self.rejections) >= self.part_rows:
             self.flush_rejections()
+
+    def note_rejection(self, path: str, reason: str) -> None:
+        """An example for the summary, of a rejection this run writes or an earlier run wrote."""
+        if len(self.rejection_examples) < MAX_REJECTION_EXAMPLES:
+            self.rejection_examples.append({"path": path, "reason": reason})
 
     def flush_predictions(self) -> None:
         """Write and commit the waiting prediction rows as one part."""

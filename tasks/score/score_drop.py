@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 # How often a run waiting for contents another run is predicting looks again, and how long it
 # waits at most before predicting them itself, in seconds.
+# The example reason of a file an earlier run rejected after decoding began; the ledger keeps the
+# outcome only, and that run's rejection row (in the drop's rejections dataset) keeps the reason.
+EARLIER_REJECTION = "rejected by an earlier run (its reason is in the drop's rejections dataset)"
 RESERVATION_POLL_SECONDS = 0.5
 RESERVATION_WAIT_SECONDS = 600.0
 
@@ -102,8 +105,11 @@ def score_drop(
             sha256 = sha256 if isinstance(sha256, str) else None
             sizes[path] = None if pd.isna(size) else int(size)
             earlier = recorded.get((path, sha256 or ""))
-            if earlier is not None:
-                counts["already_scored" if earlier == "predicted" else "rejected"] += 1
+            if earlier == "predicted":
+                counts["already_scored"] += 1
+            elif earlier is not None:  # Its rejection row was written by an earlier run.
+                counts["rejected"] += 1
+                buffer.note_rejection(path, reason if status != STATUS_OK else EARLIER_REJECTION)
             elif status != STATUS_OK:
                 counts["rejected"] += 1
                 buffer.add_rejection(path, sha256, sizes[path], reason)

@@ -10,6 +10,7 @@ import pytest
 
 from visionflow.errors import BadInputError
 from visionflow.flows.score import ScoringConfig, score_flow
+from visionflow.tasks.score.score_drop import EARLIER_REJECTION
 
 from tests.scoring_helpers import build_hostile_drop, register_tiny_model
 
@@ -47,6 +48,10 @@ def test_a_hostile_drop_is_scored_validated_and_reported_then_nothing_is_scored_
     again = score_flow(drop=str(drop), config=ONE_PROCESS, home=str(home))
     assert (again.scored, again.already_scored, again.rejected) == (0, accepted, len(expected) - accepted)
     assert ds.dataset(summary.predictions_path, format="parquet").to_table().num_rows == accepted
+    reasons = dict(zip(rejections.column("path").to_pylist(), rejections.column("reason").to_pylist(), strict=True))
+    assert len(again.rejection_examples) == len(summary.rejection_examples) > 0, "rejected files are named again"
+    for example in again.rejection_examples:
+        assert example["reason"] in (reasons[example["path"]], EARLIER_REJECTION), example
 
 
 def _task_names(flow_state) -> set[str]:

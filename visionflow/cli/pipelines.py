@@ -19,6 +19,7 @@ from visionflow.cli.common import (
     JsonOption,
     WorkersOption,
     app,
+    check_model_option,
     fail,
     finish,
     given,
@@ -217,6 +218,8 @@ def evaluate(
 
     The folder goes through the same scan, decode and data contracts as training data, every image in the test split.
     """  # noqa: E501 (typer shows each docstring paragraph as written)
+    check_model_option("--model", model, json_output)
+    check_model_option("--compare", compare, json_output)
     layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
     from visionflow.flows.evaluate import evaluate_flow
     from visionflow.flows.ingest import IngestConfig
@@ -279,6 +282,7 @@ def score(
     # On a Dask cluster the workers predict: this process needs no TensorFlow.
     on_cluster = dask_address is not None or dask_workers is not None
     layout = prepare(home, json_output, prefetch=("great_expectations",) if on_cluster else FLOW_PREFETCH)
+    check_model_option("--model", model, json_output)  # After prepare: its imports start first.
     from visionflow.flows.score import ScoringConfig, score_flow
 
     values = {

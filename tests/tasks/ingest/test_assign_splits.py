@@ -112,10 +112,17 @@ def test_every_split_names_the_training_classes_it_lacks():
     assert by_split == {"test": "fox", "train": ""}
 
 
-@pytest.mark.parametrize("classes", [{}, {"cat": 30}])
-def test_fewer_than_two_classes_is_refused_with_advice(classes):
-    frame = flat(classes) if classes else flat({"cat": 3}).assign(status="quarantined")
-    with pytest.raises(BadInputError, match="at least two classes"):
+def test_fewer_than_two_classes_is_refused_with_advice():
+    with pytest.raises(
+        BadInputError, match="a dataset needs at least two classes with usable images, found only 'cat'"
+    ):
+        assign_splits(flat({"cat": 30}), SplitConfig())
+
+
+def test_files_none_of_which_is_an_image_are_refused_saying_so():
+    frame = flat({"cat": 3, "dog": 2}).assign(status="quarantined", reason="not an image: cannot identify image file")
+    expected = r"none of the 5 files is a usable image \(e.g. cat/0.png: not an image: cannot identify image file\)"
+    with pytest.raises(BadInputError, match=expected):
         assign_splits(frame, SplitConfig())
 
 

@@ -66,3 +66,20 @@ def test_damaged_state_exits_6_naming_the_file_and_the_way_out(run_cli, home, tm
     (home / "models" / "champion.json").write_text("{half a pointer")
     result = run_cli("score", str(drop))
     assert result.returncode == 6 and "champion pointer" in result.stderr.strip().splitlines()[-1]
+
+    (home / "models" / "champion.json").write_text(json.dumps({"version": "v0001"}))
+    (home / "models" / "v0001" / "metadata.json").write_text("{")
+    result = run_cli("score", str(drop))
+    assert result.returncode == 6 and "Traceback" not in result.stderr
+    assert f"model metadata {home / 'models' / 'v0001' / 'metadata.json'} is damaged" in result.stderr
+
+
+def test_a_model_given_as_a_path_or_an_empty_drop_is_refused_with_one_line(run_cli, home, tmp_path):
+    register_tiny_model(home / "models")
+    result = run_cli("score", str(tmp_path), "--model", str(tmp_path / "model.keras"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("use 'champion' or a registered version such as v0002")
+    result = run_cli("score", "")
+    assert result.returncode == 4 and result.stderr.strip().splitlines()[-1].endswith(
+        "the drop folder is empty (''): give the folder of images to score"
+    )
