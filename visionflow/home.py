@@ -34,7 +34,9 @@ OFFLINE_DEFAULTS = {
     # Prefect's temporary server builds its database on first use, which takes longer than
     # Prefect's default 20 s wait on a busy two-core machine; 120 s, in seconds.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ start-up chatter off; warnings and errors stay.
+    # TensorFlow's C++ info messages off; warnings and errors stay. The lines it prints while it
+    # loads, before its logging is set up, show whatever this says (README, *Ingesting your own images*).
+    "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 
 
