@@ -9,8 +9,10 @@ class VisionflowError(Exception):
     exit_code = 1  # Process exit status the CLI uses when this error ends a command.
 
 
-class InvalidSettingError(VisionflowError):
-    """A setting's value is not one visionflow can use (the CLI's exit status for an invalid option)."""
+class InvalidSettingError(VisionflowError, ValueError):
+    """A setting's value is not one visionflow can use (the CLI's exit status for an invalid option).
+
+    It is a ValueError for Python callers."""
 
     exit_code = 2
 

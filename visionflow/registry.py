@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from visionflow.atomic import write_json_atomically
-from visionflow.errors import BadInputError, DamagedStateError
+from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingError
 from visionflow.image_profile import ImageProfile
 
 if TYPE_CHECKING:
@@ -159,7 +159,9 @@ def find_model(models_root: Path, model: str = CHAMPION) -> ModelRecord:
         version = model
     else:
         # Never a path: a model name reaches the file system only as a folder of the registry.
-        raise BadInputError(f"{model!r} is not a model version: use 'champion' or a registered version such as v0002")
+        raise InvalidSettingError(
+            f"{model!r} is not a model version: use 'champion' or a registered version such as v0002"
+        )
     folder = models_root / version
     if not (folder / METADATA_FILE).is_file():
         known = sorted(path.name for path in models_root.glob("v[0-9]*") if (path / METADATA_FILE).is_file())

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from visionflow.tasks.train.build_model import ModelConfig, UnsuitableInputError
+from visionflow.errors import InvalidSettingError
+from visionflow.tasks.train.build_model import ModelConfig
 
 # How training spreads over devices (tasks/train/distribution.py, docs/SCALING.md).
 Distribution = Literal["auto", "none", "mirrored", "multi-worker"]
@@ -157,21 +158,31 @@ def preset_overrides(
 ) -> dict:
     """The TrainConfig overrides a run asks for: the epochs, the distribution, the seed and whether
     to fit on the validation split too, those given."""
-    if preset_name not in PRESETS:
-        raise UnsuitableInputError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-    if epochs is not None and epochs < 1:
-        raise UnsuitableInputError(f"epochs must be at least 1, not {epochs}")
+    _check_preset_name(preset_name)
     given = {"epochs": epochs, "distribution": distribution, "seed": seed, "train_on_validation": train_on_validation}
     return {name: value for name, value in given.items() if value is not None}
 
 
 def resolve_preset(preset_name: str, overrides: dict | None = None) -> Preset:
-    """The named preset with overrides applied to its TrainConfig (each one validated)."""
-    if preset_name not in PRESETS:
-        raise UnsuitableInputError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    """The named preset with overrides applied to its TrainConfig, each one validated.
+
+    Raises InvalidSettingError (the CLI's exit 2) naming the first setting out of range. A flow
+    resolves its preset before its ingest, so a mistyped setting costs nothing.
+    """
+    _check_preset_name(preset_name)
     base = PRESETS[preset_name]
-    train_config = TrainConfig.model_validate({**base.train.model_dump(), **(overrides or {})})
+    try:
+        train_config = TrainConfig.model_validate({**base.train.model_dump(), **(overrides or {})})
+    except ValidationError as error:
+        first = error.errors()[0]
+        setting = ".".join(str(part) for part in first["loc"])
+        raise InvalidSettingError(f"invalid option: {setting}: {first['msg']}") from None
     return base.model_copy(update={"train": train_config})
+
+
+def _check_preset_name(preset_name: str) -> None:
+    if preset_name not in PRESETS:
+        raise InvalidSettingError(f"invalid option: unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
 
 
 def preset_hyperparameters(preset: Preset) -> dict:

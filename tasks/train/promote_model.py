@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from visionflow.champion import ChampionChange, command_line, read_history, rollback_champion, set_champion
-from visionflow.errors import BadInputError, GateRefusedError
+from visionflow.errors import BadInputError, GateRefusedError, InvalidSettingError
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
 from visionflow.mlflow_tracking import move_champion_alias
 from visionflow.registry import CHAMPION, find_model, read_champion, read_metadata
@@ -62,7 +62,9 @@ def promote(
     Raises GateRefusedError with the gate's reason when it does not pass.
     """
     if version == CHAMPION:
-        raise BadInputError("name the registered version to promote, such as v0002: 'champion' already is the champion")
+        raise InvalidSettingError(
+            "name the registered version to promote, such as v0002: 'champion' already is the champion"
+        )
     find_model(models_root, version)  # Refuses names that are not registered versions.
     pointer = read_champion(models_root)
     if pointer and pointer["version"] == version:

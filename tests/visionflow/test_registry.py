@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from visionflow.champion import LOCK_FILE, set_champion
-from visionflow.errors import BadInputError, DamagedStateError
+from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingError
 from visionflow.registry import (
     CHAMPION_POINTER,
     champion_dir,
@@ -159,5 +159,5 @@ def test_staging_left_by_a_killed_registration_is_removed_by_the_next(model_file
 @pytest.mark.parametrize("model", ["../../elsewhere", "/some/dir", "v1/../../x", "V0001", ""])
 def test_a_model_name_that_is_not_a_version_is_refused_before_touching_the_file_system(tmp_path, model):
     register_tiny_model(tmp_path / "models")
-    with pytest.raises(BadInputError, match="is not a model version: use 'champion' or a registered version"):
+    with pytest.raises(InvalidSettingError, match="is not a model version: use 'champion' or a registered version"):
         find_model(tmp_path / "models", model)

@@ -216,16 +216,6 @@ def fail(message: str, exit_code: int, json_output: bool) -> None:
     raise typer.Exit(exit_code)
 
 
-def check_model_option(option: str, value: str | None, json_output: bool) -> None:
-    """Exit 2 unless value (when given) names a model the way the registry does: 'champion' or a version."""
-    from visionflow.registry import CHAMPION, VERSION_PATTERN
-
-    if value is not None and value != CHAMPION and not VERSION_PATTERN.fullmatch(value):
-        fail(
-            f"invalid option: {option} {value!r}: use 'champion' or a registered version such as v0002", 2, json_output
-        )
-
-
 def given(**options: Any) -> dict[str, Any]:
     """The options the user gave (those not None), for a config or flow that holds the defaults."""
     return {name: value for name, value in options.items() if value is not None}

@@ -19,8 +19,6 @@ from visionflow.cli.common import (
     JsonOption,
     WorkersOption,
     app,
-    check_model_option,
-    fail,
     finish,
     given,
     prepare,
@@ -164,13 +162,7 @@ def train(
     layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
     from visionflow.flows.ingest import IngestConfig
     from visionflow.flows.train import train_flow
-    from visionflow.tasks.train.presets import PRESETS, TrainConfig
 
-    # Checked here, before the ingest that comes first in the flow, so a mistyped option costs nothing.
-    if preset is not None and preset not in PRESETS:
-        fail(f"invalid option: --preset {preset!r}: choose one of {', '.join(PRESETS)}", 2, json_output)
-    overrides = given(epochs=epochs, seed=seed, distribution=distribution, train_on_validation=train_on_validation)
-    validated_config(TrainConfig, overrides, json_output)
     values = {
         "decode": given(image_size=image_size, channels=channels),
         "dask": given(address=dask_address, workers=dask_workers),
@@ -218,8 +210,6 @@ def evaluate(
 
     The folder goes through the same scan, decode and data contracts as training data, every image in the test split.
     """  # noqa: E501 (typer shows each docstring paragraph as written)
-    check_model_option("--model", model, json_output)
-    check_model_option("--compare", compare, json_output)
     layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
     from visionflow.flows.evaluate import evaluate_flow
     from visionflow.flows.ingest import IngestConfig
@@ -282,7 +272,6 @@ def score(
     # On a Dask cluster the workers predict: this process needs no TensorFlow.
     on_cluster = dask_address is not None or dask_workers is not None
     layout = prepare(home, json_output, prefetch=("great_expectations",) if on_cluster else FLOW_PREFETCH)
-    check_model_option("--model", model, json_output)  # After prepare: its imports start first.
     from visionflow.flows.score import ScoringConfig, score_flow
 
     values = {

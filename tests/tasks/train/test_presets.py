@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
-from visionflow.tasks.train.build_model import UnsuitableInputError
+from visionflow.errors import InvalidSettingError
 from visionflow.tasks.train.presets import (
     PRESETS,
     TrainConfig,
@@ -37,14 +36,17 @@ def test_overrides_apply_to_a_copy_and_reach_the_recorded_hyperparameters():
 
 def test_unknown_presets_bad_epochs_and_unknown_settings_are_refused():
     listed = "unknown preset 'huge'; choose one of seed, default, large, xlarge, tiny"
-    with pytest.raises(UnsuitableInputError, match=listed):
+    with pytest.raises(InvalidSettingError, match=listed):
         preset_overrides("huge")
-    with pytest.raises(UnsuitableInputError, match="unknown preset 'huge'"):
+    with pytest.raises(InvalidSettingError, match="unknown preset 'huge'"):
         resolve_preset("huge")
-    with pytest.raises(UnsuitableInputError, match="epochs must be at least 1, not 0"):
-        preset_overrides("tiny", 0)
-    with pytest.raises(ValidationError, match="epochz"):
+    with pytest.raises(InvalidSettingError, match="epochs: Input should be greater than or equal to 1"):
+        resolve_preset("tiny", preset_overrides("tiny", 0))
+    with pytest.raises(InvalidSettingError, match="seed: Input should be less than 4294967296"):
+        resolve_preset("tiny", preset_overrides("tiny", seed=2**32))
+    with pytest.raises(InvalidSettingError, match="epochz: Extra inputs are not permitted") as refused:
         resolve_preset("tiny", {"epochz": 1})
+    assert refused.value.exit_code == 2
 
 
 def test_the_distribution_is_an_override_recorded_with_the_hyperparameters():
@@ -55,7 +57,7 @@ def test_the_distribution_is_an_override_recorded_with_the_hyperparameters():
     assert resolve_preset("tiny", preset_overrides("tiny", seed=7)).train.seed == 7
     resolved = resolve_preset("tiny", preset_overrides("tiny", None, "multi-worker"))
     assert preset_hyperparameters(resolved)["train"]["distribution"] == "multi-worker"
-    with pytest.raises(ValidationError, match="distribution"):
+    with pytest.raises(InvalidSettingError, match="distribution"):
         resolve_preset("tiny", {"distribution": "all-the-gpus"})
 
 
@@ -65,5 +67,5 @@ def test_the_frontier_presets_fit_on_the_validation_split_and_a_run_may_say_othe
     resolved = resolve_preset("large", preset_overrides("large", train_on_validation=False))
     assert preset_hyperparameters(resolved)["train"]["train_on_validation"] is False
     assert resolve_preset("default", preset_overrides("default", train_on_validation=True)).train.train_on_validation
-    with pytest.raises(ValidationError, match="train_on_validation"):
+    with pytest.raises(InvalidSettingError, match="train_on_validation"):
         resolve_preset("tiny", {"train_on_validation": "sometimes"})

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from visionflow.champion import read_history
-from visionflow.errors import BadInputError, GateRefusedError
+from visionflow.errors import BadInputError, GateRefusedError, InvalidSettingError
 from visionflow.registry import read_champion
 from visionflow.tasks.train.evaluate_model import EvaluationConfig
 from visionflow.tasks.train.gate_model import GateConfig
@@ -34,7 +34,7 @@ def test_a_candidate_that_passes_the_gate_becomes_champion_and_is_recorded(regis
 
 
 def test_promoting_champion_by_name_asks_for_a_version(registry):
-    with pytest.raises(BadInputError, match="name the registered version to promote, such as v0002"):
+    with pytest.raises(InvalidSettingError, match="name the registered version to promote, such as v0002"):
         promote(registry, "champion", GateConfig(), EvaluationConfig(), None, LOG)
     assert read_champion(registry)["version"] == "v0001"
 
@@ -63,7 +63,7 @@ def test_promoting_the_champion_changes_nothing(registry):
 def test_bad_inputs_say_what_to_do(registry, tmp_path):
     with pytest.raises(BadInputError, match="no registered model 'v0042'"):
         promote(registry, "v0042", GateConfig(), EvaluationConfig(), None, LOG)
-    with pytest.raises(BadInputError, match="is not a model version"):
+    with pytest.raises(InvalidSettingError, match="is not a model version"):
         promote(registry, "../v0001", GateConfig(), EvaluationConfig(), None, LOG)
     (tmp_path / "datasets" / "shapes" / "test.parquet").unlink()
     with pytest.raises(BadInputError, match="is gone.*--force --reason TEXT"):

@@ -122,7 +122,7 @@ def test_an_unknown_preset_exits_2_listing_the_presets(run_cli, make_image_folde
     root = make_image_folder(layout="flat", per_class=50)
     result = run_cli("train", "--data", str(root), "--preset", "fastest")
     assert result.returncode == 2
-    listed = "invalid option: --preset 'fastest': choose one of seed, default, large, xlarge, tiny"
+    listed = "invalid option: unknown preset 'fastest'; choose one of seed, default, large, xlarge, tiny"
     assert listed in result.stderr.strip().splitlines()[-1]
 
 
