@@ -79,7 +79,7 @@ def running_cluster_sides(arguments, scratch: Path) -> list[dict]:
     (its workers have imported Prefect and TensorFlow and loaded the model): the steady state."""
     from distributed import LocalCluster
 
-    from visionflow.dask_shards import local_cluster_settings
+    from visionflow.processes.dask_shards import local_cluster_settings
 
     results = []
     with LocalCluster(**local_cluster_settings(2)) as cluster:
@@ -111,7 +111,7 @@ def shard_overhead(workers: int, shards: int) -> dict:
     code = f"""
 import json, time
 from prefect import flow
-from visionflow.dask_shards import DaskConfig, map_shards
+from visionflow.processes.dask_shards import DaskConfig, map_shards
 
 def empty(chunk):
     return chunk

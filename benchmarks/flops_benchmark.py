@@ -79,10 +79,10 @@ def forward_flops(model) -> int:
 def training_step_on_random_images(preset, images: int):
     """The preset's model, compiled as `visionflow train` compiles it, and its training dataset
     of `images` random CIFAR-shaped images: its real training step, without the data."""
-    from visionflow.tasks.train.alternating_flip import alternating_flip_for
-    from visionflow.tasks.train.distribution import training_strategy
+    from visionflow.tasks.train.recipe.alternating_flip import alternating_flip_for
+    from visionflow.tasks.train.recipe.distribution import training_strategy
+    from visionflow.tasks.train.recipe.training_input import make_dataset
     from visionflow.tasks.train.train_model import compiled_model
-    from visionflow.tasks.train.training_input import make_dataset
 
     generator = np.random.default_rng(0)
     train_images = generator.integers(0, 256, size=(images, *SHAPE), dtype=np.uint8)
@@ -100,7 +100,7 @@ def measure(name: str, preset, images: int, epochs: int, jit_compile: bool = Fal
     """The preset's training rate on random images: images/s of its fastest epoch after the first, and GFLOP/s."""
     import keras
 
-    from visionflow.tasks.train.build_model import resolve_precision
+    from visionflow.network.build_model import resolve_precision
     from visionflow.tasks.train.train_model import QUIET
 
     config = preset.train

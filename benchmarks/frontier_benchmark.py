@@ -145,7 +145,7 @@ def draw(runs: list[dict], presets: list[str], title: str):
 def publish(home: Path, plot_path: Path, table: str) -> None:
     """The plot and the table as artifacts of a frontier-benchmark flow run in the home's Prefect."""
     from visionflow.home import configure_environment
-    from visionflow.temporary_server import start_temporary_server
+    from visionflow.processes.temporary_server import start_temporary_server
 
     configure_environment(home)
     server = start_temporary_server()  # None when PREFECT_API_URL names a running server.

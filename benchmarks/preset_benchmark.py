@@ -42,13 +42,13 @@ def main() -> None:
     from visionflow.home import configure_environment
 
     configure_environment()
-    from visionflow.prediction import predict_probabilities
-    from visionflow.splits import load_split_arrays
-    from visionflow.tasks.train.distribution import training_strategy
+    from visionflow.images.splits import load_split_arrays
+    from visionflow.models.prediction import predict_probabilities
     from visionflow.tasks.train.evaluate_model import EvaluationConfig
-    from visionflow.tasks.train.lookahead import Lookahead
+    from visionflow.tasks.train.recipe.distribution import training_strategy
+    from visionflow.tasks.train.recipe.lookahead import Lookahead
+    from visionflow.tasks.train.recipe.training_input import epoch_augmentations, make_dataset
     from visionflow.tasks.train.train_model import compiled_model, fitting_arrays
-    from visionflow.tasks.train.training_input import epoch_augmentations, make_dataset
 
     missing = [name for name in ("train", "val", "test") if not (arguments.dataset_dir / f"{name}.parquet").exists()]
     if missing:

@@ -12,7 +12,7 @@ from pathlib import Path
 ROLES = (  # Substring of the command line, and the name a reader knows the process by.
     ("prefect server start", "prefect server"),
     ("uvicorn", "prefect server (temporary, started by the command)"),
-    ("visionflow.reaper", "reaper (kills children when the command dies)"),
+    ("visionflow.processes.reaper", "reaper (kills children when the command dies)"),
     ("multiprocessing", "worker"),
     ("prefect.engine", "flow run"),
     ("-m visionflow serve", "visionflow serve"),

@@ -45,7 +45,7 @@ def preload(drop: Path, shape: tuple[int, int, int]):
     """Every image under drop decoded by visionflow's decode path into one uint8 array."""
     import numpy as np
 
-    from visionflow.imaging import ImageSpec, decode_image, pixels_to_array
+    from visionflow.images.imaging import ImageSpec, decode_image, pixels_to_array
 
     spec = ImageSpec(*shape)
     paths = sorted(path for path in drop.rglob("*") if path.is_file())
@@ -116,8 +116,8 @@ def main() -> None:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from visionflow.flows.score import score_flow
-    from visionflow.prediction import predict_probabilities
-    from visionflow.registry import find_model, load_checked_model
+    from visionflow.models.prediction import predict_probabilities
+    from visionflow.models.registry import find_model, load_checked_model
 
     record = find_model(arguments.models_home / "models", arguments.model)
     model = load_checked_model(record)

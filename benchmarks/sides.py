@@ -31,7 +31,7 @@ def requested_sides(parser: argparse.ArgumentParser, arguments: argparse.Namespa
     """(name, preset) of every side, in command-line order; a bad side ends the run with one line."""
     from pydantic import ValidationError
 
-    from visionflow.tasks.train.presets import PRESETS
+    from visionflow.tasks.train.recipe.presets import PRESETS
 
     requested = [(name, name, {}) for name in arguments.presets]
     for name, base, changes in arguments.variant:

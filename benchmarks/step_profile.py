@@ -7,7 +7,7 @@ and per convolution split into the forward pass, the gradient of the weights and
 the input, each with its achieved GFLOP/s (a multiply-add counts 2; the two gradients cost as
 much arithmetic as the forward pass each). Ops can overlap on the two inter-op threads, so the
 per-op seconds can add up to more than the step's wall time. A conv whose weight gradient runs as
-matrix products of shifted inputs (tasks/train/patch_gradient_conv.py) has no weight-gradient row:
+matrix products of shifted inputs (visionflow/network/patch_gradient_conv.py) has no weight-gradient row:
 those products are counted under MatMul, StridedSlice and Pad in the op-type table; a side with
 `{"model": {"patch_weight_gradient": false}}` shows oneDNN's kernel in their place.
 
@@ -76,7 +76,7 @@ def profile_preset(name: str, preset, precision: str | None, steps: int) -> dict
     """Profile one epoch of `steps` training steps of the preset and summarise it."""
     import tensorflow as tf
 
-    from visionflow.tasks.train.build_model import resolve_precision
+    from visionflow.network.build_model import resolve_precision
 
     if precision:
         preset = changed_preset(preset, {"model": {"precision": precision}})

@@ -32,10 +32,10 @@ def main() -> None:
     configure_environment()
     import numpy as np
 
-    from visionflow.splits import load_split_arrays
-    from visionflow.tasks.train.presets import PRESETS
+    from visionflow.images.splits import load_split_arrays
+    from visionflow.tasks.train.recipe.presets import PRESETS
+    from visionflow.tasks.train.recipe.training_input import make_dataset
     from visionflow.tasks.train.train_model import compiled_model
-    from visionflow.tasks.train.training_input import make_dataset
 
     images, labels, metadata = load_split_arrays(arguments.dataset_dir / "train.parquet")
     images, labels = images[: arguments.images], labels[: arguments.images]

@@ -41,7 +41,7 @@ def main() -> None:
     configure_environment()
     import keras
 
-    from visionflow.splits import load_split_arrays
+    from visionflow.images.splits import load_split_arrays
 
     model = keras.models.load_model(arguments.model, safe_mode=True)
     images, labels, _metadata = load_split_arrays(arguments.test)

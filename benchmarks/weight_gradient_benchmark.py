@@ -4,7 +4,7 @@ The step profile (benchmarks/step_profile.py) found that the weight gradients ta
 `default`'s training step and run at a third of the forward pass's rate. The same numbers can be
 had another way: for each position of the 3x3 kernel, the layer's input shifted by it (a row per
 pixel of every image) times the gradient of its output, a matrix product whose reduction runs over
-the batch and every pixel; tasks/train/patch_gradient_conv.py trains with it where it is faster.
+the batch and every pixel; visionflow/network/patch_gradient_conv.py trains with it where it is faster.
 This times both ways, for every trainable 3x3 convolution of each side's network at its real input
 shape, in the network's compute precision, alternating the two ways within each round, and checks
 that they agree.
@@ -51,7 +51,7 @@ def time_both_ways(shape: dict, batch: int, repeats: int, dtype: str) -> dict:
     """Milliseconds per weight gradient of oneDNN's kernel and of the patch product, and their agreement."""
     import tensorflow as tf
 
-    from visionflow.tasks.train.patch_gradient_conv import patch_weight_gradient
+    from visionflow.network.patch_gradient_conv import patch_weight_gradient
 
     height, width, channels = shape["input"]
     kernel_side, _, _, filters = shape["kernel"]
@@ -108,7 +108,7 @@ def main() -> None:
     from visionflow.home import configure_environment
 
     configure_environment()
-    from visionflow.tasks.train.build_model import resolve_precision
+    from visionflow.network.build_model import resolve_precision
 
     results = []
     for name, preset in sides:

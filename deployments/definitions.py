@@ -21,7 +21,6 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
-from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import ServeConfig
 from visionflow.errors import InvalidSettingError
 from visionflow.flows.evaluate import evaluate_flow
@@ -30,6 +29,7 @@ from visionflow.flows.models import promote_flow, rollback_flow
 from visionflow.flows.score import score_flow
 from visionflow.flows.score_drops import score_drops_flow
 from visionflow.flows.train import train_flow
+from visionflow.ledger.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 
 
 def checked_cron(expression: str) -> str:

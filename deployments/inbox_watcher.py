@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID, DropFolders, ready_drops
-from visionflow.deployments.settings import InboxConfig
 from visionflow.events import DROP_READY, DROP_RESOURCE_PREFIX
+from visionflow.ledger.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID, DropFolders, InboxConfig, ready_drops
 
 logger = logging.getLogger(__name__)
 

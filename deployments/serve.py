@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 from visionflow.access import ALLOWED_ROOTS_VARIABLE
-from visionflow.deployments.settings import InboxConfig, ServeConfig
+from visionflow.deployments.settings import ServeConfig
 from visionflow.errors import VisionflowError
 from visionflow.home import BUILT_IN_SOURCES, HomeLayout
-from visionflow.temporary_server import answers_health_check
+from visionflow.ledger.inbox import InboxConfig
+from visionflow.processes.temporary_server import answers_health_check
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ def serve_deployments(layout: HomeLayout, config: ServeConfig, on_ready=None) ->
     from prefect import serve
 
     from visionflow.deployments.definitions import all_deployments
-    from visionflow.deployments.inbox import DropFolders
     from visionflow.deployments.inbox_watcher import InboxWatcher
+    from visionflow.ledger.inbox import DropFolders
 
     os.environ[ALLOWED_ROOTS_VARIABLE] = os.pathsep.join(str(root) for root in served_roots(layout, config))
     deployments = all_deployments(config)

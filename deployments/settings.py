@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from visionflow.ledger.inbox import InboxConfig
+
 # The deployments visionflow serves and deploys, in the order deployments/definitions.py builds them.
 DEPLOYMENT_NAMES = ("train", "score-drops", "score", "ingest", "evaluate", "promote", "rollback")
-
-
-class InboxConfig(BaseModel):
-    """When an inbox drop counts as ready, and how long a claim lasts."""
-
-    settle_seconds: float = Field(default=30.0, ge=0)  # Quiet time after the last change, in seconds.
-    # A drop left in processing/ longer than this, in seconds, belonged to a run that died; it is
-    # claimed again (the ledger keeps already-scored images from being scored twice).
-    stale_claim_seconds: float = Field(default=86_400.0, gt=0)
 
 
 class ServeConfig(BaseModel):

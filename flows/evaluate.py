@@ -17,7 +17,7 @@ from visionflow.access import check_deployment_parameters
 from visionflow.errors import BadInputError
 from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
-from visionflow.registry import CHAMPION
+from visionflow.models.registry import CHAMPION
 from visionflow.tasks.ingest.prepare_source import source_folders
 from visionflow.tasks.score.select_model import select_model_task
 from visionflow.tasks.train.compare_models import Comparison, compare_models_task

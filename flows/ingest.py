@@ -12,9 +12,9 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
-from visionflow.dask_shards import DaskConfig, start_cluster_task
 from visionflow.home import resolve_home
-from visionflow.splits import DatasetRecord
+from visionflow.images.splits import DatasetRecord
+from visionflow.processes.dask_shards import DaskConfig, start_cluster_task
 from visionflow.tasks.ingest.assign_splits import SplitConfig, assign_splits_task
 from visionflow.tasks.ingest.decode_images import DecodeConfig, decode_images_task
 from visionflow.tasks.ingest.prepare_source import prepare_source_task, source_folders

@@ -14,12 +14,12 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
-from visionflow.dask_shards import DaskConfig, start_cluster_task
 from visionflow.errors import BadInputError
 from visionflow.home import HomeLayout, resolve_home
-from visionflow.image_profile import DriftConfig
-from visionflow.prediction import model_is_warm
-from visionflow.registry import CHAMPION
+from visionflow.images.image_profile import DriftConfig
+from visionflow.models.prediction import model_is_warm
+from visionflow.models.registry import CHAMPION
+from visionflow.processes.dask_shards import DaskConfig, start_cluster_task
 from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files_task
 from visionflow.tasks.score.load_model import load_model_task
 from visionflow.tasks.score.report_scoring import report_scoring_task

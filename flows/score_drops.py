@@ -15,18 +15,17 @@ from pathlib import Path
 from prefect import flow
 
 from visionflow.access import check_deployment_parameters
-from visionflow.deployments.inbox import (
-    DropFolders,
+from visionflow.errors import BusyError, VisionflowError
+from visionflow.flows.score import ScoringConfig, score_one_drop
+from visionflow.home import HomeLayout, resolve_home
+from visionflow.ledger.inbox import DropFolders, InboxConfig
+from visionflow.models.registry import CHAMPION
+from visionflow.tasks.score.claim_drops import (
     claim_drop_task,
     find_ready_drops_task,
     finish_drop_task,
     release_drop_task,
 )
-from visionflow.deployments.settings import InboxConfig
-from visionflow.errors import BusyError, VisionflowError
-from visionflow.flows.score import ScoringConfig, score_one_drop
-from visionflow.home import HomeLayout, resolve_home
-from visionflow.registry import CHAMPION
 from visionflow.tasks.score.validate_predictions import refresh_data_docs_task
 
 

@@ -14,10 +14,10 @@ from visionflow.access import check_deployment_parameters
 from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
 from visionflow.tasks.ingest.prepare_source import source_folders
-from visionflow.tasks.train.distribution import check_distribution
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, evaluate_model_task
 from visionflow.tasks.train.gate_model import GateConfig, gate_model_task
-from visionflow.tasks.train.presets import Distribution, preset_overrides, resolve_preset
+from visionflow.tasks.train.recipe.distribution import check_distribution
+from visionflow.tasks.train.recipe.presets import Distribution, preset_overrides, resolve_preset
 from visionflow.tasks.train.register_model import Registration, register_model_task
 from visionflow.tasks.train.train_model import train_model_task, training_run_dir
 

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from visionflow.imaging import ImageSpec
-from visionflow.splits import split_file, split_schema
+from visionflow.images.imaging import ImageSpec
+from visionflow.images.splits import split_file, split_schema
 
 from tests.scoring_helpers import CLASSES, SHAPE, register_tiny_model
 

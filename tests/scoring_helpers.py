@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visionflow.champion import set_champion
-from visionflow.image_profile import ImageProfile
-from visionflow.registry import register
-from visionflow.tasks.train.build_model import build_model
-from visionflow.tasks.train.presets import PRESETS
+from visionflow.images.image_profile import ImageProfile
+from visionflow.models.champion import set_champion
+from visionflow.models.registry import register
+from visionflow.network.build_model import build_model
+from visionflow.tasks.train.recipe.presets import PRESETS
 
 CLASSES = ["blue", "green", "red"]
 SHAPE = (12, 12, 3)

@@ -24,12 +24,12 @@ from prefect import task
 from pydantic import BaseModel, Field, field_validator
 
 from visionflow.atomic import write_json_atomically
-from visionflow.dask_shards import DaskConfig, map_shards
-from visionflow.imaging import MAX_PIXELS, ImageSpec
+from visionflow.images.imaging import MAX_PIXELS, ImageSpec
+from visionflow.images.workers import decode_chunk_to_shard, decode_rows, write_pixel_shard
 from visionflow.parallel import chunked, default_workers, map_chunks
+from visionflow.processes.dask_shards import DaskConfig, map_shards
 from visionflow.run_context import progress_reporter, run_logger, start_progress
 from visionflow.tasks.ingest.scan_files import STATUS_OK, STATUS_QUARANTINED, content_fingerprint
-from visionflow.workers import decode_chunk_to_shard, decode_rows, write_pixel_shard
 
 # Bump when decode_image changes the pixels it produces, so old caches are not reused.
 DECODER_VERSION = 1

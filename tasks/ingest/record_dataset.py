@@ -14,8 +14,8 @@ from prefect.cache_policies import NO_CACHE
 
 from visionflow.atomic import write_json_atomically
 from visionflow.data_contracts.gx_validation import ContractReport
+from visionflow.images.splits import DATASET_RECORD_NAME, DatasetRecord
 from visionflow.run_context import publish_table
-from visionflow.splits import DATASET_RECORD_NAME, DatasetRecord
 from visionflow.tasks.ingest.scan_files import STATUS_OK
 
 # How many quarantined files the summary names; the manifest lists them all.

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from visionflow.errors import BadInputError
-from visionflow.file_listing import MAX_FILE_BYTES, STATUS_OK, file_problem, hash_files, walk_files
+from visionflow.images.file_listing import MAX_FILE_BYTES, STATUS_OK, file_problem, hash_files, walk_files
 from visionflow.parallel import default_workers
 from visionflow.run_context import run_logger
 

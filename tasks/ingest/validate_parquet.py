@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from visionflow.contract_reports import publish_contract_reports
+from visionflow.data_contracts.contract_reports import publish_contract_reports
 from visionflow.data_contracts.gx_validation import ContractReport, validate
 from visionflow.errors import ContractBreachError
 from visionflow.run_context import flow_run_name

@@ -2,7 +2,7 @@
 
 The suite lives in data_contracts/raw_manifest.json; this stage fills in its runtime parameters
 (the thresholds of ContractConfig and the dataset's classes) and reports through
-visionflow/contract_reports.py: a hard breach stops the run before the data is used.
+data_contracts/contract_reports.py: a hard breach stops the run before the data is used.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from visionflow.contract_reports import publish_contract_reports
+from visionflow.data_contracts.contract_reports import publish_contract_reports
 from visionflow.data_contracts.gx_validation import ContractReport, validate
-from visionflow.imaging import ACCEPTED_FORMATS
+from visionflow.images.imaging import ACCEPTED_FORMATS
 from visionflow.run_context import flow_run_name
 
 RAW_SUITE = "raw_manifest"

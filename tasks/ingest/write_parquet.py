@@ -22,9 +22,9 @@ from pydantic import BaseModel, Field
 
 from visionflow.atomic import atomic_path
 from visionflow.data_contracts.gx_validation import contract_version
-from visionflow.imaging import ImageSpec
+from visionflow.images.imaging import ImageSpec
+from visionflow.images.splits import SPLITS, dataset_metadata, split_file, split_schema
 from visionflow.run_context import run_logger
-from visionflow.splits import SPLITS, dataset_metadata, split_file, split_schema
 from visionflow.tasks.ingest.assign_splits import SplitManifest
 from visionflow.tasks.ingest.decode_images import iterate_pixel_shards
 from visionflow.tasks.ingest.scan_files import STATUS_OK

@@ -18,9 +18,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from visionflow.drops import CONTROL_FILES
 from visionflow.errors import BadInputError
-from visionflow.file_listing import MAX_FILE_BYTES, STATUS_OK, file_problem, hash_files, walk_files
+from visionflow.images.file_listing import MAX_FILE_BYTES, STATUS_OK, file_problem, hash_files, walk_files
+from visionflow.ledger.drops import CONTROL_FILES
 from visionflow.parallel import default_workers
 from visionflow.run_context import run_logger
 

@@ -3,7 +3,7 @@
 Loading a model and tracing its predict function cost a fresh process about as much as predicting
 a few thousand small images, and none of it needs the drop. The score flow submits this stage
 while it lists and hashes the drop (work done by worker processes), so the scoring stage finds
-the model loaded and ready (visionflow/prediction.py keeps it per process).
+the model loaded and ready (visionflow/models/prediction.py keeps it per process).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from visionflow.prediction import load_warm_model
-from visionflow.registry import ModelRecord
+from visionflow.models.prediction import load_warm_model
+from visionflow.models.registry import ModelRecord
 from visionflow.run_context import run_logger
 
 

@@ -2,7 +2,7 @@
 
 The report counts what happened to the drop's files, shows the predicted class mix and the
 confidence histogram, and compares the drop with the model's training data: pixel statistics
-and class mix, flagged as drift when they lie far apart (see visionflow/image_profile.py: compare_profiles).
+and class mix, flagged as drift when they lie far apart (see visionflow/images/image_profile.py: compare_profiles).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pydantic import BaseModel
 
 from visionflow.atomic import write_json_atomically
 from visionflow.events import DROP_DRIFTED, DROP_RESOURCE_PREFIX, DROP_SCORED, emit
-from visionflow.image_profile import DriftConfig, compare_profiles
-from visionflow.registry import ModelRecord
+from visionflow.images.image_profile import DriftConfig, compare_profiles
+from visionflow.models.registry import ModelRecord
 from visionflow.run_context import publish_markdown, publish_table, run_logger
-from visionflow.tasks.score.part_buffer import CONFIDENCE_BINS
 from visionflow.tasks.score.score_drop import ScoreResult
+from visionflow.tasks.score.streaming.part_buffer import CONFIDENCE_BINS
 from visionflow.tasks.score.validate_predictions import PredictionContractResult
 
 REPORT_ARTIFACT_KEY = "scoring-report"

@@ -7,10 +7,10 @@ name or in another drop gets its row from the ledger. Each new content is decode
 function that prepared the training data, and predicted once, however many files hold it.
 
 Decoding runs in worker processes while the model predicts in this one, or decoding and
-predicting run in shards on a Dask cluster (tasks/score/predict_contents.py); at most a few
+predicting run in shards on a Dask cluster (tasks/score/streaming/predict_contents.py); at most a few
 chunks of decoded pixels or shard results and one part of output rows are held at a time, so
 memory stays flat however many images a drop holds. Rows are written and committed part by part
-(see visionflow/ledger.py), so a killed run loses at most one part's work and a re-run finishes
+(see visionflow/ledger/ledger.py), so a killed run loses at most one part's work and a re-run finishes
 the rest.
 """
 
@@ -26,16 +26,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from visionflow.dask_shards import DaskConfig
-from visionflow.drops import DropOutputs
-from visionflow.file_listing import STATUS_OK
-from visionflow.image_profile import ImageProfile
-from visionflow.ledger import PredictionLedger, reservation_owner
-from visionflow.prediction import load_warm_model
-from visionflow.registry import ModelRecord
+from visionflow.images.file_listing import STATUS_OK
+from visionflow.images.image_profile import ImageProfile
+from visionflow.ledger.drops import DropOutputs
+from visionflow.ledger.ledger import PredictionLedger, reservation_owner
+from visionflow.models.prediction import load_warm_model
+from visionflow.models.registry import ModelRecord
+from visionflow.processes.dask_shards import DaskConfig
 from visionflow.run_context import progress_reporter, run_logger, start_progress, update_progress
-from visionflow.tasks.score.part_buffer import PartBuffer
-from visionflow.tasks.score.predict_contents import ScoreConfig, predict_new_contents
+from visionflow.tasks.score.streaming.part_buffer import PartBuffer
+from visionflow.tasks.score.streaming.predict_contents import ScoreConfig, predict_new_contents
 
 if TYPE_CHECKING:
     import keras

@@ -1,7 +1,7 @@
 """Scoring stage 0: find the registered model to score with.
 
 "champion" follows the registry's champion pointer; "v0003" names a version. The registry
-(visionflow/registry.py) owns the lookup and the safe, checked loading; this stage logs what
+(visionflow/models/registry.py) owns the lookup and the safe, checked loading; this stage logs what
 was chosen, so a run's log says which model scored its drop.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from visionflow.registry import ModelRecord, find_model
+from visionflow.models.registry import ModelRecord, find_model
 from visionflow.run_context import run_logger
 
 

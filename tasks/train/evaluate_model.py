@@ -21,10 +21,10 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from visionflow.atomic import atomic_path, write_json_atomically
 from visionflow.errors import BadInputError
-from visionflow.prediction import predict_probabilities, uses_flip_tta
-from visionflow.registry import load_model
+from visionflow.images.splits import load_split_arrays, read_split_paths
+from visionflow.models.prediction import predict_probabilities, uses_flip_tta
+from visionflow.models.registry import load_model
 from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
-from visionflow.splits import load_split_arrays, read_split_paths
 
 if TYPE_CHECKING:
     import keras

@@ -15,10 +15,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from visionflow.prediction import predict_probabilities
-from visionflow.registry import MODEL_FILE, champion_dir, load_model, read_metadata
+from visionflow.images.splits import load_split_arrays
+from visionflow.models.prediction import predict_probabilities
+from visionflow.models.registry import MODEL_FILE, champion_dir, load_model, read_metadata
 from visionflow.run_context import run_logger
-from visionflow.splits import load_split_arrays
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, EvaluationResult, compute_metrics
 
 

@@ -4,7 +4,7 @@ promote applies the gate training applies: the candidate's recorded test metrics
 floors, and the current champion measured again on the candidate's own test split, so the
 comparison is like for like. `force` promotes past the gate, with the reason a person gives.
 rollback returns to the champion before the current one. Every move is appended to the
-champion history (visionflow/champion.py) and announced as a Prefect event.
+champion history (visionflow/models/champion.py) and announced as a Prefect event.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from visionflow.champion import ChampionChange, command_line, read_history, rollback_champion, set_champion
 from visionflow.errors import BadInputError, GateRefusedError, InvalidSettingError
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
-from visionflow.mlflow_tracking import move_champion_alias
-from visionflow.registry import CHAMPION, find_model, read_champion, read_metadata
+from visionflow.images.splits import split_file
+from visionflow.models.champion import ChampionChange, command_line, read_history, rollback_champion, set_champion
+from visionflow.models.mlflow_tracking import move_champion_alias
+from visionflow.models.registry import CHAMPION, find_model, read_champion, read_metadata
 from visionflow.run_context import publish_table, run_label, run_logger
-from visionflow.splits import split_file
 from visionflow.tasks.train.evaluate_model import EvaluationConfig
 from visionflow.tasks.train.gate_model import GateConfig, decide, measure_champion
 

@@ -1,6 +1,6 @@
 """Training's last stage: register the model with everything needed to trust or reproduce it.
 
-Every trained model is registered under VISIONFLOW_HOME/models/<version>/ (visionflow/registry.py
+Every trained model is registered under VISIONFLOW_HOME/models/<version>/ (visionflow/models/registry.py
 owns the layout): the model, its training history and curves, its evaluation, and metadata.json
 with the dataset, the recipe, the results, the training images' profile (against which scoring
 measures drift) and the provenance (package versions, git commit). Only a model the gate passed
@@ -20,17 +20,17 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from visionflow.champion import set_champion
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
-from visionflow.image_profile import ImageProfile, profile_split
-from visionflow.mlflow_tracking import mirror_registration
-from visionflow.registry import MODEL_FILE, read_champion, register
+from visionflow.images.image_profile import ImageProfile, profile_split
+from visionflow.images.splits import DatasetRecord, read_split_metadata
+from visionflow.models.champion import set_champion
+from visionflow.models.mlflow_tracking import mirror_registration
+from visionflow.models.registry import MODEL_FILE, read_champion, register
 from visionflow.run_context import publish_markdown, run_logger
-from visionflow.splits import DatasetRecord, read_split_metadata
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
-from visionflow.tasks.train.presets import Preset, preset_hyperparameters
 from visionflow.tasks.train.promote_model import actor, publish_champion_history
+from visionflow.tasks.train.recipe.presets import Preset, preset_hyperparameters
 from visionflow.tasks.train.train_model import TrainResult, forget_finished_training
 
 # Packages whose versions a model's metadata records, because they shape its pixels or weights.

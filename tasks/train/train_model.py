@@ -1,5 +1,5 @@
-"""Training stage: the fit loop of a preset (tasks/train/presets.py) over its input pipeline
-(tasks/train/training_input.py).
+"""Training stage: the fit loop of a preset (tasks/train/recipe/presets.py) over its input pipeline
+(tasks/train/recipe/training_input.py).
 
 The splits arrive as uint8 NumPy arrays read zero-copy from Parquet. Training can be
 killed at any point: started again with the same run_dir, it resumes after the last finished
@@ -8,7 +8,7 @@ its epoch marker) is deleted with a logged warning and training restarts cleanly
 A finished training is recorded in run_dir/training.json (with the model's sha256) until the
 model is registered, so a run killed during evaluation or registration does not train again.
 The model is built, compiled and trained inside the distribution strategy of the preset's
-TrainConfig.distribution (tasks/train/distribution.py); the batch size is the global batch.
+TrainConfig.distribution (tasks/train/recipe/distribution.py); the batch size is the global batch.
 """
 
 from __future__ import annotations
@@ -26,29 +26,29 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from visionflow.atomic import write_json_atomically
-from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
-from visionflow.splits import load_split_arrays
-from visionflow.tasks.train.build_model import (
+from visionflow.images.splits import load_split_arrays
+from visionflow.network.build_model import (
     UnsuitableInputError,
     build_model,
     channel_statistics,
     resolve_precision,
     uses_whitening,
 )
-from visionflow.tasks.train.distribution import TrainingStrategy, checked_strategy
-from visionflow.tasks.train.initializers import patch_whitening_kernel
-from visionflow.tasks.train.lookahead import Lookahead
-from visionflow.tasks.train.low_resolution import low_resolution_epochs, with_input_shape
-from visionflow.tasks.train.optimizers import make_optimizer
-from visionflow.tasks.train.plain_layers import plain_layers_config
-from visionflow.tasks.train.presets import Preset, TrainConfig, preset_hyperparameters
-from visionflow.tasks.train.training_callbacks import (
+from visionflow.network.initializers import patch_whitening_kernel
+from visionflow.network.plain_layers import plain_layers_config
+from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
+from visionflow.tasks.train.recipe.distribution import TrainingStrategy, checked_strategy
+from visionflow.tasks.train.recipe.lookahead import Lookahead
+from visionflow.tasks.train.recipe.low_resolution import low_resolution_epochs, with_input_shape
+from visionflow.tasks.train.recipe.optimizers import make_optimizer
+from visionflow.tasks.train.recipe.presets import Preset, TrainConfig, preset_hyperparameters
+from visionflow.tasks.train.recipe.training_callbacks import (
     CheckedBackupAndRestore,
     CorruptBackupError,
     TrainingMonitor,
     save_curves,
 )
-from visionflow.tasks.train.training_input import epoch_augmentations, make_dataset
+from visionflow.tasks.train.recipe.training_input import epoch_augmentations, make_dataset
 
 
 class TrainResult(BaseModel):
@@ -259,7 +259,7 @@ def without_training_state(model: keras.Model, input_shape: tuple[int, int, int]
     """An uncompiled copy of model with its weights, taking images of input_shape: what scoring needs, and no optimiser.
 
     The saved file then loads in safe mode without any visionflow class (the optimiser and the
-    training-only layers of tasks/train/plain_layers.py are ones) and is smaller by the optimiser's
+    training-only layers of visionflow/network/plain_layers.py are ones) and is smaller by the optimiser's
     momentum, one value per weight. A model trained through a twin of any image size
     (low-resolution epochs) is saved at the images' size.
     """

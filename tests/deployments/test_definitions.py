@@ -9,7 +9,6 @@ import pytest
 from prefect.utilities.callables import parameter_schema
 
 from visionflow.deployments.definitions import all_deployments
-from visionflow.deployments.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 from visionflow.deployments.settings import DEPLOYMENT_NAMES, ServeConfig
 from visionflow.flows.evaluate import evaluate_flow
 from visionflow.flows.ingest import ingest_flow
@@ -17,6 +16,7 @@ from visionflow.flows.models import promote_flow, rollback_flow
 from visionflow.flows.score import score_flow
 from visionflow.flows.score_drops import score_drops_flow
 from visionflow.flows.train import train_flow
+from visionflow.ledger.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
 
 FLOWS = {
     "train": train_flow,

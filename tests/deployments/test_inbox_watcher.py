@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 
-from visionflow.deployments.inbox import INBOX_READY_EVENT, DropFolders
 from visionflow.deployments.inbox_watcher import REANNOUNCE_SECONDS, InboxWatcher
-from visionflow.deployments.settings import InboxConfig
 from visionflow.events import DROP_READY as DROP_READY_EVENT
+from visionflow.ledger.inbox import INBOX_READY_EVENT, DropFolders, InboxConfig
 
 
 def ready_drop(folders: DropFolders, name: str) -> None:

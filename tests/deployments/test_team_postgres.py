@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from visionflow.deployments.settings import DEPLOYMENT_NAMES
-from visionflow.temporary_server import answers_health_check
+from visionflow.processes.temporary_server import answers_health_check
 
 from tests.conftest import VISIONFLOW, write_image
 from tests.postgres_helpers import SUPERUSER, free_port

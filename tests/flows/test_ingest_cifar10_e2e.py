@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from visionflow.flows.ingest import ingest_flow
-from visionflow.splits import load_split_arrays
+from visionflow.images.splits import load_split_arrays
 
 from tests.conftest import SHARED_CIFAR10
 

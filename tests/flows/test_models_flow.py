@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from visionflow.champion import read_history
 from visionflow.errors import BadInputError, GateRefusedError
 from visionflow.flows.models import promote_flow, rollback_flow
-from visionflow.registry import read_champion
+from visionflow.models.champion import read_history
+from visionflow.models.registry import read_champion
 
 from tests.registry_helpers import three_model_registry
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from visionflow.deployments.settings import InboxConfig
-from visionflow.drops import FAILURE_NOTE, DropOutputs
 from visionflow.errors import VisionflowError
 from visionflow.flows.score import ScoringConfig
 from visionflow.flows.score_drops import score_drops_flow
+from visionflow.ledger.drops import FAILURE_NOTE, DropOutputs
+from visionflow.ledger.inbox import InboxConfig
 
 from tests.conftest import write_image
 from tests.scoring_helpers import register_tiny_model

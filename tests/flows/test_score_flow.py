@@ -68,8 +68,8 @@ def _task_names(flow_state) -> set[str]:
 
 @pytest.mark.usefixtures("prefect_server")
 def test_the_model_loads_beside_the_listing_once_per_process(home, tmp_path):
-    from visionflow.prediction import model_is_warm
-    from visionflow.registry import find_model
+    from visionflow.models.prediction import model_is_warm
+    from visionflow.models.registry import find_model
 
     register_tiny_model(home / "models")
     record = find_model(home / "models")

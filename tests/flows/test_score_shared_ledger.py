@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from visionflow.home import LEDGER_URL_VARIABLE
-from visionflow.ledger import PredictionLedger, reservation_owner
+from visionflow.ledger.ledger import PredictionLedger, reservation_owner
 
 from tests.conftest import VISIONFLOW, write_image
 from tests.postgres_helpers import free_port

@@ -12,7 +12,7 @@ import pytest
 
 from visionflow.flows.score import score_flow
 from visionflow.flows.train import train_flow
-from visionflow.splits import load_split_arrays
+from visionflow.images.splits import load_split_arrays
 from visionflow.tasks.train.gate_model import GateConfig
 
 from tests.conftest import SHARED_CIFAR10

@@ -11,7 +11,7 @@ import pytest
 
 from visionflow.flows.ingest import IngestConfig
 from visionflow.flows.train import train_flow
-from visionflow.splits import load_split_arrays
+from visionflow.images.splits import load_split_arrays
 from visionflow.tasks.train.gate_model import GateConfig
 
 from tests.conftest import write_image

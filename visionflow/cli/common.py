@@ -76,10 +76,10 @@ def prepare(home: Path | None, json_output: bool, prefetch: tuple[str, ...] = ()
     process where the command's validations then run (data_contracts/gx_validation.py), the
     others on a background thread.
     """
-    from visionflow.champion import record_command
     from visionflow.home import configure_environment
-    from visionflow.reaper import start_reaper
-    from visionflow.temporary_server import start_temporary_server
+    from visionflow.models.champion import record_command
+    from visionflow.processes.reaper import start_reaper
+    from visionflow.processes.temporary_server import start_temporary_server
 
     try:
         layout = configure_environment(home)

@@ -21,7 +21,7 @@ VersionArgument = Annotated[str, typer.Argument(metavar="VERSION", help="A regis
 
 def model_summary(version_dir: Path, champion: str | None) -> dict:
     """One registered version in a line's worth of fields."""
-    from visionflow.registry import read_metadata
+    from visionflow.models.registry import read_metadata
 
     metadata = read_metadata(version_dir)
     metrics, gate = metadata.get("metrics", {}), metadata.get("gate", {})
@@ -41,7 +41,7 @@ def model_summary(version_dir: Path, champion: str | None) -> dict:
 
 def registry_listing(models_root: Path) -> dict:
     """The champion and every registered version, newest first."""
-    from visionflow.registry import METADATA_FILE, VERSION_PATTERN, read_champion
+    from visionflow.models.registry import METADATA_FILE, VERSION_PATTERN, read_champion
 
     pointer = read_champion(models_root)
     champion = pointer["version"] if pointer else None
@@ -87,10 +87,10 @@ def _number(value: float | None) -> str:
 @models_app.command()
 def show(version: VersionArgument, home: HomeOption = None, json_output: JsonOption = False) -> None:
     """One model: its data, recipe, metrics, gate decision, and the champion changes it took part in."""
-    from visionflow.champion import read_history
     from visionflow.errors import VisionflowError
     from visionflow.home import resolve_home
-    from visionflow.registry import find_model, read_champion, read_metadata
+    from visionflow.models.champion import read_history
+    from visionflow.models.registry import find_model, read_champion, read_metadata
 
     models_root = resolve_home(home).models
     try:

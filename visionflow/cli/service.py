@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from visionflow.champion import record_command
 from visionflow.cli.common import (
     HomeOption,
     JsonOption,
@@ -23,6 +22,7 @@ from visionflow.cli.common import (
 )
 from visionflow.deployments.settings import DEPLOYMENT_NAMES, ServeConfig
 from visionflow.home import BUILT_IN_SOURCES
+from visionflow.models.champion import record_command
 
 
 def _default(field: str) -> str:
@@ -83,7 +83,7 @@ def serve(
     from visionflow.deployments.serve import run_service
     from visionflow.errors import VisionflowError
     from visionflow.home import configure_environment
-    from visionflow.reaper import start_reaper
+    from visionflow.processes.reaper import start_reaper
 
     roots = [str(root) for root in allow_root] if allow_root else None
     values = given(port=port, train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from visionflow.splits import load_split_arrays, read_split_metadata
+from visionflow.images.splits import load_split_arrays, read_split_metadata
 from visionflow.tasks.ingest.assign_splits import SplitConfig, SplitManifest, assign_splits
 from visionflow.tasks.ingest.decode_images import DecodeConfig, decode_dataset
 from visionflow.tasks.ingest.scan_files import ScanConfig, scan_dataset

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from visionflow.prediction import model_is_warm
-from visionflow.registry import find_model
+from visionflow.models.prediction import model_is_warm
+from visionflow.models.registry import find_model
 from visionflow.tasks.score.load_model import load_model_task
 
 from tests.scoring_helpers import register_tiny_model

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from visionflow.image_profile import DriftConfig, ImageProfile
-from visionflow.registry import ModelRecord
+from visionflow.images.image_profile import DriftConfig, ImageProfile
+from visionflow.models.registry import ModelRecord
 from visionflow.tasks.score.report_scoring import report_markdown, report_scoring_task
 from visionflow.tasks.score.score_drop import ScoreResult
 from visionflow.tasks.score.validate_predictions import PredictionContractResult

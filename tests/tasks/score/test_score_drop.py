@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from visionflow.drops import DropOutputs
 from visionflow.errors import BusyError
-from visionflow.ledger import PredictionLedger
-from visionflow.registry import find_model, load_checked_model
+from visionflow.ledger.drops import DropOutputs
+from visionflow.ledger.ledger import PredictionLedger
+from visionflow.models.registry import find_model, load_checked_model
 from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files
 from visionflow.tasks.score.score_drop import ScoreConfig, score_drop
 
@@ -206,14 +206,14 @@ def test_a_part_committed_but_not_yet_visible_is_hidden_from_readers_then_publis
             raise KeyboardInterrupt("killed between the commit and the visible name")
         return real_replace(source, target)
 
-    monkeypatch.setattr("visionflow.drops.os.replace", killed_before_the_visible_name)
+    monkeypatch.setattr("visionflow.ledger.drops.os.replace", killed_before_the_visible_name)
     with pytest.raises(KeyboardInterrupt):
         scoring(drop, ScoreConfig(workers=1, batch_size=2, part_rows=1000))
     folder = tmp_path / "predictions/late/predictions"
     assert [path.name[:6] for path in folder.iterdir()] == [".part-"], "only the hidden, committed part is there"
     assert rows(folder) is None or rows(folder).empty, "readers of the folder do not see it yet"
 
-    monkeypatch.setattr("visionflow.drops.os.replace", real_replace)
+    monkeypatch.setattr("visionflow.ledger.drops.os.replace", real_replace)
     again = scoring(drop, ScoreConfig(workers=1, batch_size=2, part_rows=1000))
     predictions = rows(folder)
     assert again.scored == 0 and again.orphan_parts_removed == 0, "the committed rows are not scored again"

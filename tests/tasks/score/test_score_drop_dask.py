@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionflow.dask_shards import DaskConfig
-from visionflow.drops import DropOutputs
-from visionflow.ledger import PredictionLedger
-from visionflow.registry import find_model, load_checked_model
+from visionflow.ledger.drops import DropOutputs
+from visionflow.ledger.ledger import PredictionLedger
+from visionflow.models.registry import find_model, load_checked_model
+from visionflow.processes.dask_shards import DaskConfig
 from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files
 from visionflow.tasks.score.score_drop import ScoreConfig, score_drop
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from visionflow.data_contracts.gx_validation import contract_version
-from visionflow.drops import PREDICTIONS, DropOutputs, predictions_table
 from visionflow.errors import ContractBreachError
-from visionflow.ledger import PredictionLedger
+from visionflow.ledger.drops import PREDICTIONS, DropOutputs, predictions_table
+from visionflow.ledger.ledger import PredictionLedger
 from visionflow.tasks.score.validate_predictions import (
     PredictionContractConfig,
     validate_predictions,

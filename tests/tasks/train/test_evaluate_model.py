@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from visionflow.errors import BadInputError
-from visionflow.imaging import ImageSpec
-from visionflow.splits import split_schema
+from visionflow.images.imaging import ImageSpec
+from visionflow.images.splits import split_schema
 from visionflow.tasks.train.evaluate_model import (
     TRUE_CLASS_COLUMN,
     EvaluationConfig,

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from visionflow.champion import read_history
 from visionflow.errors import BadInputError, GateRefusedError, InvalidSettingError
-from visionflow.registry import read_champion
+from visionflow.models.champion import read_history
+from visionflow.models.registry import read_champion
 from visionflow.tasks.train.evaluate_model import EvaluationConfig
 from visionflow.tasks.train.gate_model import GateConfig
 from visionflow.tasks.train.promote_model import promote, promote_model_task, rollback_champion_task

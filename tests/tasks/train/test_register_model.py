@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from visionflow.imaging import ImageSpec
-from visionflow.registry import read_champion
-from visionflow.splits import DatasetRecord, split_schema
+from visionflow.images.imaging import ImageSpec
+from visionflow.images.splits import DatasetRecord, split_schema
+from visionflow.models.registry import read_champion
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
-from visionflow.tasks.train.presets import resolve_preset
+from visionflow.tasks.train.recipe.presets import resolve_preset
 from visionflow.tasks.train.register_model import git_commit, package_versions, register_model_task
 from visionflow.tasks.train.train_model import FINISHED_TRAINING_FILE, TrainResult
 

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from visionflow.imaging import ImageSpec
-from visionflow.prediction import MIRRORED_TRAINING_MARKER
-from visionflow.splits import split_schema
-from visionflow.tasks.train.alternating_flip import AlternatingFlip
-from visionflow.tasks.train.low_resolution import LowResolutionEpochs
-from visionflow.tasks.train.presets import PRESETS, resolve_preset
+from visionflow.images.imaging import ImageSpec
+from visionflow.images.splits import split_schema
+from visionflow.models.prediction import MIRRORED_TRAINING_MARKER
+from visionflow.tasks.train.recipe.alternating_flip import AlternatingFlip
+from visionflow.tasks.train.recipe.low_resolution import LowResolutionEpochs
+from visionflow.tasks.train.recipe.presets import PRESETS, resolve_preset
 from visionflow.tasks.train.train_model import (
     FINISHED_TRAINING_FILE,
     finished_training,
