@@ -79,21 +79,15 @@ def forward_flops(model) -> int:
 def training_step_on_random_images(preset, images: int):
     """The preset's model, compiled as `visionflow train` compiles it, and its training dataset
     of `images` random CIFAR-shaped images: its real training step, without the data."""
-    from visionflow.tasks.train.recipe.alternating_flip import alternating_flip_for
     from visionflow.tasks.train.recipe.distribution import training_strategy
-    from visionflow.tasks.train.recipe.training_input import make_dataset
-    from visionflow.tasks.train.train_model import compiled_model
+    from visionflow.tasks.train.recipe.fit import compiled_model, make_dataset
 
     generator = np.random.default_rng(0)
     train_images = generator.integers(0, 256, size=(images, *SHAPE), dtype=np.uint8)
     labels = generator.integers(0, CLASSES, size=images).astype(np.int64)
     steps = -(-images // preset.train.batch_size)
     model = compiled_model(preset, train_images, CLASSES, steps, training_strategy("none"))
-    # Alternating flips cost the same in every epoch, so the pipeline needs no epoch callback here.
-    # Low-resolution epochs are left out: this measures the step of the full-resolution epochs.
-    flips = alternating_flip_for(preset.model, images, preset.train.seed)
-    augmentations = [flips] if flips else []
-    return model, make_dataset(train_images, labels, preset.train, CLASSES, training=True, augmentations=augmentations)
+    return model, make_dataset(train_images, labels, preset.train, CLASSES, training=True)
 
 
 def measure(name: str, preset, images: int, epochs: int, jit_compile: bool = False) -> dict:

@@ -1,6 +1,6 @@
 """Epoch times of a preset's training step with tf.data's autotuning of the input pipeline on and off.
 
-The training pipeline (tasks/train/recipe/training_input.py) runs with fixed depths and tf.data's
+The training pipeline (tasks/train/recipe/fit.py) runs with fixed depths and tf.data's
 autotuning off. For each side, this times the real training step on random CIFAR-shaped images,
 epoch by epoch, fed by the dataset training builds and by the same dataset with autotuning
 switched back on, the two alternating epoch by epoch in one process, so a slow spell of a shared

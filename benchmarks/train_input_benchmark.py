@@ -33,9 +33,9 @@ def main() -> None:
     import numpy as np
 
     from visionflow.images.splits import load_split_arrays
+    from visionflow.tasks.train.recipe.distribution import training_strategy
+    from visionflow.tasks.train.recipe.fit import compiled_model, make_dataset
     from visionflow.tasks.train.recipe.presets import PRESETS
-    from visionflow.tasks.train.recipe.training_input import make_dataset
-    from visionflow.tasks.train.train_model import compiled_model
 
     images, labels, metadata = load_split_arrays(arguments.dataset_dir / "train.parquet")
     images, labels = images[: arguments.images], labels[: arguments.images]
@@ -47,14 +47,14 @@ def main() -> None:
         targets = np.eye(classes, dtype=np.float32)[labels]
 
     def pipeline_epoch() -> float:
-        model = compiled_model(preset, images, classes, steps)
+        model = compiled_model(preset, images, classes, steps, training_strategy("none"))
         dataset = make_dataset(images, labels, preset.train, classes, training=True)
         started = time.perf_counter()
         model.fit(dataset, epochs=1, verbose=0, shuffle=False)
         return len(images) / (time.perf_counter() - started)
 
     def numpy_epoch() -> float:
-        model = compiled_model(preset, images, classes, steps)
+        model = compiled_model(preset, images, classes, steps, training_strategy("none"))
         started = time.perf_counter()
         model.fit(images, targets, batch_size=preset.train.batch_size, epochs=1, verbose=0, shuffle=True)
         return len(images) / (time.perf_counter() - started)

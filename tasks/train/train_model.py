@@ -1,5 +1,5 @@
-"""Training stage: the fit loop of a preset (tasks/train/recipe/presets.py) over its input pipeline
-(tasks/train/recipe/training_input.py).
+"""Training stage: fits a preset (tasks/train/recipe/presets.py) as its recipe says
+(tasks/train/recipe/fit.py), with backups, checkpoints and progress.
 
 The splits arrive as uint8 NumPy arrays read zero-copy from Parquet. Training can be
 killed at any point: started again with the same run_dir, it resumes after the last finished
@@ -27,28 +27,18 @@ from pydantic import BaseModel
 
 from visionflow.atomic import write_json_atomically
 from visionflow.images.splits import load_split_arrays
-from visionflow.network.build_model import (
-    UnsuitableInputError,
-    build_model,
-    channel_statistics,
-    resolve_precision,
-    uses_whitening,
-)
-from visionflow.network.initializers import patch_whitening_kernel
+from visionflow.network.build_model import UnsuitableInputError, resolve_precision
 from visionflow.network.plain_layers import plain_layers_config
 from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
-from visionflow.tasks.train.recipe.distribution import TrainingStrategy, checked_strategy
-from visionflow.tasks.train.recipe.lookahead import Lookahead
-from visionflow.tasks.train.recipe.low_resolution import low_resolution_epochs, with_input_shape
-from visionflow.tasks.train.recipe.optimizers import make_optimizer
-from visionflow.tasks.train.recipe.presets import Preset, TrainConfig, preset_hyperparameters
+from visionflow.tasks.train.recipe.distribution import checked_strategy
+from visionflow.tasks.train.recipe.fit import compiled_model, early_stopping, fitting_arrays, make_dataset
+from visionflow.tasks.train.recipe.presets import Preset, preset_hyperparameters
 from visionflow.tasks.train.recipe.training_callbacks import (
     CheckedBackupAndRestore,
     CorruptBackupError,
     TrainingMonitor,
     save_curves,
 )
-from visionflow.tasks.train.recipe.training_input import epoch_augmentations, make_dataset
 
 
 class TrainResult(BaseModel):
@@ -128,36 +118,6 @@ def check_arrays(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
         raise UnsuitableInputError(f"train images are {train[0].shape[1:]} but val images {val[0].shape[1:]}")
 
 
-def compiled_model(
-    preset: Preset, train_images: np.ndarray, num_classes: int, steps_per_epoch: int, strategy: TrainingStrategy
-) -> keras.Model:
-    """The preset's model, built and compiled inside strategy's scope with its optimizer and loss, seeded afresh.
-
-    With low-resolution epochs it is the twin that takes any height and width (low_resolution.py);
-    without_training_state turns it back into the model of the images' shape.
-    """
-    keras.utils.set_random_seed(preset.train.seed)
-    stats = channel_statistics(train_images) if preset.model.normalization == "standardize" else None
-    whitening = patch_whitening_kernel(train_images, stats) if uses_whitening(preset.model) else None
-    with strategy.strategy.scope():
-        model = build_model(
-            preset.model,
-            tuple(train_images.shape[1:]),
-            num_classes,
-            channel_stats=stats,
-            whitening_kernel=whitening,
-            synchronized_batchnorm=strategy.replicas > 1,
-        )
-        if low_resolution_epochs(preset.train):
-            model = with_input_shape(model, (None, None, train_images.shape[-1]))
-        if preset.train.label_smoothing > 0:
-            loss = keras.losses.CategoricalCrossentropy(label_smoothing=preset.train.label_smoothing)
-        else:
-            loss = keras.losses.SparseCategoricalCrossentropy()
-        model.compile(make_optimizer(preset.train, steps_per_epoch, strategy.replicas), loss=loss, metrics=["accuracy"])
-    return model
-
-
 def train_model(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
@@ -186,17 +146,14 @@ def train_model(
     # Before the datasets: a multi-worker strategy must be created before TensorFlow's first operation.
     strategy = checked_strategy(config.distribution, config.batch_size, log)
     steps_per_epoch = -(-len(train[0]) // config.batch_size)
-    augmentations = epoch_augmentations(preset, train[0])
-    train_data = make_dataset(*train, config, num_classes, training=True, augmentations=augmentations)
+    train_data = make_dataset(*train, config, num_classes, training=True)
     val_data = make_dataset(*val, config, num_classes, training=False)
     for attempt in (1, 2):
         model = compiled_model(preset, train[0], num_classes, steps_per_epoch, strategy)
         monitor = TrainingMonitor(run_dir, config.epochs, len(train[0]), log)
         callbacks = [
-            *([Lookahead(config.epochs)] if config.lookahead else []),
-            *augmentations,
             CheckedBackupAndRestore(backup_dir=str(run_dir / "backup")),
-            *_early_stopping(config),
+            *early_stopping(config),
             keras.callbacks.ModelCheckpoint(str(run_dir / "checkpoints" / "last.keras"), save_freq="epoch"),
             monitor,
             *(extra_callbacks or []),
@@ -212,7 +169,7 @@ def train_model(
             shutil.rmtree(run_dir / "backup", ignore_errors=True)
     seconds = time.perf_counter() - started
     model_path = run_dir / "model.keras"
-    without_training_state(model, tuple(train[0].shape[1:])).save(model_path)
+    without_training_state(model).save(model_path)
     save_curves(monitor.history, run_dir / "curves.png", config.train_on_validation)
     first_epoch, epochs_run = monitor.first_epoch or 0, len(monitor.history.get("loss", []))
     result = TrainResult(
@@ -231,40 +188,13 @@ def train_model(
     return result
 
 
-def fitting_arrays(
-    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], config: TrainConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (images, labels) a run fits on: train, or train and val joined when the recipe says so.
+def without_training_state(model: keras.Model) -> keras.Model:
+    """An uncompiled copy of model with its weights: what scoring needs, and no optimiser.
 
-    Joining copies both splits into one array (their memory once more while training starts), so
-    that shuffling and the epoch's augmentation see one set of images.
+    The saved file then loads in safe mode without any visionflow class (the training-only layers
+    of visionflow/network/plain_layers.py are ones) and is smaller by the optimiser's momentum, one
+    value per weight.
     """
-    if not config.train_on_validation:
-        return train
-    return np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
-
-
-def _early_stopping(config: TrainConfig) -> list[keras.callbacks.Callback]:
-    """Early stopping on the validation metric, restoring the best epoch's weights; none when the
-    network also trains on the validation split, whose figures then cannot tell the best epoch."""
-    if config.train_on_validation:
-        return []
-    stopping = keras.callbacks.EarlyStopping(
-        monitor=config.early_stopping_monitor, patience=config.early_stopping_patience, restore_best_weights=True
-    )
-    return [stopping]
-
-
-def without_training_state(model: keras.Model, input_shape: tuple[int, int, int]) -> keras.Model:
-    """An uncompiled copy of model with its weights, taking images of input_shape: what scoring needs, and no optimiser.
-
-    The saved file then loads in safe mode without any visionflow class (the optimiser and the
-    training-only layers of visionflow/network/plain_layers.py are ones) and is smaller by the optimiser's
-    momentum, one value per weight. A model trained through a twin of any image size
-    (low-resolution epochs) is saved at the images' size.
-    """
-    if tuple(model.input_shape[1:]) != tuple(input_shape):
-        model = with_input_shape(model, tuple(input_shape))
     # From the configuration, not keras.models.clone_model: a clone of a compiled model is compiled.
     copy = keras.Model.from_config(plain_layers_config(model.get_config()))
     copy.set_weights(model.get_weights())

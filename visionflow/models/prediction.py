@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     import keras
 
 
-# Name of the identity layer a model carries when its training pipeline mirrored the images itself
-# (alternating flips, tasks/train/recipe/alternating_flip.py) rather than through a RandomFlip layer.
+# Name of the identity layer that models trained with alternating flips carry: their training
+# pipeline mirrored the images itself rather than through a RandomFlip layer. visionflow no longer
+# trains such models, but ones already registered still predict with flip test-time augmentation.
 MIRRORED_TRAINING_MARKER = "trained_on_mirrored_images"
 
 

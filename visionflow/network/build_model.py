@@ -15,7 +15,6 @@ import numpy as np
 from keras import layers
 
 from visionflow.errors import BadInputError
-from visionflow.models.prediction import MIRRORED_TRAINING_MARKER
 from visionflow.network.airbench_network import (
     airbench_features,
     set_whitening_kernel,
@@ -54,11 +53,6 @@ def downsampling_steps(config: ModelConfig) -> int:
 def uses_whitening(config: ModelConfig) -> bool:
     """Whether the network starts with the frozen patch-whitening layer (airbench only)."""
     return config.architecture == "airbench" and config.whiten
-
-
-def uses_alternating_flip(config: ModelConfig) -> bool:
-    """Whether the training pipeline mirrors the images by the epoch's parity (tasks/train/recipe/alternating_flip.py)."""
-    return config.augment and config.horizontal_flip and config.alternating_flip
 
 
 def minimum_side(config: ModelConfig) -> int:
@@ -160,8 +154,6 @@ def _normalize(inputs, config: ModelConfig, channel_stats):
 def _augment(features, config: ModelConfig, input_shape: tuple[int, int, int]):
     """Random crop with zero padding, then horizontal flip; both are identities at inference.
 
-    Alternating flips are the training pipeline's; the model then only carries their marker.
-
     Translating by up to crop_padding pixels with zero fill is a random crop of the image
     padded by crop_padding; nearest interpolation keeps the shifts whole pixels. Zero is the
     mean colour after standardisation and black after rescaling.
@@ -176,9 +168,7 @@ def _augment(features, config: ModelConfig, input_shape: tuple[int, int, int]):
             fill_value=0.0,
             name="random_crop",
         )(features)
-    if uses_alternating_flip(config):
-        features = layers.Identity(name=MIRRORED_TRAINING_MARKER)(features)
-    elif config.horizontal_flip:
+    if config.horizontal_flip:
         features = layers.RandomFlip("horizontal", name="random_flip")(features)
     return features
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 
 class ModelConfig(BaseModel):
@@ -59,18 +59,6 @@ class ModelConfig(BaseModel):
     # the image's own border mirrored, as airbench pads.
     crop_fill: Literal["constant", "reflect"] = "constant"
     horizontal_flip: bool = True  # Mirror half of the training images left to right.
-    # With horizontal_flip: mirror a fixed random half of the training images in even epochs and the
-    # other half in odd ones (airbench's alternating flip, tasks/train/recipe/alternating_flip.py) instead of
-    # a random half each epoch. The training pipeline does the mirroring, so the model carries a
-    # marker layer in place of RandomFlip, which tells prediction to average each image with its mirror.
-    # On CIFAR-10 with the default network it measured level with random flips (docs/BENCHMARKS.md).
-    alternating_flip: bool = False
     # "auto": bfloat16 compute with float32 weights when the hardware does bfloat16 natively
     # (CPU flags avx512_bf16 or amx_bf16, or a GPU of compute capability 8.0 or newer), else float32.
     precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
-
-    @model_validator(mode="after")
-    def _alternating_flip_needs_flips(self) -> ModelConfig:
-        if self.alternating_flip and not (self.augment and self.horizontal_flip):
-            raise ValueError("alternating_flip needs augment and horizontal_flip on: it is a way of flipping")
-        return self

@@ -43,31 +43,16 @@ class TrainConfig(BaseModel):
     # Which variables weight decay shrinks. "all": every trainable one. "kernels": only the conv and
     # dense kernels; BatchNorm's scale and shift and the classifier's bias keep their size.
     weight_decay_scope: Literal["all", "kernels"] = "all"
-    # SGD only: BatchNorm's shifts take steps this many times larger than every other variable
-    # (airbench uses 64; tasks/train/recipe/optimizers.py).
-    shift_learning_rate_multiplier: float = Field(default=1.0, gt=0)
-    # Lookahead averaging of the weights over the last 70 % of training, as airbench does
-    # (tasks/train/recipe/lookahead.py): validation and the saved model use the averaged weights.
-    lookahead: bool = False
     # Largest global norm of a step's gradients (all variables together); larger ones are scaled down
     # to it. None: no clipping. On the digits demo's thousand images, step size 0.2 without it blew
     # the classifier up in the first epochs (0.41 test accuracy against 0.99 with it, measured with
     # benchmarks/preset_benchmark.py); on CIFAR-10 it changed accuracy by less than the noise
     # between seeds (docs/BENCHMARKS.md).
     gradient_clip_norm: float | None = Field(default=1.0, gt=0)
-    # "cosine": linear warm-up from 0, then cosine decay to 0. "linear": the same warm-up, then linear
-    # decay to 0 (airbench's triangle), which spends fewer steps near the peak.
-    schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    # "cosine": linear warm-up from 0, then cosine decay to 0. "constant": learning_rate throughout.
+    schedule: Literal["constant", "cosine"] = "cosine"
     warmup_fraction: float = Field(default=0.15, ge=0, lt=1)  # Share of all steps spent warming up.
     label_smoothing: float = Field(default=0.2, ge=0, lt=1)  # Probability mass spread evenly over all classes.
-    # Share of the epochs (rounded down) that train on random crops of low_resolution_crop_fraction of
-    # each side before the rest train on the whole images (tasks/train/recipe/low_resolution.py); 0: none.
-    # Networks that pool globally (airbench) only. On CIFAR-10 with the default network it bought
-    # about what whole epochs buy per CPU second (docs/BENCHMARKS.md), so no preset uses it.
-    low_resolution_epoch_fraction: float = Field(default=0.0, ge=0, lt=1)
-    # Side of those crops as a share of the image's side: 0.75 crops 32x32 images to 24x24, about
-    # 56 % of the pixels and so of the convolutions' arithmetic.
-    low_resolution_crop_fraction: float = Field(default=0.75, gt=0, le=1)
     # Fit on the validation split as well as the training split: the final fit of a recipe already
     # chosen, as airbench trains on all 50,000 CIFAR-10 training images. On CIFAR-10 (45,000 + 5,000)
     # `large`'s network gained 0.6 points for the same CPU seconds (docs/BENCHMARKS.md). Validation

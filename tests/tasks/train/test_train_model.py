@@ -13,9 +13,6 @@ import pytest
 
 from visionflow.images.imaging import ImageSpec
 from visionflow.images.splits import split_schema
-from visionflow.models.prediction import MIRRORED_TRAINING_MARKER
-from visionflow.tasks.train.recipe.alternating_flip import AlternatingFlip
-from visionflow.tasks.train.recipe.low_resolution import LowResolutionEpochs
 from visionflow.tasks.train.recipe.presets import PRESETS, resolve_preset
 from visionflow.tasks.train.train_model import (
     FINISHED_TRAINING_FILE,
@@ -183,48 +180,6 @@ def test_training_on_the_validation_split_fits_both_splits_without_early_stoppin
     assert made[-1] == (5 if on else 4)
     assert [item for item in made if isinstance(item, dict)] == ([] if on else [made[0]])
     assert result.epochs_run == 2 and "val_accuracy" in result.history  # Still validated every epoch.
-
-
-def test_alternating_flips_follow_the_epochs_keras_reports(tmp_path, monkeypatch):
-    preset = PRESETS["default"]
-    preset = preset.model_copy(
-        update={
-            "model": preset.model.model_copy(update={"alternating_flip": True}),
-            "train": preset.train.model_copy(update={"epochs": 2, "batch_size": 16}),
-        }
-    )
-    parities = []
-    set_parity = AlternatingFlip.on_epoch_begin
-
-    def recording(flips, epoch, logs=None):
-        set_parity(flips, epoch, logs)
-        parities.append(bool(flips.odd_epoch.numpy()))
-
-    monkeypatch.setattr(AlternatingFlip, "on_epoch_begin", recording)
-    result = train_model(TRAIN, VAL, preset, tmp_path, 3)
-    assert result.epochs_run == 2 and parities == [False, True]
-    loaded = keras.models.load_model(result.model_path, safe_mode=True)
-    assert MIRRORED_TRAINING_MARKER in {layer.name for layer in loaded.layers}
-
-
-def test_low_resolution_epochs_train_a_model_saved_at_the_images_own_size(tmp_path, monkeypatch):
-    preset = PRESETS["default"]
-    changes = {"epochs": 2, "batch_size": 16, "low_resolution_epoch_fraction": 0.5}
-    preset = preset.model_copy(update={"train": preset.train.model_copy(update=changes)})
-    epochs_begun = []
-    set_epoch = LowResolutionEpochs.on_epoch_begin
-
-    def recording(crops, epoch, logs=None):
-        set_epoch(crops, epoch, logs)
-        epochs_begun.append((epoch, crops.crop_height))
-
-    monkeypatch.setattr(LowResolutionEpochs, "on_epoch_begin", recording)
-    result = train_model(TRAIN, VAL, preset, tmp_path, 3)
-    assert result.epochs_run == 2 and epochs_begun == [(0, 9), (1, 9)]
-    assert np.isfinite(result.history["loss"]).all()
-    loaded = keras.models.load_model(result.model_path, safe_mode=True)
-    assert loaded.input_shape == (None, SIZE, SIZE, 3)
-    np.testing.assert_allclose(loaded.predict(VAL[0], verbose=0).sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):

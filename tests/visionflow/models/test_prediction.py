@@ -109,3 +109,24 @@ def test_two_threads_asking_for_a_model_load_and_trace_it_once(tmp_path, monkeyp
     with ThreadPoolExecutor(2) as pool:
         models = list(pool.map(lambda _: load_warm_model(record), range(2)))
     assert models[0] is models[1] and loads == [record.version]
+
+
+def test_a_registered_model_trained_on_mirrored_images_keeps_flip_tta(tmp_path):
+    """Models trained with alternating flips carry a marker layer instead of RandomFlip; they still
+    predict with flip test-time augmentation after a save and a load, and a model with neither does not."""
+    import keras
+
+    from visionflow.models.prediction import MIRRORED_TRAINING_MARKER, uses_flip_tta
+
+    def small_model(marked: bool) -> keras.Model:
+        inputs = keras.Input((8, 8, 3))
+        features = keras.layers.Rescaling(1 / 255)(inputs)
+        if marked:
+            features = keras.layers.Identity(name=MIRRORED_TRAINING_MARKER)(features)
+        outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(features))
+        return keras.Model(inputs, outputs)
+
+    for marked in (True, False):
+        path = tmp_path / f"marked-{marked}.keras"
+        small_model(marked).save(path)
+        assert uses_flip_tta(keras.models.load_model(path, safe_mode=True), None) is marked

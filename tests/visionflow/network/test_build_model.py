@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from visionflow.errors import BadInputError
-from visionflow.models.prediction import MIRRORED_TRAINING_MARKER, uses_flip_tta
 from visionflow.network.build_model import (
     ModelConfig,
     UnsuitableInputError,
@@ -110,21 +109,6 @@ def test_augmentation_is_switchable_and_inactive_at_inference():
     np.testing.assert_allclose(inference, images / 255.0, atol=1e-6)
     training = crop_and_flip([images], training=True)
     assert not np.allclose(training, images / 255.0)
-
-
-def test_a_network_trained_with_alternating_flips_carries_a_marker_that_turns_on_flip_tta(tmp_path):
-    config = ModelConfig(architecture="classic_cnn", conv_filters=[4], normalization="rescale", alternating_flip=True)
-    model = build_model(config, SHAPE, 3)
-    assert not any(isinstance(layer, keras.layers.RandomFlip) for layer in model.layers)
-    assert uses_flip_tta(model, None)
-    # The marker flips nothing in training: the pipeline already did (tasks/train/recipe/alternating_flip.py).
-    images = random_images(count=16)
-    no_crop = build_model(config.model_copy(update={"crop_padding": 0}), SHAPE, 3)
-    marked = keras.Model(no_crop.inputs, no_crop.get_layer(MIRRORED_TRAINING_MARKER).output)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(marked([images], training=True)), images / 255.0, atol=1e-6)
-    model.save(tmp_path / "model.keras")
-    assert uses_flip_tta(keras.models.load_model(tmp_path / "model.keras", safe_mode=True), None)
-    assert not uses_flip_tta(build_model(config.model_copy(update={"alternating_flip": False}), SHAPE, 3), False)
 
 
 def test_an_image_too_small_for_the_network_is_refused_with_the_minimum_size():

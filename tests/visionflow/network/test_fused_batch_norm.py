@@ -110,7 +110,7 @@ def test_the_saved_model_has_only_keras_layers_and_predicts_the_same(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, size=(16, *SHAPE), dtype=np.uint8)
     model.compile(keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     model.fit(images, np.arange(16) % 3, epochs=1, batch_size=8, verbose=0)
-    saved = without_training_state(model, SHAPE)
+    saved = without_training_state(model)
     assert FUSED_CLASS_NAME not in str(saved.get_config())
     path = tmp_path / "model.keras"
     saved.save(path)
