@@ -47,9 +47,6 @@ class ModelConfig(BaseModel):
     # airbench: start each block conv's first filters (as many as it has input channels) as the
     # identity, so every block begins close to passing its input on, an implicit residual.
     identity_init: bool = False
-    # Multiplies the classifier's logits before the softmax. Below 1 it shrinks the classifier's
-    # starting outputs and slows its learning against the conv layers'; airbench uses 1/9.
-    logit_scale: float = Field(default=1.0, gt=0)
     # "rescale": pixels / 255 into [0, 1]. "standardize": (pixel - mean) / std per channel, the
     # mean and variance measured on the training images (see channel_statistics).
     normalization: Literal["rescale", "standardize"] = "standardize"

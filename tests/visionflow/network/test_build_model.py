@@ -164,18 +164,6 @@ def test_batchnorm_takes_its_momentum_and_epsilon_from_the_config():
     assert norms and {(layer.momentum, layer.epsilon) for layer in norms} == {(0.4, 1e-5)}
 
 
-def test_logit_scale_multiplies_the_classifier_logits_before_the_softmax():
-    stats = ([0.0] * 3, [1.0] * 3)
-    config = ModelConfig(logit_scale=1 / 9, augment=False, precision="float32")
-    model = build_model(config, SHAPE, 3, channel_stats=stats)
-    images = random_images(4)
-    logits = keras.Model(model.inputs, model.get_layer("logits").output).predict(images, verbose=0)
-    expected = np.exp(logits / 9) / np.exp(logits / 9).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=1e-5)
-    with pytest.raises(ValueError, match="logit_scale"):
-        ModelConfig(logit_scale=0)
-
-
 def test_identity_init_makes_each_block_conv_pass_its_input_channels_through():
     config = ModelConfig(conv_filters=[32, 128, 128], identity_init=True, precision="float32")
     model = build_model(config, SHAPE, 3, channel_stats=([0.0] * 3, [1.0] * 3))

@@ -12,7 +12,7 @@ import pytest
 
 from visionflow.errors import InvalidSettingError
 from visionflow.tasks.train.recipe.fit import make_dataset, make_optimizer
-from visionflow.tasks.train.recipe.presets import PRESETS, resolve_preset
+from visionflow.tasks.train.recipe.presets import PRESETS, TrainConfig, resolve_preset
 from visionflow.tasks.train.train_model import train_model
 
 
