@@ -161,9 +161,19 @@ def test_stopping_the_pools_leaves_other_children_alone():
     other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))  # As a Dask worker is.
     other.start()
     try:
-        shared_pool(3)  # A pool that never started a worker.
+        working = shared_pool(2)
+        worker_pids = {working.submit(os.getpid).result(timeout=60) for _ in range(4)}
+        idle = shared_pool(3)  # A pool that never started a worker.
         stop_worker_pools()
         assert other.is_alive(), "only the pools' own workers are ended"
+        for pid in worker_pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        # The pool that never started is shut down too, and no longer handed out.
+        with pytest.raises(RuntimeError, match="shutdown"):
+            idle.submit(os.getpid)
+        assert shared_pool(3) is not idle
     finally:
         other.kill()
         other.join()
+        stop_worker_pools()

@@ -233,11 +233,6 @@ def test_rotated_jpeg_keeps_the_detail_of_its_upright_twin():
     assert np.abs(actual - expected).mean() < 16
 
 
-def test_decoding_is_deterministic():
-    data = encode(Image.fromarray(noise(96, 80)), "JPEG", exif=exif_bytes(6))
-    assert decode_image(data, ImageSpec(24, 24, 3)) == decode_image(data, ImageSpec(24, 24, 3))
-
-
 def rejection(data: bytes, **spec_options) -> str:
     """The reason decode_image gives for refusing the bytes."""
     with pytest.raises(ImageRejected) as caught:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from visionflow.errors import InvalidSettingError
+from visionflow.network.build_model import check_inputs
+from visionflow.network.model_config import ModelConfig
 from visionflow.tasks.train.recipe.presets import (
     PRESETS,
+    Preset,
     TrainConfig,
     preset_hyperparameters,
     preset_overrides,
@@ -14,15 +19,37 @@ from visionflow.tasks.train.recipe.presets import (
 )
 
 
-def test_every_preset_is_typed_and_seed_follows_the_classic_recipe():
+def test_seed_follows_the_classic_recipe_and_default_the_airbench_one():
     seed = PRESETS["seed"].train
     assert (seed.optimizer, seed.learning_rate, seed.batch_size, seed.epochs) == ("adam", 1e-3, 32, 10)
     assert seed.label_smoothing == 0 and not PRESETS["seed"].model.augment
     default = PRESETS["default"]
     assert default.train.label_smoothing == 0.2 and default.model.augment and default.train.optimizer == "sgd"
-    for name, preset in PRESETS.items():
-        assert preset.name == name
-        assert isinstance(preset.train, TrainConfig)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_is_valid_as_recorded_and_takes_cifar_sized_images(name):
+    preset = PRESETS[name]
+    assert preset.name == name
+    # Every setting passes its own checks again: a preset changed after it was built (pydantic
+    # checks values only when a model is built) or built around the checks would not.
+    assert Preset.model_validate(preset.model_dump()) == preset
+    # What the registry records of a model's recipe brings this same recipe back.
+    recorded = json.loads(json.dumps(preset_hyperparameters(preset)))
+    assert Preset(name=name, model=ModelConfig(**recorded["model"]), train=TrainConfig(**recorded["train"])) == preset
+    # The presets are tuned on CIFAR-10: 32x32 colour images in ten classes.
+    check_inputs(preset.model, (32, 32, 3), 10)
+
+
+def test_the_sgd_presets_take_the_same_step_size_per_image():
+    # TrainConfig.learning_rate is for batches of 128 and scales with the batch size.
+    per_image = {
+        name: preset.train.learning_rate / preset.train.batch_size
+        for name, preset in PRESETS.items()
+        if preset.train.optimizer == "sgd"
+    }
+    assert set(per_image) >= {"default", "large", "xlarge"}
+    assert per_image == pytest.approx(dict.fromkeys(per_image, 0.2 / 128))
 
 
 def test_overrides_apply_to_a_copy_and_reach_the_recorded_hyperparameters():
