@@ -1,6 +1,6 @@
 """Automations on visionflow's events: what a team sets up once so that Prefect reacts for it.
 
-`retrain_on_drift` builds the automation the README shows: when a scored drop drifted
+`retrain_on_drift` builds the automation docs/operations/integrations.md shows: when a scored drop drifted
 (`visionflow.drop.drifted`), start the `train` deployment, so a model trained on fresher data
 can take over through the gate. Any other action of Prefect's (a notification, pausing the
 score-drops schedule) fits the same trigger.

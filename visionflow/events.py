@@ -2,7 +2,7 @@
 
 Each event names its resource (`visionflow.drop.<name>` or `visionflow.model.<version>`) and
 carries the numbers and reasons in its payload. An automation in the Prefect UI can react to
-one, e.g. notify a channel when a drop drifted (README, *Events and automations*).
+one, e.g. notify a channel when a drop drifted (docs/operations/integrations.md).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ OFFLINE_DEFAULTS = {
     # Prefect's default 20 s wait on a busy two-core machine; 120 s, in seconds.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # TensorFlow's C++ info messages off; warnings and errors stay. The lines it prints while it
-    # loads, before its logging is set up, show whatever this says (README, *Ingesting your own images*).
+    # loads, before its logging is set up, show whatever this says (docs/getting-started.md).
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 

@@ -1,4 +1,4 @@
-"""The README's automation: created on a real Prefect server, it waits for drifted drops."""
+"""The automation of docs/operations/integrations.md: created on a real Prefect server, it waits for drifted drops."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A team's Prefect, for real: a PostgreSQL-backed server, `visionflow deploy`, and a process worker.
 
-The set-up the README describes for a team, run end to end on one machine: `prefect server start`
+The set-up docs/operations/team.md describes for a team, run end to end on one machine: `prefect server start`
 on a fresh PostgreSQL database, `visionflow deploy --pool` against it, `prefect worker start
 --pool` with its own VISIONFLOW_HOME, then the `train` deployment on a tiny image folder and the
 `score` deployment on a small drop, each run by that worker. The test reads what the runs
@@ -82,7 +82,7 @@ def running(
     an operator would. Prefect's worker turns the first into SIGINT and a second into SIGKILL of
     itself. Its shutdown after the first sometimes hangs with its event loop and every thread idle
     (seen with Prefect 3.9 on this suite's 2-core machines, loaded or not), and a second SIGTERM
-    is Prefect's own way out, the one the README tells operators to use.
+    is Prefect's own way out, the one docs/operations/team.md tells operators to use.
     """
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,

@@ -109,7 +109,7 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(**_AIRBENCH, conv_filters=[32, 128, 128], identity_init=True, crop_fill="reflect"),
         train=TrainConfig(),
     ),
-    # The default network at 1.5x the width for eight epochs (docs/BENCHMARKS.md, *Frontier presets*),
+    # The default network at 1.5x the width for eight epochs (docs/experiments/2026-12-01-frontier-presets.md),
     # fitted on the validation split too (TrainConfig.train_on_validation).
     # Without default's identity initialisation and reflected padding: at this step size they
     # changed nothing by the eighth epoch (0.8731 against 0.8729).
