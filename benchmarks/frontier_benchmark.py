@@ -47,7 +47,9 @@ def train_once(data: str, home: Path, preset: str, seed: int) -> dict:
     summary = run_json([*command, "--json"])
     model_folder = Path(summary["model_path"]).parent
     history = json.loads((model_folder / "history.json").read_text())
-    hyperparameters = json.loads((model_folder / "metadata.json").read_text())["hyperparameters"]
+    from visionflow.models.registry import read_metadata
+
+    hyperparameters = read_metadata(model_folder).hyperparameters
     run = {
         "preset": preset,
         "seed": seed,

@@ -55,7 +55,7 @@ def main() -> None:
         )
     splits = {name: load_split_arrays(arguments.dataset_dir / f"{name}.parquet") for name in ("train", "val", "test")}
     train_images, train_labels, metadata = splits["train"]
-    classes = len(metadata["classes"])
+    classes = len(metadata.classes)
     sides = {}
     for name, preset in requested:
         if arguments.epochs is not None:

@@ -37,7 +37,9 @@ def scratch_home(models_home: Path, version: str, target: Path) -> Path:
     """A new VISIONFLOW_HOME holding only the model version (as champion): nothing scored yet."""
     (target / "models").mkdir(parents=True)
     shutil.copytree(models_home / "models" / version, target / "models" / version)
-    (target / "models" / "champion.json").write_text(json.dumps({"version": version, "promoted_at": "benchmark"}))
+    from visionflow.models.champion_pointer import write_champion
+
+    write_champion(target / "models", version)
     return target
 
 

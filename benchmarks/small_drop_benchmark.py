@@ -63,7 +63,9 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="visionflow-small-drop-"))
     home = scratch / "home"
     shutil.copytree(arguments.models_home / "models", home / "models")
-    champion = json.loads((home / "models" / "champion.json").read_text())["version"]
+    from visionflow.models.champion_pointer import read_champion
+
+    champion = read_champion(home / "models").version
     model_file = home / "models" / champion / "model.keras"
     import os
 

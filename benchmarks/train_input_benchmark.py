@@ -40,7 +40,7 @@ def main() -> None:
     images, labels, metadata = load_split_arrays(arguments.dataset_dir / "train.parquet")
     images, labels = images[: arguments.images], labels[: arguments.images]
     preset = PRESETS[arguments.preset]
-    classes = len(metadata["classes"])
+    classes = len(metadata.classes)
     steps = int(np.ceil(len(images) / preset.train.batch_size))
     targets = labels
     if preset.train.label_smoothing > 0:

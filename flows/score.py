@@ -25,6 +25,7 @@ from visionflow.tasks.score.load_model import load_model_task
 from visionflow.tasks.score.report_scoring import report_scoring_task
 from visionflow.tasks.score.score_drop import ScoreConfig, score_drop_task
 from visionflow.tasks.score.select_model import select_model_task
+from visionflow.tasks.score.streaming.part_buffer import RejectionExample
 from visionflow.tasks.score.validate_predictions import PredictionContractConfig, validate_predictions_task
 
 
@@ -54,7 +55,7 @@ class ScoreSummary(BaseModel):
     drifted: bool | None  # True: the drop looks unlike the training data; None: not judged.
     drift_reasons: list[str]  # One sentence per finding, or why drift was not judged.
     class_counts: dict[str, int]  # Predicted class of the rows this run wrote.
-    rejection_examples: list[dict]  # Up to 5 rejected files with their reasons.
+    rejection_examples: list[RejectionExample]  # Up to 5 rejected files with their reasons.
     seconds: float  # Wall-clock seconds of the whole flow run.
     images_per_second: float  # scored / seconds.
     scoring_seconds: float  # Seconds of decoding, predicting and writing only.

@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from visionflow.images.imaging import ImageSpec
-from visionflow.images.splits import split_file, split_schema
+from visionflow.images.splits import DatasetMetadata, split_file, split_schema
+from visionflow.models.registry import GateRecord, read_metadata
 
+from tests.metrics_helpers import evaluation_metrics
 from tests.scoring_helpers import CLASSES, SHAPE, register_tiny_model
 
 
@@ -21,7 +23,6 @@ def write_test_split(dataset_dir: Path, per_class: int = 10) -> Path:
     generator = np.random.default_rng(7)
     labels = np.repeat(np.arange(len(CLASSES)), per_class).astype(np.int32)
     images = generator.integers(0, 255, size=(len(labels), *SHAPE), dtype=np.uint8)
-    metadata = {"classes": CLASSES, "image_shape": list(SHAPE), "split": "test"}
     table = pa.table(
         {
             "pixels": pa.array([image.tobytes() for image in images], type=pa.binary(spec.pixel_bytes)),
@@ -29,7 +30,7 @@ def write_test_split(dataset_dir: Path, per_class: int = 10) -> Path:
             "path": [f"{index}.png" for index in range(len(labels))],
             "sha256": [f"{index:064d}" for index in range(len(labels))],
         },
-        schema=split_schema(spec, metadata),
+        schema=split_schema(spec, DatasetMetadata(classes=CLASSES), "test"),
     )
     dataset_dir.mkdir(parents=True, exist_ok=True)
     path = split_file(dataset_dir, "test")
@@ -40,17 +41,16 @@ def write_test_split(dataset_dir: Path, per_class: int = 10) -> Path:
 def register_with_metrics(models_root: Path, dataset_dir: Path, accuracy: float, champion: bool) -> str:
     """A tiny registered model whose metadata records accuracy (and that recall for every class)."""
     version = register_tiny_model(models_root, champion=champion)
-    metadata_path = Path(models_root) / version / "metadata.json"
-    metadata = json.loads(metadata_path.read_text())
-    per_class = [{"class": name, "recall": accuracy} for name in CLASSES]
-    metadata.update(
-        dataset_dir=str(dataset_dir),
-        preset="tiny",
-        metrics={"accuracy": accuracy, "macro_f1": accuracy, "per_class": per_class},
-        gate={"promoted": champion, "reason": "registered by a test"},
-        registered_at="2026-12-01T10:00:00+00:00",
+    metadata = read_metadata(Path(models_root) / version).model_copy(
+        update={
+            "dataset_dir": str(dataset_dir),
+            "preset": "tiny",
+            "metrics": evaluation_metrics(accuracy, dict.fromkeys(CLASSES, accuracy)).recorded(),
+            "gate": GateRecord(promoted=champion, reason="registered by a test"),
+            "registered_at": "2026-12-01T10:00:00+00:00",
+        }
     )
-    metadata_path.write_text(json.dumps(metadata))
+    (Path(models_root) / version / "metadata.json").write_text(json.dumps(metadata.file_fields()))
     return version
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from visionflow.images.image_profile import ImageProfile
 from visionflow.models.champion import set_champion
-from visionflow.models.registry import register
+from visionflow.models.registry import ModelMetadata, register
 from visionflow.network.build_model import build_model
 from visionflow.tasks.train.recipe.presets import PRESETS
 
@@ -35,7 +35,7 @@ def register_tiny_model(models_root: Path, shape=SHAPE, classes=CLASSES, champio
         images=100, channel_mean=[120.0] * shape[-1], channel_std=[60.0] * shape[-1],
         class_share={name: 1 / len(classes) for name in classes},
     )  # fmt: skip
-    metadata = {"class_names": list(classes), "input_shape": list(shape), "training_profile": profile.model_dump()}
+    metadata = ModelMetadata(class_names=list(classes), input_shape=list(shape), training_profile=profile)
     version = register({"model.keras": staging / "model.keras"}, metadata, Path(models_root))
     if champion:
         set_champion(Path(models_root), version)

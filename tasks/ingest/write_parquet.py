@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from visionflow.atomic import atomic_path
 from visionflow.data_contracts.gx_validation import contract_version
 from visionflow.images.imaging import ImageSpec
-from visionflow.images.splits import SPLITS, dataset_metadata, split_file, split_schema
+from visionflow.images.splits import SPLITS, DatasetMetadata, dataset_metadata, split_file, split_schema
 from visionflow.run_context import run_logger
 from visionflow.tasks.ingest.assign_splits import SplitManifest
 from visionflow.tasks.ingest.decode_images import iterate_pixel_shards
@@ -44,7 +44,7 @@ def write_split_parquet(
     decode_dir: Path,
     output_dir: Path,
     spec: ImageSpec,
-    metadata: dict,
+    metadata: DatasetMetadata,
     config: ParquetConfig,
 ) -> dict[str, str]:
     """Write output_dir/<split>.parquet for every split that has rows; return {split: path}.
@@ -82,9 +82,9 @@ def write_split_parquet(
     return {split: str(path) for split, path in final_paths.items()}
 
 
-def _schema(spec: ImageSpec, metadata: dict, split: str) -> pa.Schema:
+def _schema(spec: ImageSpec, metadata: DatasetMetadata, split: str) -> pa.Schema:
     """The schema of one split file: the dataset's metadata with the image shape and split added."""
-    return split_schema(spec, {**metadata, "image_shape": list(spec.shape), "split": split})
+    return split_schema(spec, metadata, split)
 
 
 def _write_shard(row_ids: pa.Array, pixels: pa.Array, lookup: pd.DataFrame, writers: dict, row_group_rows: int) -> None:

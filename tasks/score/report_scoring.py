@@ -27,6 +27,23 @@ REPORT_ARTIFACT_KEY = "scoring-report"
 CLASSES_ARTIFACT_KEY = "scoring-classes"
 
 
+class ScoringCounts(BaseModel):
+    """What happened to a drop's files in one scoring run: the report's and the events' counts."""
+
+    files: int  # Files listed in the drop (the readiness marker excepted).
+    scored: int  # Files whose content the model predicted in this run.
+    already_scored: int  # Files whose content the ledger held for this model before this run.
+    rejected: int  # Files that cannot be scored; each has a rejection row.
+    contents_predicted: int  # Distinct contents the model predicted (copies share one prediction).
+    prediction_rows_written: int  # Rows this run added to the drop's predictions.
+    rejection_rows_written: int  # Rows this run added to the drop's rejections.
+
+    @classmethod
+    def of(cls, result: ScoreResult) -> ScoringCounts:
+        """The counts of a scoring result."""
+        return cls.model_validate(result.model_dump(include=set(cls.model_fields)))
+
+
 class ScoringReportResult(BaseModel):
     """Where a scoring run's report was written, and its drift verdict."""
 
@@ -50,15 +67,7 @@ def scoring_report(result: ScoreResult, record: ModelRecord, drop: str, contract
         "drop_name": result.drop_name,
         "model_version": result.model_version,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "counts": {
-            "files": result.files,
-            "scored": result.scored,
-            "already_scored": result.already_scored,
-            "rejected": result.rejected,
-            "contents_predicted": result.contents_predicted,
-            "prediction_rows_written": result.prediction_rows_written,
-            "rejection_rows_written": result.rejection_rows_written,
-        },
+        "counts": ScoringCounts.of(result).model_dump(),
         "classes": [
             {
                 "class": name,
@@ -82,7 +91,7 @@ def scoring_report(result: ScoreResult, record: ModelRecord, drop: str, contract
             else None,
         },
         "contract": contract,
-        "rejection_examples": result.rejection_examples,
+        "rejection_examples": [example.model_dump() for example in result.rejection_examples],
         "predictions_path": result.predictions_path,
         "rejections_path": result.rejections_path,
         "seconds": result.seconds,

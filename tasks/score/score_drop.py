@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ from visionflow.models.prediction import load_warm_model
 from visionflow.models.registry import ModelRecord
 from visionflow.processes.dask_shards import DaskConfig
 from visionflow.run_context import progress_reporter, run_logger, start_progress, update_progress
-from visionflow.tasks.score.streaming.part_buffer import PartBuffer
+from visionflow.tasks.score.streaming.part_buffer import PartBuffer, RejectionExample
 from visionflow.tasks.score.streaming.predict_contents import ScoreConfig, predict_new_contents
 
 if TYPE_CHECKING:
@@ -71,7 +72,17 @@ class ScoreResult(BaseModel):
     class_counts: dict[str, int]  # Predicted class of the rows this run wrote.
     confidence_histogram: list[int]  # Rows this run wrote per confidence bin of width 0.1.
     profile: ImageProfile  # Pixel statistics of the images decoded, class mix of the rows written.
-    rejection_examples: list[dict]  # Up to 20 rejected files with their reasons.
+    rejection_examples: list[RejectionExample]  # Up to 20 rejected files with their reasons.
+
+
+@dataclass
+class ScoringTally:
+    """What a scoring run has counted so far, as it goes through a drop's files."""
+
+    scored: int = 0  # Files whose content the model predicted in this run.
+    already_scored: int = 0  # Files whose content the ledger held for this model before this run.
+    rejected: int = 0  # Files that cannot be scored.
+    predicted: int = 0  # Distinct contents the model predicted (copies share one prediction).
 
 
 def score_drop(
@@ -92,7 +103,7 @@ def score_drop(
     """
     dask = dask or DaskConfig()
     started = time.perf_counter()
-    counts = {"scored": 0, "already_scored": 0, "rejected": 0, "predicted": 0}
+    tally = ScoringTally()
     with outputs.exclusive():
         recovery = outputs.recover(ledger)
         recorded = ledger.recorded_files(outputs.name, record.version)
@@ -106,16 +117,16 @@ def score_drop(
             sizes[path] = None if pd.isna(size) else int(size)
             earlier = recorded.get((path, sha256 or ""))
             if earlier == "predicted":
-                counts["already_scored"] += 1
+                tally.already_scored += 1
             elif earlier is not None:  # Its rejection row was written by an earlier run.
-                counts["rejected"] += 1
+                tally.rejected += 1
                 buffer.note_rejection(path, reason if status != STATUS_OK else EARLIER_REJECTION)
             elif status != STATUS_OK:
-                counts["rejected"] += 1
+                tally.rejected += 1
                 buffer.add_rejection(path, sha256, sizes[path], reason)
             else:
                 paths_by_content.setdefault(sha256, []).append(path)
-        counts["already_scored"] += _take_known(paths_by_content, ledger, buffer)
+        tally.already_scored += _take_known(paths_by_content, ledger, buffer)
         owner = reservation_owner()
         try:
             # Only contents this run holds are predicted; those another run is predicting right now
@@ -127,14 +138,14 @@ def score_drop(
                 scored, rejected, predicted = predict_new_contents(
                     contents, drop, model, buffer, sizes, config, dask, on_progress
                 )
-                counts["scored"] += scored
-                counts["rejected"] += rejected
-                counts["predicted"] += predicted
+                tally.scored += scored
+                tally.rejected += rejected
+                tally.predicted += predicted
 
             predict(paths_by_content)
             if others:
                 buffer.flush_predictions()  # Ours first: the other run may be waiting for them too.
-                counts["already_scored"] += _wait_for_other_runs(others, ledger, buffer, owner, predict)
+                tally.already_scored += _wait_for_other_runs(others, ledger, buffer, owner, predict)
             buffer.flush_predictions()
             buffer.flush_rejections()
         finally:
@@ -145,10 +156,10 @@ def score_drop(
         drop_name=outputs.name,
         model_version=record.version,
         files=len(files),
-        scored=counts["scored"],
-        already_scored=counts["already_scored"],
-        rejected=counts["rejected"],
-        contents_predicted=counts["predicted"],
+        scored=tally.scored,
+        already_scored=tally.already_scored,
+        rejected=tally.rejected,
+        contents_predicted=tally.predicted,
         prediction_rows_written=buffer.prediction_rows,
         rejection_rows_written=buffer.rejection_rows,
         orphan_parts_removed=len(recovery.removed),
@@ -157,7 +168,7 @@ def score_drop(
         predictions_path=str(outputs.predictions),
         rejections_path=str(outputs.rejections),
         seconds=round(seconds, 3),
-        images_per_second=round(counts["scored"] / seconds, 1) if seconds > 0 else 0.0,
+        images_per_second=round(tally.scored / seconds, 1) if seconds > 0 else 0.0,
         class_counts=buffer.profile.class_counts(),
         confidence_histogram=buffer.confidences.tolist(),
         profile=profile,

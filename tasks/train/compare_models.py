@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from visionflow.atomic import write_json_atomically
 from visionflow.errors import BadInputError
+from visionflow.models.evaluation_metrics import RecordedMetrics
 from visionflow.run_context import publish_markdown, publish_table, run_logger
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 
@@ -36,8 +37,17 @@ class Comparison(BaseModel):
     examples: list[dict]  # Up to EXAMPLES disagreeing images: path, true class, each model's answer.
     comparison_path: str  # comparison.json.
 
+    def largest_recall_differences(self, count: int) -> list[tuple[str, float]]:
+        """(class, second model's recall minus the first's) of the count classes that differ most."""
+        rows = sorted(self.recall_by_class, key=lambda row: -abs(row["difference"]))[:count]
+        return [(row["class"], row["difference"]) for row in rows]
 
-def compare(names: tuple[str, str], metrics: tuple[dict, dict], predictions: tuple[pd.DataFrame, pd.DataFrame]) -> dict:
+
+def compare(
+    names: tuple[str, str],
+    metrics: tuple[RecordedMetrics, RecordedMetrics],
+    predictions: tuple[pd.DataFrame, pd.DataFrame],
+) -> dict:
     """The side-by-side numbers of two evaluations of the same split (predictions joined by path)."""
     first, second = names
     joined = predictions[0].merge(predictions[1], on=["path", "true_class"], suffixes=("_first", "_second"))
@@ -46,15 +56,15 @@ def compare(names: tuple[str, str], metrics: tuple[dict, dict], predictions: tup
     first_right = joined["predicted_class_first"] == joined["true_class"]
     second_right = joined["predicted_class_second"] == joined["true_class"]
     differ = joined[joined["predicted_class_first"] != joined["predicted_class_second"]]
-    recalls = {row["class"]: row["recall"] for row in metrics[0]["per_class"]}
+    recalls = metrics[0].recall_by_class()
     recall_by_class = [
         {
-            "class": row["class"],
-            first: recalls[row["class"]],
-            second: row["recall"],
-            "difference": round(row["recall"] - recalls[row["class"]], 4),
+            "class": row.class_name,
+            first: recalls[row.class_name],
+            second: row.recall,
+            "difference": round(row.recall - recalls[row.class_name], 4),
         }  # fmt: skip
-        for row in metrics[1]["per_class"]
+        for row in metrics[1].per_class
     ]
     examples = [
         {
@@ -68,7 +78,7 @@ def compare(names: tuple[str, str], metrics: tuple[dict, dict], predictions: tup
     return {
         "models": [first, second],
         "images": len(joined),
-        "accuracy": {first: metrics[0]["accuracy"], second: metrics[1]["accuracy"]},
+        "accuracy": {first: metrics[0].accuracy, second: metrics[1].accuracy},
         "recall_by_class": recall_by_class,
         "disagreements": len(differ),
         "only_first_right": int((first_right & ~second_right).sum()),

@@ -1,10 +1,11 @@
 """Evaluation stage: score a trained model on the test split and report how it errs.
 
 The stage computes accuracy, per-class precision, recall and F1, their macro averages, the
-confusion matrix and the most-confused class pairs. It writes metrics.json and a confusion
-matrix PNG atomically, and publishes a markdown summary and a confusion table as keyed Prefect
-artifacts, so each run's version shows under the same key in the UI. Optional horizontal-flip
-test-time augmentation averages the softmax of every image and of its left-right mirror.
+confusion matrix and the most-confused class pairs (EvaluationMetrics, whose format
+visionflow/models/evaluation_metrics.py keeps for this stage). It writes metrics.json and a
+confusion matrix PNG atomically, and publishes a markdown summary and a confusion table as
+keyed Prefect artifacts, so each run's version shows under the same key in the UI. Optional
+horizontal-flip test-time augmentation averages the softmax of every image and of its mirror.
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from visionflow.atomic import atomic_path, write_json_atomically
+from visionflow.atomic import atomic_path
 from visionflow.errors import BadInputError
 from visionflow.images.splits import load_split_arrays, read_split_paths
+from visionflow.models.evaluation_metrics import (
+    ClassMetrics,
+    ConfusedPair,
+    EvaluationMetrics,
+    write_evaluation_metrics,
+)
 from visionflow.models.prediction import predict_probabilities, uses_flip_tta
 from visionflow.models.registry import load_model
 from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
@@ -50,27 +57,17 @@ class EvaluationConfig(BaseModel):
 class EvaluationResult(BaseModel):
     """What evaluating a model on a test split produced."""
 
-    # metrics.json's content: accuracy, macro averages, the per-class table, the confusion matrix,
-    # the most-confused pairs, the number of test images, the model and split paths, flip_tta.
-    metrics: dict
+    metrics: EvaluationMetrics  # metrics.json's content.
     metrics_path: Path  # metrics.json.
     confusion_png: Path  # The confusion matrix as a PNG.
     # predictions.parquet: one row per test image (path, true class, predicted class, confidence).
     predictions_path: Path | None = None
 
-    @property
-    def accuracy(self) -> float:
-        """Share of test images classified correctly, 0 to 1."""
-        return float(self.metrics["accuracy"])
 
-    @property
-    def macro_f1(self) -> float:
-        """Mean of the per-class F1 scores, 0 to 1."""
-        return float(self.metrics["macro_f1"])
-
-
-def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], most_confused: int) -> dict:
-    """JSON-ready metrics of argmax predictions against labels; every class appears, tested or not."""
+def compute_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], most_confused: int
+) -> EvaluationMetrics:
+    """The metrics of argmax predictions against labels; every class appears, tested or not."""
     class_count = len(class_names)
     if probabilities.ndim != 2 or probabilities.shape != (len(labels), class_count):
         raise ValueError(
@@ -85,28 +82,29 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: 
         labels, predictions, labels=indices, zero_division=0
     )
     matrix = confusion_matrix(labels, predictions, labels=indices)
-    return {
-        "accuracy": float((predictions == labels).mean()) if len(labels) else 0.0,
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
-        "per_class": [
-            {
-                "class": name,
-                "precision": float(precision[index]),
-                "recall": float(recall[index]),
-                "f1": float(f1[index]),
-                "support": int(support[index]),
-            }
-            for index, name in enumerate(class_names)
-        ],
-        "confusion_matrix": matrix.astype(int).tolist(),
-        "most_confused": most_confused_pairs(matrix, class_names, most_confused),
-        "test_images": int(len(labels)),
-    }
+    per_class = [
+        ClassMetrics(
+            class_name=name,
+            precision=float(precision[index]),
+            recall=float(recall[index]),
+            f1=float(f1[index]),
+            support=int(support[index]),
+        )
+        for index, name in enumerate(class_names)
+    ]
+    return EvaluationMetrics(
+        accuracy=float((predictions == labels).mean()) if len(labels) else 0.0,
+        macro_precision=float(precision.mean()),
+        macro_recall=float(recall.mean()),
+        macro_f1=float(f1.mean()),
+        per_class=per_class,
+        confusion_matrix=matrix.astype(int).tolist(),
+        most_confused=most_confused_pairs(matrix, class_names, most_confused),
+        test_images=len(labels),
+    )
 
 
-def most_confused_pairs(matrix: np.ndarray, class_names: list[str], limit: int) -> list[dict]:
+def most_confused_pairs(matrix: np.ndarray, class_names: list[str], limit: int) -> list[ConfusedPair]:
     """The off-diagonal cells with errors, largest count first; ties go in class order (true, then predicted)."""
     cells = [
         (-int(matrix[true, predicted]), true, predicted)
@@ -115,7 +113,7 @@ def most_confused_pairs(matrix: np.ndarray, class_names: list[str], limit: int) 
         if true != predicted and matrix[true, predicted] > 0
     ]
     return [
-        {"true": class_names[true], "predicted": class_names[predicted], "count": -negative_count}
+        ConfusedPair(true=class_names[true], predicted=class_names[predicted], count=-negative_count)
         for negative_count, true, predicted in sorted(cells)[:limit]
     ]
 
@@ -154,41 +152,34 @@ def plot_confusion_matrix(matrix: np.ndarray | list, class_names: list[str], pat
     return path
 
 
-def write_metrics(metrics: dict, path: Path) -> Path:
-    """Write metrics as indented JSON under a temporary name, then rename it into place."""
-    return write_json_atomically(path, metrics)
-
-
-def metrics_markdown(metrics: dict) -> str:
+def metrics_markdown(metrics: EvaluationMetrics) -> str:
     """A markdown summary: headline numbers, the per-class table and the most-confused pairs."""
     lines = [
         "# Evaluation on the test split",
         "",
-        f"- accuracy: **{metrics['accuracy']:.4f}** on {metrics['test_images']:,} images",
-        f"- macro F1: **{metrics['macro_f1']:.4f}** "
-        f"(macro precision {metrics['macro_precision']:.4f}, macro recall {metrics['macro_recall']:.4f})",
+        f"- accuracy: **{metrics.accuracy:.4f}** on {metrics.test_images:,} images",
+        f"- macro F1: **{metrics.macro_f1:.4f}** "
+        f"(macro precision {metrics.macro_precision:.4f}, macro recall {metrics.macro_recall:.4f})",
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---:|---:|---:|---:|",
     ]
-    for row in metrics["per_class"]:
-        lines.append(
-            f"| {row['class']} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |"
-        )
+    for row in metrics.per_class:
+        lines.append(f"| {row.class_name} | {row.precision:.4f} | {row.recall:.4f} | {row.f1:.4f} | {row.support} |")
     lines += ["", "## Most-confused pairs (true → predicted)", ""]
-    if metrics["most_confused"]:
-        lines += [f"- {pair['true']} → {pair['predicted']}: {pair['count']}" for pair in metrics["most_confused"]]
+    if metrics.most_confused:
+        lines += [f"- {pair.true} → {pair.predicted}: {pair.count}" for pair in metrics.most_confused]
     else:
         lines.append("- none: every test image was classified correctly")
     return "\n".join(lines) + "\n"
 
 
-def confusion_table_rows(metrics: dict) -> list[dict]:
+def confusion_table_rows(metrics: EvaluationMetrics) -> list[dict]:
     """One row per true class, one column per predicted class, for a Prefect table artifact."""
-    names = [row["class"] for row in metrics["per_class"]]
+    names = [row.class_name for row in metrics.per_class]
     return [
         {TRUE_CLASS_COLUMN: true_name, **dict(zip(names, counts, strict=True))}
-        for true_name, counts in zip(names, metrics["confusion_matrix"], strict=True)
+        for true_name, counts in zip(names, metrics.confusion_matrix, strict=True)
     ]
 
 
@@ -270,18 +261,20 @@ def evaluate_model_task(
     test_file = _require_file(test_path, "test split file")
     model = load_model(model_file)
     images, labels, metadata = load_split_arrays(test_file)
-    class_names = list(metadata["classes"])
+    class_names = list(metadata.classes)
     if expected_classes is not None:
         check_same_classes(class_names, list(expected_classes), model_name)
     check_model_fits(model, images.shape[1:], class_names)
     probabilities = predict_probabilities(model, images, config.batch_size, config.flip_tta)
-    metrics = compute_metrics(labels, probabilities, class_names, config.most_confused)
-    metrics.update(
-        {"model_path": str(model_file), "test_path": str(test_file), "flip_tta": uses_flip_tta(model, config.flip_tta)}
-    )
+    recorded = {
+        "model_path": str(model_file),
+        "test_path": str(test_file),
+        "flip_tta": uses_flip_tta(model, config.flip_tta),
+    }
+    metrics = compute_metrics(labels, probabilities, class_names, config.most_confused).model_copy(update=recorded)
     output_dir = Path(output_dir)
-    metrics_path = write_metrics(metrics, output_dir / "metrics.json")
-    png_path = plot_confusion_matrix(metrics["confusion_matrix"], class_names, output_dir / "confusion.png")
+    metrics_path = write_evaluation_metrics(metrics, output_dir / "metrics.json")
+    png_path = plot_confusion_matrix(metrics.confusion_matrix, class_names, output_dir / "confusion.png")
     paths = read_split_paths(test_file)
     predictions_path = write_predictions(paths, labels, probabilities, class_names, output_dir / "predictions.parquet")
     publish_markdown(METRICS_ARTIFACT_KEY, metrics_markdown(metrics), "Test-split metrics of the evaluated model")
@@ -291,11 +284,11 @@ def evaluate_model_task(
     )
     log.info(
         "evaluated %d test images in %.1f s: accuracy %.4f, macro F1 %.4f%s; metrics in %s",
-        metrics["test_images"],
+        metrics.test_images,
         time.perf_counter() - started,
-        metrics["accuracy"],
-        metrics["macro_f1"],
-        " (flip TTA)" if metrics["flip_tta"] else "",
+        metrics.accuracy,
+        metrics.macro_f1,
+        " (flip TTA)" if metrics.flip_tta else "",
         metrics_path,
     )
     return EvaluationResult(

@@ -16,8 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from visionflow.images.splits import load_split_arrays
+from visionflow.models.champion_pointer import champion_dir
+from visionflow.models.evaluation_metrics import RecordedMetrics
 from visionflow.models.prediction import predict_probabilities
-from visionflow.models.registry import MODEL_FILE, champion_dir, load_model, read_metadata
+from visionflow.models.registry import MODEL_FILE, ModelMetadata, load_model, read_metadata
 from visionflow.run_context import run_logger
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, EvaluationResult, compute_metrics
 
@@ -43,21 +45,21 @@ class GateDecision:
 
 
 def decide(
-    candidate: dict, champion_version: str | None, champion_accuracy: float | None, gate: GateConfig
+    candidate: RecordedMetrics, champion_version: str | None, champion_accuracy: float | None, gate: GateConfig
 ) -> GateDecision:
-    """Apply the gate to a candidate's metrics (accuracy and per_class recalls, as evaluation writes them).
+    """Apply the gate to a candidate's test metrics (its accuracy and per-class recalls).
 
     champion_accuracy is the champion measured on the candidate's own test split, or None when
     there is no champion or it cannot be measured there (other classes or image shape).
     """
-    accuracy = candidate["accuracy"]
+    accuracy = candidate.accuracy
     if accuracy < gate.min_test_accuracy:
         reason = f"test accuracy {accuracy:.4f} is below the floor {gate.min_test_accuracy:.4f}"
         return GateDecision(False, reason, champion_version, champion_accuracy)
-    weakest = min(candidate["per_class"], key=lambda row: row["recall"])
-    if weakest["recall"] < gate.min_class_recall:
-        recall, floor = weakest["recall"], gate.min_class_recall
-        reason = f"recall of class '{weakest['class']}' is {recall:.4f}, below the floor {floor:.4f}"
+    weakest = candidate.weakest_class()
+    if weakest.recall < gate.min_class_recall:
+        recall, floor = weakest.recall, gate.min_class_recall
+        reason = f"recall of class '{weakest.class_name}' is {recall:.4f}, below the floor {floor:.4f}"
         return GateDecision(False, reason, champion_version, champion_accuracy)
     if champion_accuracy is not None and accuracy < champion_accuracy - gate.champion_tolerance:
         reason = (
@@ -73,9 +75,9 @@ def decide(
     return GateDecision(True, reason, champion_version, champion_accuracy)
 
 
-def comparable_champion(champion_metadata: dict, class_names: list[str], image_shape: list[int]) -> bool:
+def comparable_champion(champion: ModelMetadata, class_names: list[str], image_shape: list[int]) -> bool:
     """A champion can be measured on a test split only with the same classes and input shape."""
-    return champion_metadata.get("class_names") == class_names and champion_metadata.get("input_shape") == image_shape
+    return champion.class_names == class_names and champion.input_shape == image_shape
 
 
 def measure_champion(
@@ -87,12 +89,12 @@ def measure_champion(
     if folder is None:
         return None, None
     images, labels, split_metadata = load_split_arrays(test_path)
-    if not comparable_champion(read_metadata(folder), split_metadata["classes"], list(images.shape[1:])):
+    if not comparable_champion(read_metadata(folder), split_metadata.classes, list(images.shape[1:])):
         log.info("champion %s has other classes or input shape; comparing on the floors only", folder.name)
         return folder.name, None
     model = load_model(folder / MODEL_FILE)
     probabilities = predict_probabilities(model, images, evaluation.batch_size, evaluation.flip_tta)
-    accuracy = compute_metrics(labels, probabilities, split_metadata["classes"], evaluation.most_confused)["accuracy"]
+    accuracy = compute_metrics(labels, probabilities, split_metadata.classes, evaluation.most_confused).accuracy
     log.info("champion %s scores %.4f on this test split", folder.name, accuracy)
     return folder.name, accuracy
 

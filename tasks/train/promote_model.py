@@ -19,8 +19,9 @@ from visionflow.errors import BadInputError, GateRefusedError, InvalidSettingErr
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
 from visionflow.images.splits import split_file
 from visionflow.models.champion import ChampionChange, command_line, read_history, rollback_champion, set_champion
+from visionflow.models.champion_pointer import read_champion
 from visionflow.models.mlflow_tracking import move_champion_alias
-from visionflow.models.registry import CHAMPION, find_model, read_champion, read_metadata
+from visionflow.models.registry import CHAMPION, find_model, read_metadata
 from visionflow.run_context import publish_table, run_label, run_logger
 from visionflow.tasks.train.evaluate_model import EvaluationConfig
 from visionflow.tasks.train.gate_model import GateConfig, decide, measure_champion
@@ -44,9 +45,9 @@ def actor() -> str:
 
 def candidate_test_split(models_root: Path, version: str) -> str:
     """The test split the candidate was evaluated on, from its registry metadata."""
-    metadata = read_metadata(Path(models_root) / version)
-    test_path = split_file(metadata.get("dataset_dir", ""), "test")
-    if not metadata.get("dataset_dir") or not test_path.is_file():
+    dataset_dir = read_metadata(Path(models_root) / version).dataset_dir
+    test_path = split_file(dataset_dir or "", "test")
+    if not dataset_dir or not test_path.is_file():
         raise BadInputError(
             f"the test split {version} was evaluated on ({test_path}) is gone, so the gate cannot compare it "
             f"with the champion: ingest that data again, or promote with --force --reason TEXT"
@@ -67,19 +68,19 @@ def promote(
         )
     find_model(models_root, version)  # Refuses names that are not registered versions.
     pointer = read_champion(models_root)
-    if pointer and pointer["version"] == version:
+    if pointer and pointer.version == version:
         return None
     if force_reason:
-        current = pointer["version"] if pointer else None
+        current = pointer.version if pointer else None
         return set_champion(models_root, version, force_reason, "force", actor(), expected_from=current)
-    metrics = read_metadata(Path(models_root) / version).get("metrics")
-    if not metrics:
+    metrics = read_metadata(Path(models_root) / version).metrics
+    if metrics is None:
         raise BadInputError(f"{version} has no recorded test metrics to gate: promote it with --force --reason TEXT")
     test_path = candidate_test_split(models_root, version)
     champion_version, accuracy = measure_champion(test_path, models_root, evaluation, log)
     decision = decide(metrics, champion_version, accuracy, gate)
     if not decision.promoted:
-        payload = {"reason": decision.reason, "accuracy": metrics["accuracy"], "champion": champion_version,
+        payload = {"reason": decision.reason, "accuracy": metrics.accuracy, "champion": champion_version,
                    "champion_accuracy": accuracy}  # fmt: skip
         emit(MODEL_REJECTED, MODEL_RESOURCE_PREFIX, version, payload)
         raise GateRefusedError(f"{version} was not promoted: {decision.reason}; --force --reason TEXT overrides it")

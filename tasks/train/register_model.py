@@ -24,8 +24,9 @@ from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PRE
 from visionflow.images.image_profile import ImageProfile, profile_split
 from visionflow.images.splits import DatasetRecord, read_split_metadata
 from visionflow.models.champion import set_champion
+from visionflow.models.champion_pointer import read_champion
 from visionflow.models.mlflow_tracking import mirror_registration
-from visionflow.models.registry import MODEL_FILE, read_champion, register
+from visionflow.models.registry import MODEL_FILE, GateRecord, ModelMetadata, register
 from visionflow.run_context import publish_markdown, run_logger
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
@@ -36,9 +37,6 @@ from visionflow.tasks.train.train_model import TrainResult, forget_finished_trai
 # Packages whose versions a model's metadata records, because they shape its pixels or weights.
 RECORDED_PACKAGES = ["visionflow", "tensorflow", "keras", "numpy", "pillow", "simplejpeg", "pyarrow", "pandas",
                      "prefect", "great-expectations", "scikit-learn"]  # fmt: skip
-
-# The evaluation results a model's metadata repeats, for listing models without opening metrics.json.
-RECORDED_METRICS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class")
 
 
 class Registration(BaseModel):
@@ -93,34 +91,34 @@ def model_metadata(
     preset: Preset,
     training_profile: ImageProfile,
     contract_versions: dict[str, str],
-) -> dict:
+) -> ModelMetadata:
     """Everything a registered model records: its data, recipe, results and provenance."""
-    return {
-        "dataset_fingerprint": dataset.dataset_fingerprint,
-        "dataset_dir": dataset.dataset_dir,
-        "contract_versions": contract_versions,
-        "class_names": dataset.classes,
-        "input_shape": dataset.image_shape,
-        # The training images' statistics, against which scoring measures each drop's drift.
-        "training_profile": training_profile.model_dump(),
-        "preset": preset.name,
-        "hyperparameters": preset_hyperparameters(preset),
-        "seed": training.seed,
-        "precision": training.precision,
-        "epochs_run": training.epochs_run,
-        "train_seconds": round(training.seconds, 2),
-        "train_images_per_second": round(training.train_images_per_second, 1),
-        "metrics": {key: evaluation.metrics[key] for key in RECORDED_METRICS},
-        "packages": package_versions(),
-        "git_commit": git_commit(Path(__file__).resolve().parent),
-    }
+    return ModelMetadata(
+        dataset_fingerprint=dataset.dataset_fingerprint,
+        dataset_dir=dataset.dataset_dir,
+        contract_versions=contract_versions,
+        class_names=dataset.classes,
+        input_shape=dataset.image_shape,
+        training_profile=training_profile,
+        preset=preset.name,
+        hyperparameters=preset_hyperparameters(preset),
+        seed=training.seed,
+        precision=training.precision,
+        epochs_run=training.epochs_run,
+        train_seconds=round(training.seconds, 2),
+        train_images_per_second=round(training.train_images_per_second, 1),
+        metrics=evaluation.metrics.recorded(),
+        packages=package_versions(),
+        git_commit=git_commit(Path(__file__).resolve().parent),
+    )
 
 
 def register_and_promote(
-    files: dict[str, Path], metadata: dict, decision: GateDecision, models_root: Path
+    files: dict[str, Path], metadata: ModelMetadata, decision: GateDecision, models_root: Path
 ) -> Registration:
     """Register the files with metadata and the gate's decision; promote the version when it passed."""
-    record = {**metadata, "gate": asdict(decision), "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    registered_at = datetime.now(UTC).isoformat(timespec="seconds")
+    record = metadata.model_copy(update={"gate": GateRecord(**asdict(decision)), "registered_at": registered_at})
     version = register(files, record, models_root)
     if decision.promoted:
         set_champion(models_root, version, reason=decision.reason, by=actor())
@@ -130,7 +128,7 @@ def register_and_promote(
         model_path=str(models_root / version / MODEL_FILE),
         promoted=decision.promoted,
         gate_reason=decision.reason,
-        champion_version=champion["version"] if champion else None,
+        champion_version=champion.version if champion else None,
     )
 
 
@@ -141,7 +139,7 @@ def mirror_to_mlflow(
     parameters = {"preset": preset.name, "dataset_fingerprint": dataset.dataset_fingerprint,
                   **preset_hyperparameters(preset)}  # fmt: skip
     headline = ("accuracy", "macro_f1", "macro_precision", "macro_recall")
-    test_metrics = {name: evaluation.metrics[name] for name in headline if name in evaluation.metrics}
+    test_metrics = {name: getattr(evaluation.metrics, name) for name in headline}
     files = [evaluation.metrics_path, evaluation.confusion_png, training.model_path.parent / "curves.png"]
     return mirror_registration(registration.model_version, parameters, training.history, test_metrics, files,
                                Path(registration.model_path), registration.promoted)  # fmt: skip
@@ -161,7 +159,7 @@ def register_model_task(
     # The drift reference is the training split's profile, also for a recipe that fitted on the
     # validation split too: the two are drawn from the same images, so their profiles agree.
     train_path = dataset.parquet["train"]
-    contract_versions = read_split_metadata(train_path).get("contract_versions", {})
+    contract_versions = read_split_metadata(train_path).contract_versions
     metadata = model_metadata(dataset, training, evaluation, preset, profile_split(train_path), contract_versions)
     registration = register_and_promote(registry_files(training, evaluation), metadata, decision, Path(models_root))
     forget_finished_training(training.model_path.parent)
@@ -169,8 +167,8 @@ def register_model_task(
     event = MODEL_PROMOTED if decision.promoted else MODEL_REJECTED
     payload = {
         "reason": decision.reason,
-        "accuracy": evaluation.metrics["accuracy"],
-        "macro_f1": evaluation.metrics["macro_f1"],
+        "accuracy": evaluation.metrics.accuracy,
+        "macro_f1": evaluation.metrics.macro_f1,
         "champion": registration.champion_version,
         "compared_with": decision.champion_version,
         "dataset_fingerprint": dataset.dataset_fingerprint,

@@ -219,10 +219,10 @@ def train_model_task(train_path: str, val_path: str, preset: Preset, run_dir: Pa
     preset_name = preset.name
     train_images, train_labels, metadata = load_split_arrays(train_path)
     val_images, val_labels, val_metadata = load_split_arrays(val_path)
-    if val_metadata["classes"] != metadata["classes"]:
+    if val_metadata.classes != metadata.classes:
         raise UnsuitableInputError(f"{train_path} and {val_path} list different classes")
-    classes = metadata["classes"]
-    shape = "x".join(map(str, metadata["image_shape"]))
+    classes = metadata.classes
+    shape = "x".join(map(str, metadata.image_shape))
     on_validation = preset.train.train_on_validation
     fitted = len(train_labels) + (len(val_labels) if on_validation else 0)
     validated = (

@@ -7,7 +7,7 @@ import pytest
 from visionflow.errors import BadInputError, GateRefusedError
 from visionflow.flows.models import promote_flow, rollback_flow
 from visionflow.models.champion import read_history
-from visionflow.models.registry import read_champion
+from visionflow.models.champion_pointer import read_champion
 
 from tests.registry_helpers import three_model_registry
 
@@ -26,7 +26,7 @@ def test_promote_then_rollback_move_the_champion_and_record_the_runs(registry_ho
     assert moved.by.startswith("flow run promote-v0002 (")
     back = rollback_flow(reason="checking", home=str(registry_home))
     assert (back.from_version, back.to_version) == ("v0002", "v0001")
-    assert read_champion(registry_home / "models")["version"] == "v0001"
+    assert read_champion(registry_home / "models").version == "v0001"
     assert [change.action for change in read_history(registry_home / "models")][-2:] == ["promote", "rollback"]
 
 

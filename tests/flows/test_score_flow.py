@@ -51,7 +51,7 @@ def test_a_hostile_drop_is_scored_validated_and_reported_then_nothing_is_scored_
     reasons = dict(zip(rejections.column("path").to_pylist(), rejections.column("reason").to_pylist(), strict=True))
     assert len(again.rejection_examples) == len(summary.rejection_examples) > 0, "rejected files are named again"
     for example in again.rejection_examples:
-        assert example["reason"] in (reasons[example["path"]], EARLIER_REJECTION), example
+        assert example.reason in (reasons[example.path], EARLIER_REJECTION), example
 
 
 def _task_names(flow_state) -> set[str]:

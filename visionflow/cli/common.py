@@ -196,11 +196,13 @@ def drain_prefect_workers() -> None:
 
 
 def finish(summary, json_output: bool, human_lines) -> None:
-    """Print a flow's result: one JSON object with --json, else the human summary lines."""
-    if hasattr(summary, "model_dump"):
-        summary = summary.model_dump(mode="json")
+    """Print a command's result: one JSON object with --json, else the lines human_lines makes of it.
+
+    A typed result (a pydantic model) prints its fields in JSON form; human_lines gets it as it is.
+    """
     if json_output:
-        typer.echo(json.dumps(summary, default=str))
+        fields = summary.model_dump(mode="json") if hasattr(summary, "model_dump") else summary
+        typer.echo(json.dumps(fields, default=str))
     else:
         typer.echo("\n".join(human_lines(summary)))
 

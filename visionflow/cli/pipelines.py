@@ -25,6 +25,7 @@ from visionflow.cli.common import (
     run_flow,
     validated_config,
 )
+from visionflow.cli.pipeline_summaries import evaluate_lines, ingest_lines, score_lines, train_lines
 
 # What the train, evaluate and score flows import late (Keras in their model stages, Great
 # Expectations in their contracts); prepare() starts importing them at once (see its docstring).
@@ -80,29 +81,7 @@ def ingest(
     summary = run_flow(
         lambda: ingest_flow(data=data, config=config, home=str(layout.root), return_state=True), json_output
     )
-    finish(summary, json_output, _ingest_lines)
-
-
-def _ingest_lines(summary: dict) -> list[str]:
-    """The human summary of an ingest."""
-    splits = ", ".join(f"{split} {rows:,}" for split, rows in summary["splits"].items())
-    lines = [
-        f"ingested {summary['source']}: {summary['files_found']:,} files, {summary['quarantined']:,} quarantined, "
-        f"in {summary['seconds']:.1f} s",
-        f"classes ({len(summary['classes'])}): {', '.join(summary['classes'])}",
-        f"image shape: {'x'.join(str(size) for size in summary['image_shape'])}; splits: {splits}",
-        f"dataset {summary['dataset_fingerprint'][:12]} in {summary['dataset_dir']}",
-    ]
-    for suite, outcome in summary["contracts"].items():
-        state = "passed" if outcome["success"] else "FAILED"
-        warnings = f" ({len(outcome['warnings'])} warnings)" if outcome["warnings"] else ""
-        pages = f"; Data Docs: {outcome['data_docs'][0]}" if outcome.get("data_docs") else ""
-        lines.append(f"contract {suite}: {state}{warnings}{pages}")
-    for example in summary["quarantine_examples"][:5]:
-        lines.append(f"quarantined: {example['path']}: {example['reason']}")
-    if summary["quarantined"] > 5:
-        lines.append(f"... all {summary['quarantined']} quarantined files are listed in {summary['manifest']}")
-    return lines
+    finish(summary, json_output, ingest_lines)
 
 
 @app.command()
@@ -176,20 +155,7 @@ def train(
         lambda: train_flow(**parameters, ingest=ingest_config, home=str(layout.root), return_state=True),
         json_output,
     )
-    finish(summary, json_output, _train_lines)
-
-
-def _train_lines(summary: dict) -> list[str]:
-    """The human summary of a training run."""
-    verdict = "promoted to champion" if summary["promoted"] else "registered, not promoted"
-    return [
-        f"model {summary['model_version']} ({summary['preset']}, {summary['epochs_run']} epochs in "
-        f"{summary['training_seconds']:,.0f} s, {summary['train_images_per_second']:,.0f} images/s): "
-        f"test accuracy {summary['test_accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}",
-        f"{verdict}: {summary['gate_reason']}",
-        f"champion: {summary['champion_version'] or 'none'}; model file {summary['model_path']}",
-        f"done in {summary['seconds']:.0f} s",
-    ]
+    finish(summary, json_output, train_lines)
 
 
 @app.command()
@@ -220,29 +186,7 @@ def evaluate(
         lambda: evaluate_flow(data=data, **parameters, ingest=ingest, home=str(layout.root), return_state=True),
         json_output,
     )
-    finish(summary, json_output, _evaluate_lines)
-
-
-def _evaluate_lines(summary: dict) -> list[str]:
-    lines = [
-        f"evaluated {summary['model_version']} on {summary['data']} ({summary['images']:,} images) in "
-        f"{summary['seconds']:.1f} s: accuracy {summary['accuracy']:.4f}, macro F1 {summary['macro_f1']:.4f}",
-        f"metrics: {summary['metrics_path']}",
-        f"confusion matrix: {summary['confusion_png']}; every image's answer: {summary['predictions_path']}",
-    ]
-    comparison = summary.get("comparison")
-    if comparison:
-        first, second = comparison["models"]
-        changes = sorted(comparison["recall_by_class"], key=lambda row: -abs(row["difference"]))[:3]
-        lines += [
-            f"{first} {comparison['accuracy'][first]:.4f} against {second} {comparison['accuracy'][second]:.4f}: "
-            f"they disagree on {comparison['disagreements']:,} images (only {first} right on "
-            f"{comparison['only_first_right']:,}, only {second} right on {comparison['only_second_right']:,})",
-            f"largest recall differences ({second} minus {first}): "
-            + ", ".join(f"{row['class']} {row['difference']:+.4f}" for row in changes),
-            f"comparison: {comparison['comparison_path']}",
-        ]
-    return lines
+    finish(summary, json_output, evaluate_lines)
 
 
 @app.command()
@@ -285,26 +229,4 @@ def score(
         lambda: score_flow(drop=drop, **parameters, config=config, home=str(layout.root), return_state=True),
         json_output,
     )
-    finish(summary, json_output, _score_lines)
-
-
-def _score_lines(summary: dict) -> list[str]:
-    """The human summary of a scoring run."""
-    drift = {True: "DRIFT: " + "; ".join(summary["drift_reasons"]), False: "no drift"}.get(
-        summary["drifted"], "drift not judged (" + "; ".join(summary["drift_reasons"]) + ")"
-    )
-    classes = ", ".join(f"{name} {count:,}" for name, count in sorted(summary["class_counts"].items()) if count)
-    lines = [
-        f"scored drop {summary['drop']} with model {summary['model_version']} in {summary['seconds']:.1f} s "
-        f"(decode, predict and write: {summary['scoring_seconds']:.1f} s, {summary['scoring_images_per_second']:,.0f} "
-        "images/s)",
-        f"files {summary['files']:,}: {summary['scored']:,} scored, {summary['already_scored']:,} already scored, "
-        f"{summary['rejected']:,} rejected",
-        f"predicted classes of the rows written: {classes or 'none (no new rows)'}",
-        drift,
-    ]
-    for example in summary["rejection_examples"]:
-        lines.append(f"rejected: {example['path']}: {example['reason']}")
-    lines.append(f"predictions: {summary['predictions_path']}")
-    lines.append(f"rejections: {summary['rejections_path']}; report: {summary['report_path']}")
-    return lines
+    finish(summary, json_output, score_lines)

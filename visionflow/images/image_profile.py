@@ -107,7 +107,7 @@ def pixel_histogram(images: np.ndarray, channels: int) -> np.ndarray:
 def profile_split(parquet_path: str | Path, chunk_images: int = 4096) -> ImageProfile:
     """The profile of a processed split file: its pixels and its true labels, chunk by chunk."""
     images, labels, metadata = load_split_arrays(parquet_path)
-    classes = np.asarray(metadata["classes"], dtype=object)
+    classes = np.asarray(metadata.classes, dtype=object)
     accumulator = ProfileAccumulator(images.shape[-1])
     for start in range(0, len(images), chunk_images):
         accumulator.add_images(images[start : start + chunk_images])

@@ -6,7 +6,7 @@ evaluation, the gate and the registry read them through this module.
 A split file has the columns `pixels` (fixed-size binary, row-major H x W x C uint8), `label`
 (int32 index into the class list), `path` (relative to the data root) and `sha256`. Its Arrow
 schema metadata, under the key `visionflow`, holds the class names, image shape, dataset
-fingerprint, contract versions, source and split.
+fingerprint, contract versions, source and split (SplitMetadata), written and read here only.
 """
 
 from __future__ import annotations
@@ -51,33 +51,52 @@ def split_file(dataset_dir: str | Path, split: str) -> Path:
     return Path(dataset_dir) / f"{split}.parquet"
 
 
-def dataset_metadata(classes: list[str], fingerprint: str, source: str, contract_versions: dict[str, str]) -> dict:
+class DatasetMetadata(BaseModel):
+    """What every split file of a dataset records about the dataset."""
+
+    classes: list[str]  # Class names; a label is an index into this list.
+    # sha256 of the content, the pixel settings and the split rule; None when the file records none.
+    dataset_fingerprint: str | None = None
+    contract_versions: dict[str, str] = {}  # Version of each ingest data contract, by suite.
+    source: str | None = None  # The source's name ("cifar10", "demo" or the data folder's name); None: unrecorded.
+
+
+class SplitMetadata(DatasetMetadata):
+    """A split file's schema metadata: the dataset's, and the file's own image shape and split."""
+
+    image_shape: list[int]  # [height, width, channels] of every image, in pixels.
+    split: str  # "train", "val" or "test".
+
+
+def dataset_metadata(
+    classes: list[str], fingerprint: str, source: str, contract_versions: dict[str, str]
+) -> DatasetMetadata:
     """What every split file of a dataset records about it (split_schema adds shape and split)."""
-    return {
-        "classes": classes,
-        "dataset_fingerprint": fingerprint,
-        "contract_versions": contract_versions,
-        "source": source,
-    }
-
-
-def split_schema(spec: ImageSpec, metadata: dict) -> pa.Schema:
-    """The Arrow schema of a split file of images decoded to spec, with visionflow's metadata attached."""
-    return pa.schema(
-        [
-            pa.field("pixels", pa.binary(spec.pixel_bytes), nullable=False),  # Row-major HxWxC uint8.
-            pa.field("label", pa.int32(), nullable=False),  # Index into metadata["classes"].
-            pa.field("path", pa.string(), nullable=False),  # Relative to the data root.
-            pa.field("sha256", pa.string(), nullable=False),  # Digest of the source file's bytes.
-        ],
-        metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()},
+    return DatasetMetadata(
+        classes=classes, dataset_fingerprint=fingerprint, contract_versions=contract_versions, source=source
     )
 
 
-def read_split_metadata(path: str | Path) -> dict:
+def split_schema(spec: ImageSpec, dataset: DatasetMetadata, split: str) -> pa.Schema:
+    """The Arrow schema of one split file of images decoded to spec, with visionflow's metadata attached."""
+    fields = dataset.model_dump(include=set(DatasetMetadata.model_fields))
+    metadata = SplitMetadata(**fields, image_shape=list(spec.shape), split=split)
+    document = json.dumps(metadata.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    return pa.schema(
+        [
+            pa.field("pixels", pa.binary(spec.pixel_bytes), nullable=False),  # Row-major HxWxC uint8.
+            pa.field("label", pa.int32(), nullable=False),  # Index into the metadata's classes.
+            pa.field("path", pa.string(), nullable=False),  # Relative to the data root.
+            pa.field("sha256", pa.string(), nullable=False),  # Digest of the source file's bytes.
+        ],
+        metadata={METADATA_KEY: document.encode()},
+    )
+
+
+def read_split_metadata(path: str | Path) -> SplitMetadata:
     """The visionflow metadata stored in a split file's schema."""
     schema = pq.read_schema(path)
-    return json.loads(schema.metadata[METADATA_KEY])
+    return SplitMetadata.model_validate_json(schema.metadata[METADATA_KEY])
 
 
 def read_split_paths(path: str | Path) -> list[str]:
@@ -85,11 +104,11 @@ def read_split_paths(path: str | Path) -> list[str]:
     return pq.read_table(path, columns=["path"])["path"].to_pylist()
 
 
-def load_split_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_split_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray, SplitMetadata]:
     """Read a split into (images uint8 N x H x W x C, labels int32 N, metadata) without per-row copies."""
     table = pq.read_table(path, columns=["pixels", "label"])
     metadata = read_split_metadata(path)
-    height, width, channels = metadata["image_shape"]
+    height, width, channels = metadata.image_shape
     pixels = table.column("pixels").combine_chunks()
     buffer = pixels.buffers()[1]
     offset = pixels.offset * height * width * channels

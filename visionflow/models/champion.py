@@ -1,6 +1,6 @@
 """Moving the champion, and its history: every move of models/champion.json, when, from, to, why, by whom.
 
-models/champion.json (see visionflow/models/registry.py) names the model scoring uses.
+models/champion.json (see visionflow/models/champion_pointer.py) names the model scoring uses.
 models/champion-history.jsonl holds one JSON object per change, appended in one write and
 flushed to disk. Every change of the champion happens under an exclusive lock on
 models/.champion.lock, so two promotions at the same moment apply one after the other: the
@@ -26,9 +26,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
-from visionflow.atomic import write_json_atomically
 from visionflow.errors import BadInputError, BusyError, DamagedStateError
-from visionflow.models.registry import CHAMPION_POINTER, METADATA_FILE, read_champion, read_metadata
+from visionflow.models.champion_pointer import read_champion, write_champion
+from visionflow.models.registry import METADATA_FILE, read_metadata
 
 HISTORY_FILE = "champion-history.jsonl"
 LOCK_FILE = ".champion.lock"
@@ -163,7 +163,7 @@ def rollback_champion(models_root: Path, reason: str = "rolled back", by: str | 
     models_root = Path(models_root)
     with champion_lock(models_root):
         pointer = read_champion(models_root)  # A damaged pointer is reported, not rolled back from.
-        current = pointer["version"] if pointer else None
+        current = pointer.version if pointer else None
         if current is None:
             raise BadInputError(f"no champion in {models_root} to roll back from")
         promoted = [path.name for path in sorted(models_root.glob("v[0-9]*")) if _promoted_by_training(path)]
@@ -184,7 +184,7 @@ def _current_version(models_root: Path) -> str | None:
         pointer = read_champion(models_root)
     except DamagedStateError:
         return None
-    return pointer["version"] if pointer else None
+    return pointer.version if pointer else None
 
 
 def _move_champion(
@@ -193,8 +193,7 @@ def _move_champion(
     """Write the pointer and append the change; the caller holds the champion lock."""
     if not (Path(models_root) / version / METADATA_FILE).is_file():
         raise BadInputError(f"no registered model {version!r} in {models_root}")
-    pointer = {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    write_json_atomically(Path(models_root) / CHAMPION_POINTER, pointer)
+    write_champion(models_root, version)
     change = new_change(action, current, version, reason, by or command_line())
     append_change(models_root, change)
     return change
@@ -202,9 +201,10 @@ def _move_champion(
 
 def _promoted_by_training(version_dir: Path) -> bool:
     try:
-        return bool(read_metadata(version_dir).get("gate", {}).get("promoted"))
+        gate = read_metadata(version_dir).gate
     except (OSError, DamagedStateError):
         return False
+    return gate is not None and gate.promoted
 
 
 def record_command() -> None:

@@ -1,11 +1,11 @@
-"""The model registry: versions, the champion pointer, each model's metadata, and safe loading.
+"""The model registry: versions, each model's metadata, finding a model (the champion too), and safe loading.
 
 Every trained model is registered under VISIONFLOW_HOME/models/<version>/ (model.keras,
-metadata.json and the files that explain it). models/champion.json names the champion, the
-model scoring uses; it moves by an atomic rename, so readers see the old champion or the new
-one, never a half-written pointer. Models load with Keras' safe mode: nothing is unpickled.
-Training registers (tasks/train/register_model.py); visionflow/models/champion.py moves the champion
-and keeps its history; the gate and scoring read.
+metadata.json and the files that explain it). This module owns metadata.json: it is written and
+read here only, as ModelMetadata. models/champion.json names the champion, the model scoring
+uses (visionflow/models/champion_pointer.py owns that file). Models load with Keras' safe mode:
+nothing is unpickled. Training registers (tasks/train/register_model.py);
+visionflow/models/champion.py moves the champion and keeps its history; the gate and scoring read.
 """
 
 from __future__ import annotations
@@ -17,19 +17,20 @@ import shutil
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from visionflow.atomic import write_json_atomically
 from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingError
 from visionflow.images.image_profile import ImageProfile
+from visionflow.models.champion_pointer import read_champion
+from visionflow.models.evaluation_metrics import RecordedMetrics
 
 if TYPE_CHECKING:
     import keras
 
 CHAMPION = "champion"  # The name that means "whichever version the champion pointer names".
-CHAMPION_POINTER = "champion.json"
 VERSION_PATTERN = re.compile(r"v[0-9]{4,}")  # Registered versions: v0001, v0002, ...
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -45,46 +46,75 @@ class ModelRecord(BaseModel):
     training_profile: ImageProfile | None = None  # Statistics of the training images; None for older models.
 
 
-def read_champion(models_root: Path) -> dict | None:
-    """The champion pointer ({"version", "promoted_at"}), or None when no model was promoted yet."""
-    path = Path(models_root) / CHAMPION_POINTER
-    if not path.exists():
-        return None
-    try:
-        pointer = json.loads(path.read_text())
-        if isinstance(pointer, dict) and isinstance(pointer.get("version"), str):
-            return pointer
-    except (ValueError, UnicodeDecodeError):
-        pass
-    versions = ", ".join(sorted(folder.name for folder in Path(models_root).glob("v[0-9]*") if folder.is_dir()))
-    raise DamagedStateError(
-        f"the champion pointer {path} is damaged (not a JSON object naming a version); write the champion back "
-        f'into it, e.g. echo \'{{"version": "v0001"}}\' > {path} (registered: {versions or "none"}), or train again'
-    )
+class GateRecord(BaseModel):
+    """The approval gate's decision on a model at its registration."""
+
+    promoted: bool  # True when the gate made it the champion.
+    reason: str | None = None  # The decision, in a sentence; None when the file records none.
+    champion_version: str | None = None  # The champion it was compared with; None when there was none.
+    # That champion's accuracy on the model's test split, 0 to 1; None when it could not be measured there.
+    champion_accuracy: float | None = None
 
 
-def champion_dir(models_root: Path) -> Path | None:
-    """The champion's registry folder, or None."""
-    pointer = read_champion(models_root)
-    return Path(models_root) / pointer["version"] if pointer else None
+class ModelMetadata(BaseModel):
+    """metadata.json of a registered version: its data, recipe, results and provenance.
+
+    Registries written by older visionflow versions, or by hand, may lack any field, so every one
+    has a default and only the fields the file holds are written back (find_model names the ones
+    scoring needs). Fields this visionflow does not know are kept as they are.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    dataset_fingerprint: str | None = None  # sha256 of the dataset trained on (its ingest's fingerprint).
+    dataset_dir: str | None = None  # The folder of that dataset's split files; its test split is gated on.
+    contract_versions: dict[str, str] = {}  # Version of each data contract the dataset passed, by suite.
+    class_names: list[str] | None = None  # Class of each model output, in output order.
+    input_shape: list[int] | None = None  # [height, width, channels] of the images the model takes, in pixels.
+    training_profile: ImageProfile | None = None  # The training images' statistics, the drift reference.
+    preset: str | None = None  # The training recipe's name.
+    hyperparameters: dict[str, Any] = {}  # The recipe's settings, as the preset resolved them.
+    seed: int | None = None  # Seed of the weights, augmentation and shuffling.
+    precision: str | None = None  # Keras dtype policy of the compute layers.
+    epochs_run: int | None = None  # Epochs trained, resumed ones included.
+    train_seconds: float | None = None  # Wall-clock seconds of the fit.
+    train_images_per_second: float | None = None  # Training throughput, validation excluded.
+    metrics: RecordedMetrics | None = None  # The test results; None when none were recorded.
+    packages: dict[str, str] = {}  # Installed version of each package that shapes a model, by name.
+    git_commit: str | None = None  # The visionflow commit it was trained with; None outside a git checkout.
+    gate: GateRecord | None = None  # The gate's decision at registration.
+    registered_at: str | None = None  # When it was registered, ISO 8601 in UTC.
+    version: str | None = None  # Its registry version, e.g. "v0003".
+
+    def file_fields(self) -> dict[str, Any]:
+        """The fields as metadata.json holds them: those set, in this order, then unknown ones."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
-def read_metadata(version_dir: Path) -> dict:
-    """A registered version's metadata.json. Raises DamagedStateError when it is not a JSON object."""
+def read_metadata(version_dir: Path) -> ModelMetadata:
+    """A registered version's metadata.json. Raises DamagedStateError when it cannot be read as one."""
     path = Path(version_dir) / METADATA_FILE
     try:
-        metadata = json.loads(path.read_text())
+        fields = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError):
-        metadata = None
-    if not isinstance(metadata, dict):
+        fields = None
+    if not isinstance(fields, dict):
         raise DamagedStateError(
             f"the model metadata {path} is damaged (not a JSON object): restore it from a backup, or move "
             f"{Path(version_dir)} out of {Path(version_dir).parent} and register the model again by training"
         )
-    return metadata
+    try:
+        return ModelMetadata.model_validate(fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise DamagedStateError(
+            f"the model metadata {path} is damaged ({where}: {first['msg']}): restore it from a backup, or move "
+            f"{Path(version_dir)} out of {Path(version_dir).parent} and register the model again by training"
+        ) from None
 
 
-def register(model_files: dict[str, Path], metadata: dict, models_root: Path) -> str:
+def register(model_files: dict[str, Path], metadata: ModelMetadata, models_root: Path) -> str:
     """Copy a model and its files into a new version folder; return the version ("v0001", ...).
 
     The folder is filled under a temporary name and renamed into place, so a version folder
@@ -101,7 +131,8 @@ def register(model_files: dict[str, Path], metadata: dict, models_root: Path) ->
             shutil.copy2(source, staging / name)
         while True:
             version = next_version(models_root)
-            write_json_atomically(staging / METADATA_FILE, {**metadata, "version": version})
+            fields = metadata.model_copy(update={"version": version}).file_fields()
+            write_json_atomically(staging / METADATA_FILE, fields)
             try:
                 os.rename(staging, models_root / version)
                 return version
@@ -154,7 +185,7 @@ def find_model(models_root: Path, model: str = CHAMPION) -> ModelRecord:
                 f"no champion model yet in {models_root}: train one first (`visionflow train --data ...`), "
                 "or pass --model with a registered version"
             )
-        version = pointer["version"]
+        version = pointer.version
     elif VERSION_PATTERN.fullmatch(model):
         version = model
     else:
@@ -172,19 +203,18 @@ def find_model(models_root: Path, model: str = CHAMPION) -> ModelRecord:
     if not (folder / MODEL_FILE).is_file():
         raise BadInputError(f"model {version} has no {MODEL_FILE} in {folder}: the registry entry is incomplete")
     metadata = read_metadata(folder)
-    missing = [key for key in ("class_names", "input_shape") if key not in metadata]
+    missing = [name for name in ("class_names", "input_shape") if getattr(metadata, name) is None]
     if missing:
         raise DamagedStateError(
             f"the model metadata {folder / METADATA_FILE} lacks {', '.join(missing)}: restore it from a backup, "
             "or register the model again by training"
         )
-    profile = metadata.get("training_profile")
     return ModelRecord(
         version=version,
         model_path=folder / MODEL_FILE,
-        class_names=metadata["class_names"],
-        input_shape=tuple(metadata["input_shape"]),
-        training_profile=ImageProfile.model_validate(profile) if profile else None,
+        class_names=metadata.class_names,
+        input_shape=tuple(metadata.input_shape),
+        training_profile=metadata.training_profile,
     )
 
 

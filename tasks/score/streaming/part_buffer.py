@@ -9,6 +9,7 @@ written, the predicted class mix, the confidence histogram and the pixel profile
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel
 
 from visionflow.images.image_profile import ProfileAccumulator
 from visionflow.ledger.drops import PREDICTIONS, REJECTIONS, DropOutputs, predictions_table, rejections_table
@@ -22,6 +23,13 @@ CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
 MAX_REJECTION_EXAMPLES = 20
 
 
+class RejectionExample(BaseModel):
+    """A rejected file a scoring summary names."""
+
+    path: str  # The file, relative to the drop.
+    reason: str  # Why it was not scored, in a sentence.
+
+
 class PartBuffer:
     """Rows waiting to be written; a part is written and committed every part_rows rows."""
 
@@ -33,7 +41,7 @@ class PartBuffer:
         self.scored_at: list[str] = []
         self.new_predictions: list[tuple[str, np.ndarray, str]] = []
         self.rejections: list[tuple[str, str | None, int | None, str]] = []
-        self.rejection_examples: list[dict] = []
+        self.rejection_examples: list[RejectionExample] = []
         self.prediction_rows = self.rejection_rows = 0
         self.profile = ProfileAccumulator(channels=record.input_shape[-1])
         self.confidences = np.zeros(len(CONFIDENCE_BINS) - 1, dtype=np.int64)
@@ -59,7 +67,7 @@ class PartBuffer:
     def note_rejection(self, path: str, reason: str) -> None:
         """An example for the summary, of a rejection this run writes or an earlier run wrote."""
         if len(self.rejection_examples) < MAX_REJECTION_EXAMPLES:
-            self.rejection_examples.append({"path": path, "reason": reason})
+            self.rejection_examples.append(RejectionExample(path=path, reason=reason))
 
     def flush_predictions(self) -> None:
         """Write and commit the waiting prediction rows as one part."""

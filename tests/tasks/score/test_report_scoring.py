@@ -38,7 +38,11 @@ def test_a_report_is_written_with_counts_classes_and_no_drift(tmp_path):
     assert report.drifted is False and report.drift_reasons == []
     on_disk = json.loads(Path(report.report_path).read_text())
     assert Path(report.report_path).parent == tmp_path and on_disk["contract"] == CONTRACT.model_dump()
-    assert on_disk["counts"]["scored"] == 40 and on_disk["counts"]["rejected"] == 1
+    assert on_disk["counts"] == {
+        "files": 42, "scored": 40, "already_scored": 1, "rejected": 1, "contents_predicted": 40,
+        "prediction_rows_written": 41, "rejection_rows_written": 1,
+    }  # fmt: skip
+    assert on_disk["rejection_examples"] == [{"path": "bad.png", "reason": "not an image"}]
     assert on_disk["classes"][0] == {"class": "cat", "predicted": 30, "share": 30 / 41, "training_share": 0.5}
     assert sum(item["rows"] for item in on_disk["confidence_histogram"]) == 41
     assert on_disk["drift"]["drifted"] is False

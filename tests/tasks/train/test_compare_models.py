@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 
 from visionflow.errors import BadInputError
-from visionflow.tasks.train.compare_models import compare, compare_models_task
+from visionflow.tasks.train.compare_models import Comparison, compare, compare_models_task
 from visionflow.tasks.train.evaluate_model import EvaluationResult
+
+from tests.metrics_helpers import evaluation_metrics
 
 
 def answers(predicted: list[str]) -> pd.DataFrame:
@@ -18,8 +20,8 @@ def answers(predicted: list[str]) -> pd.DataFrame:
                          "predicted_class": predicted, "confidence": [0.9] * 4})  # fmt: skip
 
 
-def metrics(accuracy: float, cat: float, dog: float) -> dict:
-    return {"accuracy": accuracy, "per_class": [{"class": "cat", "recall": cat}, {"class": "dog", "recall": dog}]}
+def metrics(accuracy: float, cat: float, dog: float):
+    return evaluation_metrics(accuracy, {"cat": cat, "dog": dog})
 
 
 def test_disagreements_and_recalls_are_put_side_by_side():
@@ -29,6 +31,14 @@ def test_disagreements_and_recalls_are_put_side_by_side():
     assert result["disagreements"] == 2 and result["only_second_right"] == 2 and result["only_first_right"] == 0
     assert result["recall_by_class"][0] == {"class": "cat", "v0001": 0.5, "v0002": 1.0, "difference": 0.5}
     assert result["examples"][0] == {"path": "1.png", "true_class": "cat", "v0001": "dog", "v0002": "cat"}
+
+
+def test_the_largest_recall_differences_come_first_whatever_their_sign():
+    first, second = answers(["cat", "dog", "dog", "cat"]), answers(["cat", "cat", "dog", "dog"])
+    result = compare(("v0001", "v0002"), (metrics(0.5, 0.9, 0.2), metrics(0.5, 0.8, 0.6)), (first, second))
+    comparison = Comparison(**result, comparison_path="comparison.json")
+    assert comparison.largest_recall_differences(1) == [("dog", 0.4)]
+    assert comparison.largest_recall_differences(3) == [("dog", 0.4), ("cat", -0.1)]
 
 
 def test_evaluations_of_different_images_are_refused():

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from visionflow.models.registry import ModelMetadata
 from visionflow.tasks.train.gate_model import GateConfig, comparable_champion, decide
 
-
-def candidate(accuracy: float, recalls: dict[str, float]) -> dict:
-    return {"accuracy": accuracy, "per_class": [{"class": name, "recall": value} for name, value in recalls.items()]}
-
+from tests.metrics_helpers import evaluation_metrics as candidate
 
 GOOD = candidate(0.80, {"cat": 0.75, "dog": 0.85})
 
@@ -45,7 +43,7 @@ def test_an_equal_or_better_candidate_replaces_the_champion():
 
 
 def test_a_champion_for_other_classes_or_shapes_is_not_comparable():
-    metadata = {"class_names": ["cat", "dog"], "input_shape": [32, 32, 3]}
+    metadata = ModelMetadata(class_names=["cat", "dog"], input_shape=[32, 32, 3])
     assert comparable_champion(metadata, ["cat", "dog"], [32, 32, 3])
     assert not comparable_champion(metadata, ["cat", "dog", "fox"], [32, 32, 3])
     assert not comparable_champion(metadata, ["cat", "dog"], [28, 28, 1])

@@ -8,7 +8,7 @@ import pytest
 
 from visionflow.errors import BadInputError, GateRefusedError, InvalidSettingError
 from visionflow.models.champion import read_history
-from visionflow.models.registry import read_champion
+from visionflow.models.champion_pointer import read_champion
 from visionflow.tasks.train.evaluate_model import EvaluationConfig
 from visionflow.tasks.train.gate_model import GateConfig
 from visionflow.tasks.train.promote_model import promote, promote_model_task, rollback_champion_task
@@ -29,20 +29,20 @@ def test_a_candidate_that_passes_the_gate_becomes_champion_and_is_recorded(regis
     move = promote_model_task.fn(registry, "v0002", GateConfig(), EvaluationConfig(), None)
     assert (move.action, move.from_version, move.to_version) == ("promote", "v0001", "v0002")
     assert "not worse than champion v0001" in move.reason, "the champion was measured on the same split"
-    assert read_champion(registry)["version"] == "v0002"
+    assert read_champion(registry).version == "v0002"
     assert read_history(registry)[-1].to_version == "v0002"
 
 
 def test_promoting_champion_by_name_asks_for_a_version(registry):
     with pytest.raises(InvalidSettingError, match="name the registered version to promote, such as v0002"):
         promote(registry, "champion", GateConfig(), EvaluationConfig(), None, LOG)
-    assert read_champion(registry)["version"] == "v0001"
+    assert read_champion(registry).version == "v0001"
 
 
 def test_a_candidate_the_gate_refuses_leaves_the_champion(registry):
     with pytest.raises(GateRefusedError, match=r"v0003 was not promoted: test accuracy 0.2000 is below the floor"):
         promote(registry, "v0003", GateConfig(), EvaluationConfig(), None, LOG)
-    assert read_champion(registry)["version"] == "v0001"
+    assert read_champion(registry).version == "v0001"
     assert [change.to_version for change in read_history(registry)] == ["v0001"], "only v0001's own promotion"
 
 

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from visionflow.images.imaging import ImageSpec
-from visionflow.images.splits import DatasetRecord, split_schema
-from visionflow.models.registry import read_champion
+from visionflow.images.splits import DatasetMetadata, DatasetRecord, split_schema
+from visionflow.models.champion_pointer import read_champion
+from visionflow.models.evaluation_metrics import EvaluationMetrics
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
 from visionflow.tasks.train.recipe.presets import resolve_preset
@@ -28,7 +29,7 @@ def write_train_split(path: Path) -> str:
     """Six 4x4 images, half of each class, as a split file with the contract versions recorded."""
     images = np.full((6, 4, 4, 3), 100, dtype=np.uint8)
     images[:3] = 200
-    metadata = {"classes": CLASSES, "image_shape": [4, 4, 3], "split": "train", "contract_versions": {"raw": "7"}}
+    metadata = DatasetMetadata(classes=CLASSES, contract_versions={"raw": "7"})
     table = pa.table(
         {
             "pixels": pa.array([image.tobytes() for image in images], type=pa.binary(SPEC.pixel_bytes)),
@@ -36,7 +37,7 @@ def write_train_split(path: Path) -> str:
             "path": [f"{index}.png" for index in range(6)],
             "sha256": [f"{index:064d}" for index in range(6)],
         },
-        schema=split_schema(SPEC, metadata),
+        schema=split_schema(SPEC, metadata, "train"),
     )
     pq.write_table(table, path)
     return str(path)
@@ -49,8 +50,11 @@ def candidate(tmp_path: Path):
     (run_dir / "evaluation").mkdir(parents=True)
     (run_dir / "model.keras").write_bytes(b"model bytes")
     (run_dir / "history.json").write_text('{"loss": [1.0]}')
-    metrics = {"accuracy": 0.75, "macro_precision": 0.7, "macro_recall": 0.75, "macro_f1": 0.72, "per_class": []}
-    (run_dir / "evaluation" / "metrics.json").write_text(json.dumps(metrics))
+    metrics = EvaluationMetrics(
+        accuracy=0.75, macro_precision=0.7, macro_recall=0.75, macro_f1=0.72, per_class=[], confusion_matrix=[],
+        most_confused=[], test_images=8,
+    )  # fmt: skip
+    (run_dir / "evaluation" / "metrics.json").write_text(metrics.model_dump_json())
     (run_dir / "evaluation" / "confusion.png").write_bytes(b"png bytes")
     train_path = write_train_split(tmp_path / "train.parquet")
     dataset = DatasetRecord(
@@ -88,6 +92,13 @@ def test_the_task_registers_everything_and_promotes_as_the_gate_decided(candidat
         "confusion.png", "history.json", "metadata.json", "metrics.json", "model.keras",
     ]  # fmt: skip
     stored = json.loads((root / "v0001" / "metadata.json").read_text())
+    assert list(stored) == [
+        "dataset_fingerprint", "dataset_dir", "contract_versions", "class_names", "input_shape", "training_profile",
+        "preset", "hyperparameters", "seed", "precision", "epochs_run", "train_seconds", "train_images_per_second",
+        "metrics", "packages", "git_commit", "gate", "registered_at", "version",
+    ], "metadata.json keeps its fields, in the order registries have always held them"  # fmt: skip
+    assert stored["metrics"] == {"accuracy": 0.75, "macro_precision": 0.7, "macro_recall": 0.75, "macro_f1": 0.72,
+                                 "per_class": []}  # fmt: skip
     assert stored["class_names"] == CLASSES and stored["input_shape"] == [4, 4, 3]
     assert stored["contract_versions"] == {"raw": "7"} and stored["metrics"]["accuracy"] == 0.75
     assert stored["hyperparameters"]["train"]["epochs"] == 1 and stored["preset"] == "tiny"
@@ -99,7 +110,7 @@ def test_the_task_registers_everything_and_promotes_as_the_gate_decided(candidat
     assert rejected.model_version == "v0002" and not rejected.promoted and rejected.champion_version == "v0001"
     stored = json.loads((root / "v0002" / "metadata.json").read_text())
     assert stored["gate"]["promoted"] is False and stored["gate"]["reason"] == "worse than v0001"
-    assert read_champion(root)["version"] == "v0001", "a rejected model never moves the champion"
+    assert read_champion(root).version == "v0001", "a rejected model never moves the champion"
 
 
 def test_a_missing_training_split_fails_before_anything_is_registered(candidate, tmp_path):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from visionflow.images.imaging import ImageSpec
-from visionflow.images.splits import split_schema
+from visionflow.images.splits import DatasetMetadata, split_schema
 from visionflow.tasks.train.recipe.presets import PRESETS, resolve_preset
 from visionflow.tasks.train.train_model import (
     FINISHED_TRAINING_FILE,
@@ -197,7 +197,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 def write_split(path, images: np.ndarray, labels: np.ndarray, split: str, classes=("red", "green", "blue")) -> str:
     spec = ImageSpec(SIZE, SIZE, 3)
-    schema = split_schema(spec, {"classes": list(classes), "image_shape": [SIZE, SIZE, 3], "split": split})
+    schema = split_schema(spec, DatasetMetadata(classes=list(classes)), split)
     table = pa.table(
         {
             "pixels": pa.array([image.tobytes() for image in images], type=pa.binary(spec.pixel_bytes)),

@@ -30,6 +30,10 @@ def test_list_shows_every_version_with_the_champion_marked(registry):
     assert result.returncode == 0 and listing["champion"] == "v0001"
     assert [model["version"] for model in listing["models"]] == ["v0003", "v0002", "v0001"]
     assert listing["models"][1]["test_accuracy"] == 0.99 and listing["models"][1]["dataset"] == "shapes"
+    assert list(listing) == ["models_root", "champion", "models"] and list(listing["models"][1]) == [
+        "version", "champion", "preset", "dataset", "dataset_fingerprint", "test_accuracy", "macro_f1",
+        "registered_at", "gate_promoted", "gate_reason",
+    ]  # fmt: skip
     human = run_offline("models", "list", home=registry).stdout
     assert "* v0001" in human and "  v0002    tiny" in human and "0.9900" in human
 
@@ -37,6 +41,9 @@ def test_list_shows_every_version_with_the_champion_marked(registry):
 def test_show_and_its_errors(registry):
     shown = json.loads(run_offline("models", "show", "v0002", "--json", home=registry).stdout.splitlines()[-1])
     assert shown["version"] == "v0002" and shown["champion"] is False and "training_profile" not in shown
+    stored = json.loads((registry / "models" / "v0002" / "metadata.json").read_text())
+    del stored["training_profile"]
+    assert shown == {**stored, "champion": False, "history": []}, "metadata.json as it is, and the champion facts"
     missing = run_offline("models", "show", "v0042", home=registry)
     assert missing.returncode == 4 and "no registered model 'v0042'" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -14,7 +14,8 @@ from visionflow.models.champion import (
     rollback_champion,
     set_champion,
 )
-from visionflow.models.registry import read_champion, register
+from visionflow.models.champion_pointer import read_champion
+from visionflow.models.registry import ModelMetadata, register
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def registry(tmp_path):
     model.write_bytes(b"model bytes")
     root = tmp_path / "models"
     for promoted in (True, True, False):
-        register({"model.keras": model}, {"gate": {"promoted": promoted}}, root)
+        register({"model.keras": model}, ModelMetadata.model_validate({"gate": {"promoted": promoted}}), root)
     return root
 
 
@@ -37,7 +38,7 @@ def test_every_move_is_recorded_with_from_to_reason_and_by(registry):
         ("force", "v0001", "v0003", "better"),
     ]
     assert history[1].by == "visionflow models promote v0003" and history[1].at.endswith("+00:00")
-    assert read_champion(registry)["version"] == "v0003"
+    assert read_champion(registry).version == "v0003"
 
 
 def test_rollback_walks_back_through_the_champions_and_stops_at_the_first(registry):
@@ -45,7 +46,7 @@ def test_rollback_walks_back_through_the_champions_and_stops_at_the_first(regist
         set_champion(registry, version, by="test")
     assert rollback_champion(registry, by="test").to_version == "v0002"
     assert rollback_champion(registry, by="test").to_version == "v0001"
-    assert read_champion(registry)["version"] == "v0001"
+    assert read_champion(registry).version == "v0001"
     with pytest.raises(BadInputError, match="no champion before v0001.*visionflow models promote"):
         rollback_champion(registry)
     set_champion(registry, "v0003", by="test")
@@ -78,7 +79,7 @@ def test_a_champion_moved_meanwhile_is_not_overwritten(registry):
     set_champion(registry, "v0002", by="another run")
     with pytest.raises(BusyError, match="became v0002 while v0003 was compared with v0001"):
         set_champion(registry, "v0003", expected_from="v0001")
-    assert read_champion(registry)["version"] == "v0002" and len(read_history(registry)) == 2
+    assert read_champion(registry).version == "v0002" and len(read_history(registry)) == 2
 
 
 def test_moves_at_the_same_time_leave_one_consistent_champion(registry):
@@ -89,7 +90,7 @@ def test_moves_at_the_same_time_leave_one_consistent_champion(registry):
     assert len(history) == len(versions)
     for before, after in zip(history, history[1:], strict=False):
         assert after.from_version == before.to_version, "each move starts where the one before ended"
-    assert read_champion(registry)["version"] == history[-1].to_version
+    assert read_champion(registry).version == history[-1].to_version
 
 
 def test_an_unknown_version_is_refused(registry):

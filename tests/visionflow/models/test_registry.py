@@ -12,13 +12,12 @@ import pytest
 
 from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingError
 from visionflow.models.champion import LOCK_FILE, set_champion
+from visionflow.models.champion_pointer import CHAMPION_POINTER, ChampionPointer, champion_dir, read_champion
 from visionflow.models.registry import (
-    CHAMPION_POINTER,
-    champion_dir,
+    ModelMetadata,
     find_model,
     load_checked_model,
     next_version,
-    read_champion,
     read_metadata,
     register,
 )
@@ -39,8 +38,8 @@ def model_files(tmp_path: Path) -> dict[str, Path]:
 
 def test_versions_count_up_and_hold_every_file(model_files, tmp_path):
     root = tmp_path / "models"
-    assert register(model_files, {"preset": "seed"}, root) == "v0001"
-    assert register(model_files, {"preset": "default"}, root) == "v0002"
+    assert register(model_files, ModelMetadata(preset="seed"), root) == "v0001"
+    assert register(model_files, ModelMetadata(preset="default"), root) == "v0002"
     assert (root / "v0002" / "model.keras").read_bytes() == b"model bytes"
     assert json.loads((root / "v0002" / "metadata.json").read_text()) == {"preset": "default", "version": "v0002"}
     assert next_version(root) == "v0003"
@@ -50,16 +49,16 @@ def test_versions_count_up_and_hold_every_file(model_files, tmp_path):
 def test_registrations_at_the_same_time_get_different_versions(model_files, tmp_path):
     root = tmp_path / "models"
     with ThreadPoolExecutor(4) as pool:
-        versions = list(pool.map(lambda index: register(model_files, {"index": index}, root), range(8)))
+        versions = list(pool.map(lambda index: register(model_files, ModelMetadata(seed=index), root), range(8)))
     assert sorted(versions) == [f"v{number:04d}" for number in range(1, 9)]
 
 
 def test_champion_pointer_moves_only_when_set(model_files, tmp_path):
     root = tmp_path / "models"
     assert read_champion(root) is None and champion_dir(root) is None
-    register(model_files, {}, root)
+    register(model_files, ModelMetadata(), root)
     set_champion(root, "v0001")
-    assert read_champion(root)["version"] == "v0001"
+    assert read_champion(root).version == "v0001" and read_champion(root).promoted_at.endswith("+00:00")
     assert champion_dir(root) == root / "v0001"
     assert [path.name for path in root.iterdir() if path.name.startswith(".")] == [LOCK_FILE], "no temporary files"
     assert (root / CHAMPION_POINTER).exists()
@@ -143,6 +142,30 @@ def test_damaged_model_metadata_names_the_file_and_the_way_back(tmp_path):
     metadata_path.write_text(json.dumps({"class_names": list(CLASSES)}))
     with pytest.raises(DamagedStateError, match="lacks input_shape"):
         find_model(tmp_path / "models", version)
+    metadata_path.write_text(json.dumps({"class_names": "blue", "input_shape": list(SHAPE)}))
+    with pytest.raises(DamagedStateError, match=r"model metadata .* is damaged \(class_names: .*\): restore it"):
+        find_model(tmp_path / "models", version)
+
+
+def test_a_registry_written_by_hand_or_by_an_older_visionflow_still_loads(tmp_path):
+    root = tmp_path / "models"
+    version = register_tiny_model(root, champion=False)
+    per_class = [{"class": name, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 4} for name in CLASSES]
+    written = {
+        "class_names": list(CLASSES), "input_shape": list(SHAPE), "preset": "seed", "retired_field": [1, 2],
+        "metrics": {"accuracy": 0.5, "macro_precision": 0.5, "macro_recall": 0.5, "macro_f1": 0.5,
+                    "per_class": per_class},
+        "gate": {"promoted": True},
+    }  # fmt: skip
+    (root / version / "metadata.json").write_text(json.dumps(written))
+    (root / "champion.json").write_text(json.dumps({"version": version}))
+    assert read_champion(root) == ChampionPointer(version=version, promoted_at=None)
+    record = find_model(root)
+    assert record.version == version and record.class_names == CLASSES and record.training_profile is None
+    metadata = read_metadata(root / version)
+    assert metadata.preset == "seed" and metadata.metrics.weakest_class().class_name == CLASSES[0]
+    assert metadata.gate.promoted and metadata.gate.reason is None and metadata.dataset_dir is None
+    assert metadata.file_fields() == written, "the fields it holds, and only those, unknown ones kept"
 
 
 def test_staging_left_by_a_killed_registration_is_removed_by_the_next(model_files, tmp_path):
@@ -152,7 +175,7 @@ def test_staging_left_by_a_killed_registration_is_removed_by_the_next(model_file
     (abandoned / "model.keras").write_bytes(b"half a copy")
     running = root / f".staging-{os.getpid()}-000000000000"  # A registration still in progress.
     running.mkdir()
-    assert register(model_files, {}, root) == "v0001"
+    assert register(model_files, ModelMetadata(), root) == "v0001"
     assert not abandoned.exists() and running.exists()
 
 
