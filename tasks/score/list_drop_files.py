@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from visionflow.errors import BadInputError
 from visionflow.images.file_listing import MAX_FILE_BYTES, STATUS_OK, file_problem, hash_files, walk_files
-from visionflow.ledger.drops import CONTROL_FILES
+from visionflow.ledger.inbox import CONTROL_FILES
 from visionflow.parallel import default_workers
 from visionflow.run_context import run_logger
 

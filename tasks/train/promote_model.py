@@ -74,7 +74,7 @@ def promote(
         current = pointer.version if pointer else None
         return set_champion(models_root, version, force_reason, "force", actor(), expected_from=current)
     metrics = read_metadata(Path(models_root) / version).metrics
-    if metrics is None:
+    if metrics is None or not metrics.complete():
         raise BadInputError(f"{version} has no recorded test metrics to gate: promote it with --force --reason TEXT")
     test_path = candidate_test_split(models_root, version)
     champion_version, accuracy = measure_champion(test_path, models_root, evaluation, log)

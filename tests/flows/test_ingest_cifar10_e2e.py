@@ -30,4 +30,4 @@ def test_cifar10_ingests_to_60000_rows_whose_pixels_match_the_jpegs(home):
         for index in generator.choice(len(paths), size=25, replace=False):
             source = np.asarray(Image.open(SHARED_CIFAR10 / paths[index]).convert("RGB"))
             np.testing.assert_array_equal(images[index], source, err_msg=paths[index])
-            assert metadata["classes"][labels[index]] == paths[index].split("/")[1]
+            assert metadata.classes[labels[index]] == paths[index].split("/")[1]

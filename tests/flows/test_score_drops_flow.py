@@ -7,8 +7,8 @@ import pytest
 from visionflow.errors import VisionflowError
 from visionflow.flows.score import ScoringConfig
 from visionflow.flows.score_drops import score_drops_flow
-from visionflow.ledger.drops import FAILURE_NOTE, DropOutputs
-from visionflow.ledger.inbox import InboxConfig
+from visionflow.ledger.drops import DropOutputs
+from visionflow.ledger.inbox import FAILURE_NOTE, InboxConfig
 
 from tests.conftest import write_image
 from tests.scoring_helpers import register_tiny_model

@@ -6,16 +6,11 @@ promote and rollback run the `promote` and `rollback` flows, as the UI's deploym
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import BaseModel, model_serializer
 
 from visionflow.cli.common import HomeOption, JsonOption, app, fail, finish, prepare, run_flow
-from visionflow.models.champion import ChampionChange, read_history
-from visionflow.models.champion_pointer import read_champion
-from visionflow.models.registry import METADATA_FILE, VERSION_PATTERN, ModelMetadata, find_model, read_metadata
 
 if TYPE_CHECKING:
     from visionflow.tasks.train.promote_model import ChampionMove
@@ -26,75 +21,11 @@ app.add_typer(models_app, name="models")
 VersionArgument = Annotated[str, typer.Argument(metavar="VERSION", help="A registered version, such as v0003.")]
 
 
-class ModelSummary(BaseModel):
-    """One registered version in a line's worth of fields, as `models list` shows it."""
-
-    version: str  # Registry version, e.g. "v0003".
-    champion: bool  # True for the version the champion pointer names.
-    preset: str | None  # The training recipe's name; None when its metadata records none.
-    dataset: str | None  # The name of the dataset folder it was trained on; None: unrecorded.
-    dataset_fingerprint: str | None  # That dataset's fingerprint; None: unrecorded.
-    test_accuracy: float | None  # Share of its test split classified correctly, 0 to 1; None: unrecorded.
-    macro_f1: float | None  # Mean per-class F1 on its test split, 0 to 1; None: unrecorded.
-    registered_at: str | None  # When it was registered, ISO 8601 in UTC; None: unrecorded.
-    gate_promoted: bool | None  # Whether the gate promoted it at registration; None: unrecorded.
-    gate_reason: str | None  # The gate's decision, in a sentence; None: unrecorded.
-
-
-class RegistryListing(BaseModel):
-    """The champion and every registered version, newest first."""
-
-    models_root: str  # The registry folder.
-    champion: str | None  # The champion's version; None when no model was promoted yet.
-    models: list[ModelSummary]  # Every registered version, newest first.
-
-
-class ShownModel(BaseModel):
-    """One registered version in full, as `models show` prints it."""
-
-    version: str  # The registry folder's version, e.g. "v0003".
-    metadata: ModelMetadata  # Its metadata.json.
-    champion: bool  # True when it is the champion.
-    history: list[ChampionChange]  # The champion changes it took part in, oldest first.
-
-    @model_serializer
-    def json_fields(self) -> dict[str, Any]:
-        """metadata.json's fields (the training profile left out: it is long and for machines), then the rest."""
-        fields = {name: value for name, value in self.metadata.file_fields().items() if name != "training_profile"}
-        return {**fields, "champion": self.champion, "history": [change.model_dump() for change in self.history]}
-
-
-def model_summary(version_dir: Path, champion: str | None) -> ModelSummary:
-    """One registered version in a line's worth of fields."""
-    metadata = read_metadata(version_dir)
-    metrics, gate = metadata.metrics, metadata.gate
-    return ModelSummary(
-        version=version_dir.name,
-        champion=version_dir.name == champion,
-        preset=metadata.preset,
-        dataset=Path(metadata.dataset_dir or "").name or None,
-        dataset_fingerprint=metadata.dataset_fingerprint,
-        test_accuracy=metrics.accuracy if metrics else None,
-        macro_f1=metrics.macro_f1 if metrics else None,
-        registered_at=metadata.registered_at,
-        gate_promoted=gate.promoted if gate else None,
-        gate_reason=gate.reason if gate else None,
-    )
-
-
-def registry_listing(models_root: Path) -> RegistryListing:
-    """The champion and every registered version, newest first."""
-    pointer = read_champion(models_root)
-    champion = pointer.version if pointer else None
-    folders = [path for path in models_root.glob("v[0-9]*") if VERSION_PATTERN.fullmatch(path.name)]
-    folders = sorted((path for path in folders if (path / METADATA_FILE).is_file()), reverse=True)
-    models = [model_summary(folder, champion) for folder in folders]
-    return RegistryListing(models_root=str(models_root), champion=champion, models=models)
-
-
 @models_app.command("list")
 def list_models(home: HomeOption = None, json_output: JsonOption = False) -> None:
     """Every registered model with its preset, dataset, test accuracy, macro F1, date and gate outcome."""
+    # Imported here, as every command's work is: `visionflow --help` should not load the registry.
+    from visionflow.cli.model_listing import list_lines, registry_listing
     from visionflow.errors import VisionflowError
     from visionflow.home import resolve_home
 
@@ -102,34 +33,18 @@ def list_models(home: HomeOption = None, json_output: JsonOption = False) -> Non
         listing = registry_listing(resolve_home(home).models)
     except VisionflowError as error:
         fail(str(error), error.exit_code, json_output)
-    finish(listing, json_output, _list_lines)
-
-
-def _list_lines(listing: RegistryListing) -> list[str]:
-    if not listing.models:
-        return [f"no models registered in {listing.models_root}: train one with `visionflow train --data ...`"]
-    lines = [f"  {'version':8} {'preset':8} {'dataset':22} {'accuracy':>8} {'macro F1':>8}  {'registered':16}  gate"]
-    for model in listing.models:
-        gate = {True: "promoted", False: "rejected"}.get(model.gate_promoted, "?")
-        accuracy, macro_f1 = _number(model.test_accuracy), _number(model.macro_f1)
-        lines.append(
-            f"{'*' if model.champion else ' '} {model.version:8} {model.preset or '?':8} "
-            f"{(model.dataset or '?')[:22]:22} {accuracy:>8} {macro_f1:>8}  "
-            f"{(model.registered_at or '?')[:16].replace('T', ' '):16}  {gate}"
-        )
-    lines.append(f"* champion: {listing.champion or 'none yet'}   (registry: {listing.models_root})")
-    return lines
-
-
-def _number(value: float | None) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "?"
+    finish(listing, json_output, list_lines)
 
 
 @models_app.command()
 def show(version: VersionArgument, home: HomeOption = None, json_output: JsonOption = False) -> None:
     """One model: its data, recipe, metrics, gate decision, and the champion changes it took part in."""
+    from visionflow.cli.model_listing import ShownModel, show_lines
     from visionflow.errors import VisionflowError
     from visionflow.home import resolve_home
+    from visionflow.models.champion import read_history
+    from visionflow.models.champion_pointer import read_champion
+    from visionflow.models.registry import find_model, read_metadata
 
     models_root = resolve_home(home).models
     try:
@@ -142,27 +57,7 @@ def show(version: VersionArgument, home: HomeOption = None, json_output: JsonOpt
         fail(str(error), error.exit_code, json_output)
     champion = bool(pointer and pointer.version == record.version)
     finish(ShownModel(version=record.version, metadata=metadata, champion=champion, history=history),
-           json_output, _show_lines)  # fmt: skip
-
-
-def _show_lines(shown: ShownModel) -> list[str]:
-    metadata, metrics, gate = shown.metadata, shown.metadata.metrics, shown.metadata.gate
-    lines = [
-        f"{shown.version}{' (champion)' if shown.champion else ''}: preset {metadata.preset}, "
-        f"registered {metadata.registered_at}",
-        f"data: {metadata.dataset_dir} (fingerprint {str(metadata.dataset_fingerprint)[:12]}), "
-        f"classes {', '.join(metadata.class_names or [])}, input {'x'.join(map(str, metadata.input_shape or []))}",
-        f"test accuracy {_number(metrics and metrics.accuracy)}, macro F1 {_number(metrics and metrics.macro_f1)}; "
-        f"{metadata.epochs_run} epochs in {metadata.train_seconds} s",
-        f"gate: {'promoted' if gate and gate.promoted else 'not promoted'}: {gate.reason if gate else None}",
-    ]
-    recalls = ", ".join(f"{row.class_name} {row.recall:.2f}" for row in (metrics.per_class if metrics else []))
-    if recalls:
-        lines.append(f"recall per class: {recalls}")
-    for change in shown.history:
-        moved = f"{change.from_version or 'none'} -> {change.to_version}"
-        lines.append(f"{change.at}: {change.action} {moved}: {change.reason} (by {change.by})")
-    return lines
+           json_output, show_lines)  # fmt: skip
 
 
 @models_app.command()

@@ -32,10 +32,6 @@ from visionflow.atomic import atomic_path
 from visionflow.errors import BusyError, NoSpaceError
 from visionflow.ledger.ledger import PENDING, PredictionLedger, part_files
 
-READY_MARKER = "_READY"  # A file of this name at the top of a drop says the drop is complete.
-FAILURE_NOTE = "_FAILED.txt"  # Written at the top of a drop that failed; a failed drop put back is scored again.
-CONTROL_FILES = frozenset({READY_MARKER, FAILURE_NOTE})  # Signals about the drop, not inputs.
-
 PREDICTIONS = "predictions"
 REJECTIONS = "rejections"
 PROBABILITY_PREFIX = "probability_"  # Per-class probability columns are probability_<class name>.

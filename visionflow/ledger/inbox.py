@@ -19,7 +19,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from visionflow.ledger.drops import FAILURE_NOTE, READY_MARKER
+READY_MARKER = "_READY"  # A file of this name at the top of a drop says the drop is complete.
+FAILURE_NOTE = "_FAILED.txt"  # Written at the top of a drop that failed; a failed drop put back is scored again.
+CONTROL_FILES = frozenset({READY_MARKER, FAILURE_NOTE})  # Signals about the drop, not inputs.
 
 # Emitted at most once per look at the inbox when new drops are ready and no score-drops run is
 # already waiting to start; the score-drops deployment runs on it, so a burst of a thousand

@@ -38,13 +38,21 @@ class ConfusedPair(BaseModel):
 
 
 class RecordedMetrics(BaseModel):
-    """The headline test results a registered model's metadata repeats."""
+    """The headline test results a registered model's metadata repeats.
 
-    accuracy: float  # Share of test images classified correctly, 0 to 1.
-    macro_precision: float  # Mean of the per-class precisions, 0 to 1.
-    macro_recall: float  # Mean of the per-class recalls, 0 to 1.
-    macro_f1: float  # Mean of the per-class F1 scores, 0 to 1.
-    per_class: list[ClassMetrics]  # Every class of the model, in class order, tested or not.
+    A metadata file written by an older visionflow, or by hand, may hold only some of them, so each
+    may be missing (None, or no rows); `complete` tells whether the gate can judge them.
+    """
+
+    accuracy: float | None = None  # Share of test images classified correctly, 0 to 1.
+    macro_precision: float | None = None  # Mean of the per-class precisions, 0 to 1.
+    macro_recall: float | None = None  # Mean of the per-class recalls, 0 to 1.
+    macro_f1: float | None = None  # Mean of the per-class F1 scores, 0 to 1.
+    per_class: list[ClassMetrics] = []  # Every class of the model, in class order, tested or not.
+
+    def complete(self) -> bool:
+        """Whether the accuracy and the per-class rows the gate reads are all there."""
+        return self.accuracy is not None and bool(self.per_class)
 
     def weakest_class(self) -> ClassMetrics:
         """The class with the lowest recall (the first of them in class order)."""
@@ -56,8 +64,13 @@ class RecordedMetrics(BaseModel):
 
 
 class EvaluationMetrics(RecordedMetrics):
-    """metrics.json: everything one evaluation of a model on a test split measured."""
+    """metrics.json: everything one evaluation of a model on a test split measured (every headline figure)."""
 
+    accuracy: float  # Share of test images classified correctly, 0 to 1.
+    macro_precision: float  # Mean of the per-class precisions, 0 to 1.
+    macro_recall: float  # Mean of the per-class recalls, 0 to 1.
+    macro_f1: float  # Mean of the per-class F1 scores, 0 to 1.
+    per_class: list[ClassMetrics]  # Every class of the model, in class order, tested or not.
     confusion_matrix: list[list[int]]  # Images per (true class row, predicted class column), in class order.
     most_confused: list[ConfusedPair]  # The cells with the most errors, largest first.
     test_images: int  # Images in the test split.

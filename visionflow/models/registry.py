@@ -49,7 +49,7 @@ class ModelRecord(BaseModel):
 class GateRecord(BaseModel):
     """The approval gate's decision on a model at its registration."""
 
-    promoted: bool  # True when the gate made it the champion.
+    promoted: bool = False  # True when the gate made it the champion; a file that does not say reads as not.
     reason: str | None = None  # The decision, in a sentence; None when the file records none.
     champion_version: str | None = None  # The champion it was compared with; None when there was none.
     # That champion's accuracy on the model's test split, 0 to 1; None when it could not be measured there.

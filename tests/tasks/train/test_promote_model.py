@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -68,3 +69,14 @@ def test_bad_inputs_say_what_to_do(registry, tmp_path):
     (tmp_path / "datasets" / "shapes" / "test.parquet").unlink()
     with pytest.raises(BadInputError, match="is gone.*--force --reason TEXT"):
         promote(registry, "v0002", GateConfig(), EvaluationConfig(), None, LOG)
+
+
+def test_a_version_with_incomplete_metrics_is_not_gated_but_can_be_forced(registry):
+    # Older or hand-written metadata may keep only some of the test metrics: the gate cannot judge them.
+    metadata_path = registry / "v0002" / "metadata.json"
+    fields = json.loads(metadata_path.read_text())
+    fields["metrics"] = {"accuracy": 0.9, "macro_f1": 0.8}
+    metadata_path.write_text(json.dumps(fields))
+    with pytest.raises(BadInputError, match="no recorded test metrics.*--force --reason TEXT"):
+        promote(registry, "v0002", GateConfig(), EvaluationConfig(), None, LOG)
+    assert promote(registry, "v0002", GateConfig(), EvaluationConfig(), "old model, checked by hand", LOG) is not None

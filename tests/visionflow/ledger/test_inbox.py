@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from visionflow.ledger.drops import FAILURE_NOTE
 from visionflow.ledger.inbox import (
+    FAILURE_NOTE,
     DropFolders,
     InboxConfig,
     claim,

@@ -184,3 +184,16 @@ def test_a_model_name_that_is_not_a_version_is_refused_before_touching_the_file_
     register_tiny_model(tmp_path / "models")
     with pytest.raises(InvalidSettingError, match="is not a model version: use 'champion' or a registered version"):
         find_model(tmp_path / "models", model)
+
+
+def test_metadata_with_partial_metrics_and_gate_still_reads(tmp_path):
+    """Older or hand-written metadata may hold only some metrics and a gate without its decision: the
+    version still reads (for listing and scoring), incomplete, and is written back as it was."""
+    version_dir = tmp_path / "v0001"
+    version_dir.mkdir()
+    fields = {"class_names": ["a", "b"], "metrics": {"accuracy": 0.9, "macro_f1": 0.8}, "gate": {"reason": "old"}}
+    (version_dir / "metadata.json").write_text(json.dumps(fields))
+    metadata = read_metadata(version_dir)
+    assert metadata.metrics.accuracy == 0.9 and metadata.metrics.macro_precision is None
+    assert not metadata.metrics.complete() and metadata.gate.promoted is False
+    assert metadata.file_fields()["metrics"] == {"accuracy": 0.9, "macro_f1": 0.8}
