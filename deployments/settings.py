@@ -1,4 +1,4 @@
-"""The settings of visionflow's service, deployments and drop inbox, importable without Prefect.
+"""The settings of visionflow's service and deployments, importable without Prefect.
 
 `visionflow serve` must put the server's address in the environment before Prefect is first
 imported, and `visionflow deploy` validates its options before it talks to a server, so these

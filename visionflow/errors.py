@@ -62,3 +62,12 @@ class UnreachableError(VisionflowError):
     once it answers, keeping what was committed before."""
 
     exit_code = 9
+
+
+def first_validation_problem(error: ValueError) -> str:
+    """The first problem a pydantic ValidationError names, as "where.it.is: what is wrong" (else the error's text)."""
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    return str(error)

@@ -50,8 +50,8 @@ def write_split_parquet(
     """Write output_dir/<split>.parquet for every split that has rows; return {split: path}.
 
     manifest must be indexed by the decode stage's row ids. Only accepted rows (status "ok"
-    with a split and a label) are written. metadata (classes, image shape, fingerprint,
-    contract version) is stored in every file's schema, with the image shape and split added.
+    with a split and a label) are written. metadata (classes, fingerprint, source, contract
+    versions) is stored in every file's schema, with the image shape and the split added.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     accepted = manifest[(manifest["status"] == STATUS_OK) & manifest["split"].notna() & manifest["label"].notna()]

@@ -225,15 +225,9 @@ def given(**options: Any) -> dict[str, Any]:
 
 def validated_config(model, values: dict, json_output: bool):
     """model (a pydantic config class) built from values, or exit 2 naming the first invalid option."""
+    from visionflow.errors import first_validation_problem
+
     try:
         return model.model_validate(values)
     except ValueError as error:
-        fail(f"invalid option: {first_pydantic_error(error)}", 2, json_output)
-
-
-def first_pydantic_error(error: ValueError) -> str:
-    errors = getattr(error, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
-    return str(error)
+        fail(f"invalid option: {first_validation_problem(error)}", 2, json_output)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from visionflow.atomic import write_json_atomically
-from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingError
+from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingError, first_validation_problem
 from visionflow.images.image_profile import ImageProfile
 from visionflow.models.champion_pointer import read_champion
 from visionflow.models.evaluation_metrics import RecordedMetrics
@@ -106,11 +106,9 @@ def read_metadata(version_dir: Path) -> ModelMetadata:
     try:
         return ModelMetadata.model_validate(fields)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
         raise DamagedStateError(
-            f"the model metadata {path} is damaged ({where}: {first['msg']}): restore it from a backup, or move "
-            f"{Path(version_dir)} out of {Path(version_dir).parent} and register the model again by training"
+            f"the model metadata {path} is damaged ({first_validation_problem(error)}): restore it from a backup, "
+            f"or move {Path(version_dir)} out of {Path(version_dir).parent} and register the model again by training"
         ) from None
 
 

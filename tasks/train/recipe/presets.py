@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from visionflow.errors import InvalidSettingError
+from visionflow.errors import InvalidSettingError, first_validation_problem
 from visionflow.network.build_model import ModelConfig
 
 # How training spreads over devices (tasks/train/recipe/distribution.py, docs/SCALING.md).
@@ -159,9 +159,7 @@ def resolve_preset(preset_name: str, overrides: dict | None = None) -> Preset:
     try:
         train_config = TrainConfig.model_validate({**base.train.model_dump(), **(overrides or {})})
     except ValidationError as error:
-        first = error.errors()[0]
-        setting = ".".join(str(part) for part in first["loc"])
-        raise InvalidSettingError(f"invalid option: {setting}: {first['msg']}") from None
+        raise InvalidSettingError(f"invalid option: {first_validation_problem(error)}") from None
     return base.model_copy(update={"train": train_config})
 
 
