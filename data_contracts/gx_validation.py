@@ -1,37 +1,38 @@
 """The one module of visionflow that talks to Great Expectations.
 
-Suites are version-controlled JSON files beside this module, one per dataset boundary. Each
-validation loads its suite into a fresh ephemeral GX context (nothing is written to disk, and
-no GX object is shared between threads, which GX does not support) and turns GX's result into
-a ContractReport: plain data a person, a log line, a JSON file or a Prefect artifact can use.
-Expectations carry meta.severity: "hard" failures stop a run, "soft" ones only warn.
-
-Given a Data Docs root (VISIONFLOW_HOME), each result is also stored in a GX file data context
-there and its page built, so the team can browse every validation in GX's own Data Docs site
+Each validation loads its suite (data_contracts/contract_suites.py) into a fresh ephemeral GX
+context (nothing is written to disk, and no GX object is shared between threads, which GX does
+not support) and turns GX's result into a ContractReport. Given a Data Docs root
+(VISIONFLOW_HOME), each result is also stored in a GX file data context there and its page
+built, so the team can browse every validation in GX's own Data Docs site
 (<home>/gx/uncommitted/data_docs/local_site/index.html); the report carries the page's URL.
+What GX has no public form for is reached through data_contracts/gx_compat.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from visionflow.data_contracts import gx_compat
+
+# The suites and their reports: the pipelines import them from here too (the "as" names only for them).
+from visionflow.data_contracts.contract_suites import SUITES_DIR as SUITES_DIR
+from visionflow.data_contracts.contract_suites import ContractReport, ExpectationOutcome, load_suite
+from visionflow.data_contracts.contract_suites import contract_version as contract_version
+
 # Usage statistics stay off in every GX version that reads this variable.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 logger = logging.getLogger(__name__)
-
-SUITES_DIR = Path(__file__).parent
 
 # How many example values of the identifying column a report shows per failed expectation.
 EXAMPLES_PER_FAILURE = 5
@@ -63,84 +64,6 @@ def _progress_bars_with_a_thread_lock() -> None:
 
 
 _progress_bars_with_a_thread_lock()
-
-
-@dataclass
-class ExpectationOutcome:
-    """One expectation's result, in the words a report needs."""
-
-    expectation: str  # GX expectation type, e.g. "expect_column_values_to_be_in_set".
-    column: str | None  # The column it checks, or None for table-level checks.
-    severity: str  # "hard" stops the run, "soft" warns.
-    check: str  # What the expectation means for visionflow, in plain words.
-    success: bool
-    unexpected_count: int | None = None  # Rows that broke it, when the check is row by row.
-    element_count: int | None = None  # Rows it looked at.
-    observed: Any = None  # The observed value, for table-level checks such as row counts.
-    examples: list[str] = field(default_factory=list)  # A few offending rows, by their example column.
-    unexpected_values: list[Any] = field(default_factory=list)  # A few distinct offending values.
-
-    def describe(self) -> str:
-        """One line a person can act on: what broke, where, how much, and examples."""
-        where = f"column '{self.column}'" if self.column else "table"
-        amount = ""
-        if self.unexpected_count is not None:
-            amount = f": {self.unexpected_count} of {self.element_count} rows"
-        elif self.observed is not None:
-            amount = f": observed {self.observed}"
-        values = f", values {self.unexpected_values}" if self.unexpected_values else ""
-        examples = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
-        return f"{self.expectation} on {where} failed{amount}{values}{examples} — {self.check}"
-
-
-@dataclass
-class ContractReport:
-    """The outcome of validating one frame against one suite."""
-
-    suite: str  # Suite name, e.g. "raw_manifest".
-    contract_version: str  # The suite's meta.contract_version.
-    target: str  # What was validated, e.g. "manifest" or "train split".
-    outcomes: list[ExpectationOutcome]
-    docs_url: str | None = None  # This validation's page in the GX Data Docs site, when one is kept.
-
-    @property
-    def hard_failures(self) -> list[ExpectationOutcome]:
-        return [outcome for outcome in self.outcomes if not outcome.success and outcome.severity == "hard"]
-
-    @property
-    def soft_failures(self) -> list[ExpectationOutcome]:
-        return [outcome for outcome in self.outcomes if not outcome.success and outcome.severity != "hard"]
-
-    @property
-    def success(self) -> bool:
-        """True when no hard expectation failed (soft failures only warn)."""
-        return not self.hard_failures
-
-    def to_dict(self) -> dict:
-        return {
-            "suite": self.suite,
-            "contract_version": self.contract_version,
-            "target": self.target,
-            "success": self.success,
-            "failed": [outcome.expectation for outcome in self.hard_failures],
-            "warnings": [outcome.expectation for outcome in self.soft_failures],
-            "outcomes": [asdict(outcome) for outcome in self.outcomes],
-            "docs_url": self.docs_url,
-        }
-
-
-def load_suite(name: str) -> dict:
-    """The suite's JSON document, as stored in data_contracts/<name>.json."""
-    path = SUITES_DIR / f"{name}.json"
-    if not path.is_file():
-        known = sorted(candidate.stem for candidate in SUITES_DIR.glob("*.json"))
-        raise ValueError(f"no data contract named {name!r}; known contracts: {', '.join(known)}")
-    return json.loads(path.read_text())
-
-
-def contract_version(name: str) -> str:
-    """The version string a suite declares in its meta."""
-    return str(load_suite(name)["meta"]["contract_version"])
 
 
 # A worker process with Great Expectations imported, where this process's validations run
@@ -237,25 +160,16 @@ def _add_to_data_docs(
     Data Docs are for reading: a failure here is logged and never changes the contract's verdict.
     """
     import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
 
     try:
         context = gx.get_context(mode="file", project_root_dir=str(root))
-        identifier = ValidationResultIdentifier(
-            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
-            run_id=RunIdentifier(run_name=_page_name(run_name), run_time=datetime.now(UTC)),
-            batch_identifier=_page_name(target),
-        )
-        result.meta["run_id"] = identifier.run_id  # The page's title and "Run Name" show it.
-        context.validation_results_store.set(identifier, result)
+        key = gx_compat.validation_result_key(suite_name, _page_name(run_name), datetime.now(UTC), _page_name(target))
+        result.meta["run_id"] = key.run_id  # The page's title and "Run Name" show it.
+        gx_compat.store_validation_result(context, key, result)
         index = root / DATA_DOCS_INDEX
         stale = not index.is_file() or time.time() - index.stat().st_mtime > INDEX_REFRESH_SECONDS
-        context.build_data_docs(resource_identifiers=[identifier], build_index=refresh_index or stale)
-        return context.get_docs_sites_urls(resource_identifier=identifier)[0]["site_url"]
+        context.build_data_docs(resource_identifiers=[key], build_index=refresh_index or stale)
+        return gx_compat.docs_page_url(context, key)
     except Exception:  # GX raises many types; none of them may fail a run that passed its contract.
         logger.warning("could not add the %s validation to the Data Docs under %s", suite_name, root, exc_info=True)
         return None
@@ -275,7 +189,7 @@ def _refresh_data_docs_index_here(root: Path) -> Path | None:
     with _GX_LOCK:
         try:
             context = gx.get_context(mode="file", project_root_dir=str(root))
-            keys = context.validation_results_store.list_keys()
+            keys = gx_compat.stored_validation_result_keys(context)
             if keys:
                 newest = max(keys, key=lambda key: key.run_id.run_time)
                 context.build_data_docs(resource_identifiers=[newest], build_index=True)

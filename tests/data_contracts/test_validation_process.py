@@ -54,17 +54,13 @@ def test_an_unknown_suite_is_reported_from_the_process_as_from_here(validation_p
 
 
 STOP_AFTER_A_VALIDATION = """
-import atexit, os, sys
+from visionflow.cli.entry_point import end_process
 from visionflow.data_contracts import gx_validation
-from visionflow.parallel import stop_worker_pools
 from tests.data_contracts.test_contracts import good_manifest, validate_raw
 if __name__ == "__main__":
     gx_validation.start_validation_process()
-    print(validate_raw(good_manifest()).success)
-    stop_worker_pools()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    os._exit(0)
+    print(validate_raw(good_manifest()).success, flush=True)
+    end_process(0)
 """
 
 

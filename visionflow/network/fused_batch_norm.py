@@ -63,7 +63,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
             and not self.synchronized
-            and not self.renorm
+            and not getattr(self, "renorm", False)  # Batch renormalisation came in a later Keras 3.
             and self.epsilon >= FUSED_MINIMUM_EPSILON
         )
 

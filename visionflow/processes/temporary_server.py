@@ -2,10 +2,12 @@
 
 Without PREFECT_API_URL, Prefect starts a temporary server itself, but only when the flow is
 about to run, after every import: the command then waits for it (about 4 s on two cores). A
-command starts the same server (Prefect's own ephemeral app under uvicorn, UI off, on a free
-loopback port) before importing Prefect, TensorFlow or Great Expectations, points
-PREFECT_API_URL at it, and waits for it only just before its flow runs. It is stopped when the
-command ends; the reaper (visionflow/processes/reaper.py) stops it after a kill.
+command starts the same server before importing Prefect, TensorFlow or Great Expectations,
+points PREFECT_API_URL at it, and waits for it only just before its flow runs. The server is
+uvicorn serving the app of prefect_server_app below, on a free loopback port: Prefect's public
+create_app, asked for its ephemeral form (no UI, only the services that record runs and events),
+as Prefect's own temporary server is. It is stopped when the command ends; the reaper
+(visionflow/processes/reaper.py) stops it after a kill.
 """
 
 from __future__ import annotations
@@ -73,21 +75,34 @@ def start_temporary_server() -> TemporaryServer | None:
     if os.environ.get("PREFECT_API_URL"):
         return None
     port = _free_port()
-    environment = {**os.environ, "PREFECT_UI_ENABLED": "0",
-                   # Prefect's own markers of its temporary server: its background services stay off.
-                   "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}  # fmt: skip
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(_prefect_parent()), "--factory",
-               "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(_installed_packages()), "--factory",
+               f"{__name__}:prefect_server_app", "--host", "127.0.0.1", "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]  # fmt: skip
-    process = subprocess.Popen(command, env=environment, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     server = TemporaryServer(process, f"http://127.0.0.1:{port}/api")
     os.environ["PREFECT_API_URL"] = server.api_url
     atexit.register(server.stop)
     return server
 
 
-def _prefect_parent() -> Path:
-    """The folder holding the prefect package, found without importing it."""
+def prefect_server_app():
+    """Prefect's API app as its temporary server runs it; uvicorn calls this in the server's process.
+
+    ephemeral: no UI, and of Prefect's background services only those that record task runs and
+    events (a command's flows run in the command itself, so schedulers have nothing to do);
+    final: the only app that process builds, so Prefect may free what building it took.
+    """
+    from prefect.server.api.server import create_app  # Only the server's process imports Prefect's server.
+
+    return create_app(ephemeral=True, final=True)
+
+
+def _installed_packages() -> Path:
+    """The folder of the installed packages (Prefect's), found without importing Prefect.
+
+    uvicorn puts its --app-dir first on the server's import path; the working folder, its default,
+    could hold a module named like one of Prefect's. visionflow is found as it was installed.
+    """
     spec = importlib.util.find_spec("prefect")
     return Path(next(iter(spec.submodule_search_locations))).parent
 

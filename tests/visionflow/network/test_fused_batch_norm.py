@@ -81,7 +81,12 @@ def test_inference_uses_the_moving_statistics_exactly_as_keras_does():
 
 @pytest.mark.parametrize(
     ("settings", "shape"),
-    [({"epsilon": 1e-6}, (4, 5, 5, 6)), ({"synchronized": True}, (4, 5, 5, 6)), ({}, (4, 6))],
+    [
+        ({"epsilon": 1e-6}, (4, 5, 5, 6)),
+        ({"synchronized": True}, (4, 5, 5, 6)),
+        ({"renorm": True}, (4, 5, 5, 6)),
+        ({}, (4, 6)),
+    ],
 )
 def test_what_the_fused_kernel_cannot_compute_falls_back_to_keras(settings, shape):
     fused = FusedBatchNormalization(**settings)
@@ -90,6 +95,14 @@ def test_what_the_fused_kernel_cannot_compute_falls_back_to_keras(settings, shap
     fused(inputs[:1], training=False), plain(inputs[:1], training=False)
     assert not fused._fusable(tf.constant(inputs), None)
     np.testing.assert_array_equal(np.asarray(fused(inputs, training=True)), np.asarray(plain(inputs, training=True)))
+
+
+def test_a_keras_without_batch_renormalisation_still_trains_through_the_fused_kernel():
+    layer = FusedBatchNormalization()
+    inputs = tf.constant(activations())
+    layer(inputs, training=False)
+    del layer.renorm  # Keras 3 releases before batch renormalisation have no such attribute.
+    assert not hasattr(layer, "renorm") and layer._fusable(inputs, None)
 
 
 def test_build_model_uses_it_only_when_configured():

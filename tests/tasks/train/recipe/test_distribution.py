@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import typing
-from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -30,9 +29,8 @@ from visionflow.tasks.train.recipe.distribution import (
 from visionflow.tasks.train.recipe.presets import PRESETS, Distribution
 from visionflow.tasks.train.train_model import finished_training, train_model
 
+from tests.conftest import REPOSITORY_ROOT
 from tests.tasks.train.test_train_model import TRAIN, VAL, CrashAfterFirstEpoch, tiny
-
-REPOSITORY_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
