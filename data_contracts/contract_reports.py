@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from visionflow.atomic import write_json_atomically
-from visionflow.data_contracts.gx_validation import ContractReport
+from visionflow.data_contracts.contract_suites import ContractReport
 from visionflow.errors import ContractBreachError
 from visionflow.run_context import publish_markdown, run_logger
 

@@ -25,9 +25,7 @@ import pandas as pd
 from visionflow.data_contracts import gx_compat
 
 # The suites and their reports: the pipelines import them from here too (the "as" names only for them).
-from visionflow.data_contracts.contract_suites import SUITES_DIR as SUITES_DIR
 from visionflow.data_contracts.contract_suites import ContractReport, ExpectationOutcome, load_suite
-from visionflow.data_contracts.contract_suites import contract_version as contract_version
 
 # Usage statistics stay off in every GX version that reads this variable.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from visionflow.atomic import write_json_atomically
-from visionflow.data_contracts.gx_validation import ContractReport
+from visionflow.data_contracts.contract_suites import ContractReport
 from visionflow.images.splits import DATASET_RECORD_NAME, DatasetRecord
 from visionflow.run_context import publish_table
 from visionflow.tasks.ingest.scan_files import STATUS_OK

@@ -16,7 +16,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from visionflow.data_contracts.contract_reports import publish_contract_reports
-from visionflow.data_contracts.gx_validation import ContractReport, validate
+from visionflow.data_contracts.contract_suites import ContractReport
+from visionflow.data_contracts.gx_validation import validate
 from visionflow.errors import ContractBreachError
 from visionflow.run_context import flow_run_name
 from visionflow.tasks.ingest.scan_files import STATUS_OK

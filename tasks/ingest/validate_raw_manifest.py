@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from visionflow.data_contracts.contract_reports import publish_contract_reports
-from visionflow.data_contracts.gx_validation import ContractReport, validate
+from visionflow.data_contracts.contract_suites import ContractReport
+from visionflow.data_contracts.gx_validation import validate
 from visionflow.images.imaging import ACCEPTED_FORMATS
 from visionflow.run_context import flow_run_name
 

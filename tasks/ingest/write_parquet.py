@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from visionflow.atomic import atomic_path
-from visionflow.data_contracts.gx_validation import contract_version
+from visionflow.data_contracts.contract_suites import contract_version
 from visionflow.images.imaging import ImageSpec
 from visionflow.images.splits import SPLITS, DatasetMetadata, dataset_metadata, split_file, split_schema
 from visionflow.run_context import run_logger

@@ -19,12 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from visionflow.data_contracts.contract_reports import publish_contract_reports
-from visionflow.data_contracts.gx_validation import (
-    ContractReport,
-    contract_version,
-    refresh_data_docs_index,
-    validate,
-)
+from visionflow.data_contracts.contract_suites import ContractReport, contract_version
+from visionflow.data_contracts.gx_validation import refresh_data_docs_index, validate
 from visionflow.ledger.drops import PROBABILITY_PREFIX, DropOutputs, predictions_schema
 from visionflow.ledger.ledger import PredictionLedger
 from visionflow.run_context import run_logger

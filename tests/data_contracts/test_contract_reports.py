@@ -13,7 +13,7 @@ from visionflow.data_contracts.contract_reports import (
     report_markdown,
     write_report,
 )
-from visionflow.data_contracts.gx_validation import ContractReport, ExpectationOutcome
+from visionflow.data_contracts.contract_suites import ContractReport, ExpectationOutcome
 from visionflow.errors import ContractBreachError
 
 ROWS_CHECK = ExpectationOutcome(

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visionflow.data_contracts.gx_validation import SUITES_DIR, ContractReport, contract_version, load_suite, validate
+from visionflow.data_contracts.contract_suites import SUITES_DIR, ContractReport, contract_version, load_suite
+from visionflow.data_contracts.gx_validation import validate
 from visionflow.tasks.ingest.validate_parquet import processed_parameters
 from visionflow.tasks.ingest.validate_raw_manifest import ContractConfig, raw_manifest_parameters
 

@@ -29,7 +29,7 @@ def test_from_a_neutral_folder_only_the_visionflow_names_import(tmp_path):
 
 def test_the_contract_suites_ship_with_the_package(tmp_path):
     probe = (
-        "from visionflow.data_contracts.gx_validation import SUITES_DIR; "
+        "from visionflow.data_contracts.contract_suites import SUITES_DIR; "
         "print(sorted(path.name for path in SUITES_DIR.glob('*.json')))"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)

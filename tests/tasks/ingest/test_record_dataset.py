@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from visionflow.data_contracts.gx_validation import ContractReport, ExpectationOutcome
+from visionflow.data_contracts.contract_suites import ContractReport, ExpectationOutcome
 from visionflow.tasks.ingest.record_dataset import class_count_table, dataset_summary, record_dataset_task
 
 

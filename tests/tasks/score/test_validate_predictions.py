@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from visionflow.data_contracts.gx_validation import contract_version
+from visionflow.data_contracts.contract_suites import contract_version
 from visionflow.errors import ContractBreachError
 from visionflow.ledger.drops import PREDICTIONS, DropOutputs, predictions_table
 from visionflow.ledger.ledger import PredictionLedger
