@@ -19,29 +19,12 @@ from visionflow.events import DROP_DRIFTED, DROP_RESOURCE_PREFIX, DROP_SCORED, e
 from visionflow.images.image_profile import DriftConfig, compare_profiles
 from visionflow.models.registry import ModelRecord
 from visionflow.run_context import publish_markdown, publish_table, run_logger
-from visionflow.tasks.score.score_drop import ScoreResult
+from visionflow.tasks.score.score_drop import ScoreResult, ScoringCounts
 from visionflow.tasks.score.streaming.part_buffer import CONFIDENCE_BINS
 from visionflow.tasks.score.validate_predictions import PredictionContractResult
 
 REPORT_ARTIFACT_KEY = "scoring-report"
 CLASSES_ARTIFACT_KEY = "scoring-classes"
-
-
-class ScoringCounts(BaseModel):
-    """What happened to a drop's files in one scoring run: the report's and the events' counts."""
-
-    files: int  # Files listed in the drop (the readiness marker excepted).
-    scored: int  # Files whose content the model predicted in this run.
-    already_scored: int  # Files whose content the ledger held for this model before this run.
-    rejected: int  # Files that cannot be scored; each has a rejection row.
-    contents_predicted: int  # Distinct contents the model predicted (copies share one prediction).
-    prediction_rows_written: int  # Rows this run added to the drop's predictions.
-    rejection_rows_written: int  # Rows this run added to the drop's rejections.
-
-    @classmethod
-    def of(cls, result: ScoreResult) -> ScoringCounts:
-        """The counts of a scoring result."""
-        return cls.model_validate(result.model_dump(include=set(cls.model_fields)))
 
 
 class ScoringReportResult(BaseModel):

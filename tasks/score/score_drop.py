@@ -50,11 +50,9 @@ RESERVATION_POLL_SECONDS = 0.5
 RESERVATION_WAIT_SECONDS = 600.0
 
 
-class ScoreResult(BaseModel):
-    """What scoring one drop did."""
+class ScoringCounts(BaseModel):
+    """What happened to a drop's files in one scoring run: the report's and the events' counts."""
 
-    drop_name: str
-    model_version: str
     files: int  # Files listed in the drop (the readiness marker excepted).
     scored: int  # Files whose content the model predicted in this run.
     already_scored: int  # Files whose content the ledger held for this model before this run.
@@ -62,6 +60,18 @@ class ScoreResult(BaseModel):
     contents_predicted: int  # Distinct contents the model predicted (copies share one prediction).
     prediction_rows_written: int  # Rows this run added to the drop's predictions.
     rejection_rows_written: int  # Rows this run added to the drop's rejections.
+
+    @classmethod
+    def of(cls, result: ScoringCounts) -> ScoringCounts:
+        """The counts of a scoring result."""
+        return cls.model_validate(result.model_dump(include=set(cls.model_fields)))
+
+
+class ScoreResult(ScoringCounts):
+    """What scoring one drop did: its counts (ScoringCounts), and where its rows and reports went."""
+
+    drop_name: str  # The drop's folder name.
+    model_version: str  # Registry version of the model that scored it, e.g. "v0003".
     orphan_parts_removed: int  # Uncommitted parts of an interrupted earlier run, deleted.
     parts_adopted: int = 0  # Whole parts the ledger did not know (it was lost or replaced), read back into it.
     parts_set_aside: list[str] = []  # Unreadable parts the ledger did not know, moved aside (never deleted).
