@@ -70,7 +70,7 @@ def score_drops_deployment(schedule: ServeConfig) -> RunnerDeployment:
         # One run at a time: a burst of ready drops queues up instead of loading many models at once.
         concurrency_limit=1,
         # The flow judges readiness with the same quiet time as the inbox watcher.
-        parameters={"inbox": {"settle_seconds": schedule.settle_seconds}},
+        parameters={"inbox": {"settle_seconds": schedule.settle_seconds}, **_engine(schedule, "scoring")},
         triggers=[
             DeploymentEventTrigger(
                 name="score-drops-on-ready-inbox",
@@ -83,11 +83,19 @@ def score_drops_deployment(schedule: ServeConfig) -> RunnerDeployment:
     )
 
 
-def score_deployment() -> RunnerDeployment:
+def _engine(schedule: ServeConfig, config_parameter: str) -> dict:
+    """The scoring engine as a flow parameter's default, when serve or deploy was given one."""
+    if schedule.score_engine is None:
+        return {}
+    return {config_parameter: {"score": {"engine": schedule.score_engine}}}
+
+
+def score_deployment(schedule: ServeConfig | None = None) -> RunnerDeployment:
     """`score`: one folder, given as the `drop` parameter; run from the UI or the API."""
     return score_flow.to_deployment(
         entrypoint_type=EntrypointType.MODULE_PATH,
         name="score",
+        parameters=_engine(schedule or ServeConfig(), "config"),
         description="Score every file of one folder (the 'drop' parameter) with a registered model.",
         tags=["visionflow", "scoring"],
     )
@@ -141,7 +149,7 @@ def all_deployments(schedule: ServeConfig | None = None) -> list[RunnerDeploymen
     return [
         train_deployment(schedule),
         score_drops_deployment(schedule),
-        score_deployment(),
+        score_deployment(schedule),
         ingest_deployment(),
         evaluate_deployment(),
         *registry_deployments(),

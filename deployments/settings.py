@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from visionflow.engines.engine_exports import EngineChoice
 from visionflow.ledger.inbox import InboxConfig
 
 # The deployments visionflow serves and deploys, in the order deployments/definitions.py builds them.
@@ -28,3 +29,5 @@ class ServeConfig(BaseModel):
     # Folders runs from the deployments may read besides the drop folders and train_data; a run
     # given a data or drop folder anywhere else is refused (see visionflow/access.py).
     allowed_roots: list[str] = Field(default_factory=list)
+    # The engine `score-drops` and `score` runs predict on; None: the scoring config's own default (auto).
+    score_engine: EngineChoice | None = None

@@ -84,7 +84,7 @@ def evaluate_flow(
     if other is not None:
         other_output = layout.evaluations / f"{other.version}-{dataset.dataset_fingerprint[:12]}"
         other_evaluated = evaluate_model_task(
-            str(other.model_path), test_path, other_output, evaluation, other.class_names, other.version
+            str(other.model_path), test_path, other_output, evaluation, other.class_names, other.version, other.exports
         )
         comparison = compare_models_task((record.version, other.version), (evaluated, other_evaluated), output)
     return EvaluateSummary(

@@ -17,8 +17,8 @@ from visionflow.access import check_deployment_parameters
 from visionflow.errors import BadInputError
 from visionflow.home import HomeLayout, resolve_home
 from visionflow.images.image_profile import DriftConfig
-from visionflow.models.prediction import model_is_warm
 from visionflow.models.registry import CHAMPION
+from visionflow.models.scoring_model import scoring_model_is_warm
 from visionflow.processes.dask_shards import DaskConfig, start_cluster_task
 from visionflow.tasks.score.list_drop_files import DropScanConfig, list_drop_files_task
 from visionflow.tasks.score.load_model import load_model_task
@@ -44,6 +44,7 @@ class ScoreSummary(BaseModel):
 
     drop: str  # The drop folder, as an absolute path.
     model_version: str  # The registered model that scored it.
+    engine: str  # The engine that predicted: keras, onnx, openvino, onnx-int8 or openvino-int8.
     files: int  # Files listed in the drop (its control files excepted).
     scored: int  # Files whose content the model predicted in this run.
     already_scored: int  # Files whose content the ledger held for this model before this run.
@@ -96,11 +97,11 @@ def score_one_drop(drop: Path, model: str, config: ScoringConfig, layout: HomeLa
     started = time.perf_counter()
     drop_path = Path(drop).expanduser().resolve()
     outputs_root = layout.predictions / drop_path.name
-    record = select_model_task(layout.models, model)
+    record = select_model_task(layout.models, model, config.score.engine)
     loading = []  # The model loads (here, or on the cluster's workers) while the drop is listed.
     if config.dask.enabled:
         loading.append(start_cluster_task.submit(config.dask, record))
-    elif not model_is_warm(record):  # An inbox run scores drop after drop with the model it loaded once.
+    elif not scoring_model_is_warm(record):  # An inbox run scores drop after drop with the model it loaded once.
         loading.append(load_model_task.submit(record))
     files = list_drop_files_task(drop_path, config.scan)
     result = score_drop_task(
@@ -121,6 +122,7 @@ def score_one_drop(drop: Path, model: str, config: ScoringConfig, layout: HomeLa
     return ScoreSummary(
         drop=str(drop_path),
         model_version=record.version,
+        engine=result.engine,
         files=result.files,
         scored=result.scored,
         already_scored=result.already_scored,

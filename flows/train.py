@@ -1,7 +1,8 @@
 """The train flow: ingest, train, evaluate, gate and register, as one Prefect flow run.
 
-ingest (subflow) -> train -> evaluate -> gate (against the champion, on the same test split)
--> register (and promote when the gate passed). Every step is a task in tasks/train/.
+ingest (subflow) -> train -> export (ONNX, checked against Keras) -> evaluate on the engine scoring
+will use -> gate (against the champion, on the same test split) -> register (and promote when the
+gate passed). Every step is a task in tasks/train/.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from prefect import flow
 from visionflow.access import check_deployment_parameters
 from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
+from visionflow.models.model_export import ExportConfig
 from visionflow.tasks.ingest.prepare_source import source_folders
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, evaluate_model_task
+from visionflow.tasks.train.export_model import export_model_task
 from visionflow.tasks.train.gate_model import GateConfig, gate_model_task
 from visionflow.tasks.train.recipe.distribution import check_distribution
 from visionflow.tasks.train.recipe.presets import Distribution, preset_overrides, resolve_preset
@@ -29,7 +32,8 @@ class TrainSummary(Registration):
     parquet: dict[str, str]  # That dataset's split files, by split name.
     preset: str  # The recipe's name.
     epochs_run: int  # Epochs trained, resumed ones included.
-    test_accuracy: float  # Share of the test split classified correctly, 0 to 1.
+    test_accuracy: float  # Share of the test split classified correctly, 0 to 1 (on `engine`).
+    engine: str  # The engine scoring takes by default and evaluation predicted on: an export, or keras.
     macro_f1: float  # Mean per-class F1 on the test split, 0 to 1.
     train_images_per_second: float  # Training throughput, validation excluded.
     # Wall-clock seconds of the fit alone (every epoch with its validation), what presets are compared by.
@@ -48,6 +52,7 @@ def train_flow(
     ingest: IngestConfig | None = None,
     evaluation: EvaluationConfig | None = None,
     gate: GateConfig | None = None,
+    export: ExportConfig | None = None,
     home: str | None = None,
 ) -> TrainSummary:
     """Train a model on `data` with a preset, evaluate it, and register it behind the gate.
@@ -66,6 +71,7 @@ def train_flow(
         ingest: How the images are scanned, decoded (image size, channels) and split.
         evaluation: How the test split is scored (batch size, flip test-time augmentation).
         gate: What a model must reach to become champion (accuracy and per-class recall floors).
+        export: Which inference engines the model is exported to and checked on (int8 too, or not).
         home: VISIONFLOW_HOME to use; empty means the serving process's.
     """
     started = time.perf_counter()
@@ -78,9 +84,14 @@ def train_flow(
     dataset = ingest_flow(data=data, config=ingest, home=str(layout.root))
     run_dir = training_run_dir(layout.runs, dataset.dataset_fingerprint, recipe)
     training = train_model_task(dataset.parquet["train"], dataset.parquet["val"], recipe, run_dir)
-    evaluated = evaluate_model_task(training.model_path, dataset.parquet["test"], run_dir / "evaluation", evaluation)
+    exported = export_model_task(
+        training.model_path, dataset.parquet["test"], dataset.parquet["train"], export or ExportConfig()
+    )
+    evaluated = evaluate_model_task(
+        training.model_path, dataset.parquet["test"], run_dir / "evaluation", evaluation, exports=exported.exports
+    )
     decision = gate_model_task(evaluated, dataset.parquet["test"], layout.models, gate or GateConfig(), evaluation)
-    registered = register_model_task(dataset, training, evaluated, recipe, decision, layout.models)
+    registered = register_model_task(dataset, training, evaluated, recipe, decision, layout.models, exported)
     return TrainSummary(
         **registered.model_dump(),
         dataset_fingerprint=dataset.dataset_fingerprint,
@@ -88,6 +99,7 @@ def train_flow(
         preset=preset,
         epochs_run=training.epochs_run,
         test_accuracy=evaluated.metrics.accuracy,
+        engine=exported.engine,
         macro_f1=evaluated.metrics.macro_f1,
         train_images_per_second=round(training.train_images_per_second, 1),
         training_seconds=round(training.seconds, 1),

@@ -49,6 +49,7 @@ def scoring_report(result: ScoreResult, record: ModelRecord, drop: str, contract
         "drop": drop,
         "drop_name": result.drop_name,
         "model_version": result.model_version,
+        "engine": result.engine,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "counts": ScoringCounts.of(result).model_dump(),
         "classes": [
@@ -88,7 +89,7 @@ def report_markdown(report: dict) -> str:
     drift = report["drift"]
     verdict = {True: "**DRIFT**", False: "no drift", None: "not judged"}[drift.get("drifted")]
     lines = [
-        f"# Scoring of drop `{report['drop_name']}` with model {report['model_version']}",
+        f"# Scoring of drop `{report['drop_name']}` with model {report['model_version']} on {report['engine']}",
         "",
         f"- files: {counts['files']:,}: **{counts['scored']:,} scored**, {counts['already_scored']:,} already "
         f"scored, **{counts['rejected']:,} rejected**",

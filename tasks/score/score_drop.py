@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from prefect import task
@@ -31,15 +30,12 @@ from visionflow.images.file_listing import STATUS_OK
 from visionflow.images.image_profile import ImageProfile
 from visionflow.ledger.drops import DropOutputs
 from visionflow.ledger.ledger import PredictionLedger, reservation_owner
-from visionflow.models.prediction import load_warm_model
 from visionflow.models.registry import ModelRecord
+from visionflow.models.scoring_model import ScoringModel, load_scoring_model
 from visionflow.processes.dask_shards import DaskConfig
 from visionflow.run_context import progress_reporter, run_logger, start_progress, update_progress
 from visionflow.tasks.score.streaming.part_buffer import PartBuffer, RejectionExample
 from visionflow.tasks.score.streaming.predict_contents import ScoreConfig, predict_new_contents
-
-if TYPE_CHECKING:
-    import keras
 
 # How often a run waiting for contents another run is predicting looks again, and how long it
 # waits at most before predicting them itself, in seconds.
@@ -72,6 +68,7 @@ class ScoreResult(ScoringCounts):
 
     drop_name: str  # The drop's folder name.
     model_version: str  # Registry version of the model that scored it, e.g. "v0003".
+    engine: str  # The engine that predicted: keras, onnx, openvino, onnx-int8 or openvino-int8.
     orphan_parts_removed: int  # Uncommitted parts of an interrupted earlier run, deleted.
     parts_adopted: int = 0  # Whole parts the ledger did not know (it was lost or replaced), read back into it.
     parts_set_aside: list[str] = []  # Unreadable parts the ledger did not know, moved aside (never deleted).
@@ -99,7 +96,7 @@ def score_drop(
     files: pd.DataFrame,
     drop: Path,
     record: ModelRecord,
-    model: keras.Model | None,
+    model: ScoringModel | None,
     ledger: PredictionLedger,
     outputs: DropOutputs,
     config: ScoreConfig,
@@ -107,7 +104,8 @@ def score_drop(
     dask: DaskConfig | None = None,
 ) -> ScoreResult:
     """Score the listed files of a drop (list_drop_files' frame) with a loaded model, or with the
-    record's model loaded by each Dask worker when dask is enabled (model may then be None).
+    record's model loaded by each Dask worker when dask is enabled (model may then be None); either
+    way on the engine record.engine names.
 
     on_progress receives (contents predicted, contents to predict, seconds elapsed).
     """
@@ -165,6 +163,7 @@ def score_drop(
     return ScoreResult(
         drop_name=outputs.name,
         model_version=record.version,
+        engine=record.engine,
         files=len(files),
         scored=tally.scored,
         already_scored=tally.already_scored,
@@ -240,7 +239,7 @@ def score_drop_task(
     progress and a summary."""
     log = run_logger(__name__)
     dask = dask or DaskConfig()
-    model = None if dask.enabled else load_warm_model(record)
+    model = None if dask.enabled else load_scoring_model(record)
     artifact_id = start_progress("scoring-progress", f"Scoring drop {Path(drop).name} with {record.version}")
     with PredictionLedger(ledger_location) as ledger:
         result = score_drop(
@@ -256,13 +255,14 @@ def score_drop_task(
         )
     update_progress(artifact_id, 100.0)
     log.info(
-        "drop %s: %d scored, %d already scored, %d rejected, in %.1f s (%.0f images/s)%s",
+        "drop %s: %d scored, %d already scored, %d rejected, in %.1f s (%.0f images/s on %s)%s",
         result.drop_name,
         result.scored,
         result.already_scored,
         result.rejected,
         result.seconds,
         result.images_per_second,
+        result.engine,
         f"; removed {result.orphan_parts_removed} parts of an interrupted run" if result.orphan_parts_removed else "",
     )
     if result.parts_adopted:

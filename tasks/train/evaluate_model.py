@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from visionflow.atomic import atomic_path
+from visionflow.engines.engine_exports import KERAS, ModelExports
 from visionflow.errors import BadInputError
 from visionflow.images.splits import load_split_arrays, read_split_paths
 from visionflow.models.evaluation_metrics import (
@@ -30,7 +31,7 @@ from visionflow.models.evaluation_metrics import (
     write_evaluation_metrics,
 )
 from visionflow.models.prediction import predict_probabilities, uses_flip_tta
-from visionflow.models.registry import load_model
+from visionflow.models.scoring_model import open_model_file
 from visionflow.run_context import publish_image, publish_markdown, publish_table, run_logger
 
 if TYPE_CHECKING:
@@ -250,27 +251,28 @@ def evaluate_model_task(
     config: EvaluationConfig,
     expected_classes: list[str] | None = None,
     model_name: str = "the model",
+    exports: ModelExports | None = None,
 ) -> EvaluationResult:
     """Prefect task: score the test split, write metrics.json and confusion.png, publish artifacts.
 
     expected_classes, when given, are the model's class names, which the split must have exactly.
+    exports, when given, are the model's exports (files beside model_path): the test split is then
+    scored on the engine scoring takes by default (auto), so the accuracy is what scoring delivers.
     """
     log = run_logger(__name__)
     started = time.perf_counter()
     model_file = _require_file(model_path, "model file")
     test_file = _require_file(test_path, "test split file")
-    model = load_model(model_file)
     images, labels, metadata = load_split_arrays(test_file)
     class_names = list(metadata.classes)
+    model = open_model_file(model_file, exports, len(class_names), model_name)
+    engine = getattr(model, "engine", KERAS)
     if expected_classes is not None:
         check_same_classes(class_names, list(expected_classes), model_name)
     check_model_fits(model, images.shape[1:], class_names)
     probabilities = predict_probabilities(model, images, config.batch_size, config.flip_tta)
-    recorded = {
-        "model_path": str(model_file),
-        "test_path": str(test_file),
-        "flip_tta": uses_flip_tta(model, config.flip_tta),
-    }
+    flip = uses_flip_tta(model, config.flip_tta)
+    recorded = {"model_path": str(model_file), "test_path": str(test_file), "flip_tta": flip, "engine": engine}
     metrics = compute_metrics(labels, probabilities, class_names, config.most_confused).model_copy(update=recorded)
     output_dir = Path(output_dir)
     metrics_path = write_evaluation_metrics(metrics, output_dir / "metrics.json")
@@ -283,8 +285,9 @@ def evaluate_model_task(
         CONFUSION_ARTIFACT_KEY, confusion_table_rows(metrics), "Confusion matrix (rows true, columns predicted)"
     )
     log.info(
-        "evaluated %d test images in %.1f s: accuracy %.4f, macro F1 %.4f%s; metrics in %s",
+        "evaluated %d test images on %s in %.1f s: accuracy %.4f, macro F1 %.4f%s; metrics in %s",
         metrics.test_images,
+        engine,
         time.perf_counter() - started,
         metrics.accuracy,
         metrics.macro_f1,

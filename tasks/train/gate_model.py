@@ -15,11 +15,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from visionflow.engines.engine_exports import KERAS
 from visionflow.images.splits import load_split_arrays
 from visionflow.models.champion_pointer import champion_dir
 from visionflow.models.evaluation_metrics import RecordedMetrics
 from visionflow.models.prediction import predict_probabilities
-from visionflow.models.registry import MODEL_FILE, ModelMetadata, load_model, read_metadata
+from visionflow.models.registry import MODEL_FILE, ModelMetadata, read_metadata
+from visionflow.models.scoring_model import open_model_file
 from visionflow.run_context import run_logger
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, EvaluationResult, compute_metrics
 
@@ -89,13 +91,16 @@ def measure_champion(
     if folder is None:
         return None, None
     images, labels, split_metadata = load_split_arrays(test_path)
-    if not comparable_champion(read_metadata(folder), split_metadata.classes, list(images.shape[1:])):
+    champion = read_metadata(folder)
+    if not comparable_champion(champion, split_metadata.classes, list(images.shape[1:])):
         log.info("champion %s has other classes or input shape; comparing on the floors only", folder.name)
         return folder.name, None
-    model = load_model(folder / MODEL_FILE)
+    # The champion predicts on the engine it scores with, as the candidate was evaluated on its own.
+    model = open_model_file(folder / MODEL_FILE, champion.exports, len(split_metadata.classes), folder.name)
+    engine = getattr(model, "engine", KERAS)
     probabilities = predict_probabilities(model, images, evaluation.batch_size, evaluation.flip_tta)
     accuracy = compute_metrics(labels, probabilities, split_metadata.classes, evaluation.most_confused).accuracy
-    log.info("champion %s scores %.4f on this test split", folder.name, accuracy)
+    log.info("champion %s scores %.4f on this test split (on %s)", folder.name, accuracy, engine)
     return folder.name, accuracy
 
 

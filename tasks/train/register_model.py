@@ -20,6 +20,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from visionflow.engines.engine_exports import ModelExports
 from visionflow.events import MODEL_PROMOTED, MODEL_REJECTED, MODEL_RESOURCE_PREFIX, emit
 from visionflow.images.image_profile import ImageProfile, profile_split
 from visionflow.images.splits import DatasetRecord, read_split_metadata
@@ -29,6 +30,7 @@ from visionflow.models.mlflow_tracking import mirror_registration
 from visionflow.models.registry import MODEL_FILE, GateRecord, ModelMetadata, register
 from visionflow.run_context import publish_markdown, run_logger
 from visionflow.tasks.train.evaluate_model import EvaluationResult
+from visionflow.tasks.train.export_model import ExportResult
 from visionflow.tasks.train.gate_model import GateDecision
 from visionflow.tasks.train.promote_model import actor, publish_champion_history
 from visionflow.tasks.train.recipe.presets import Preset, preset_hyperparameters
@@ -71,9 +73,11 @@ def git_commit(directory: Path) -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def registry_files(training: TrainResult, evaluation: EvaluationResult) -> dict[str, Path]:
+def registry_files(
+    training: TrainResult, evaluation: EvaluationResult, exported: ExportResult | None = None
+) -> dict[str, Path]:
     """The files a registered model keeps, by name: the model and its history and curves from
-    training, the metrics and confusion matrix from evaluation."""
+    training, its ONNX exports, the metrics and confusion matrix from evaluation."""
     run_dir = training.model_path.parent
     files = {
         MODEL_FILE: training.model_path,
@@ -81,6 +85,7 @@ def registry_files(training: TrainResult, evaluation: EvaluationResult) -> dict[
         "curves.png": run_dir / "curves.png",
     }
     files = {name: path for name, path in files.items() if path.exists()}
+    files |= exported.files if exported else {}
     return {**files, "metrics.json": evaluation.metrics_path, "confusion.png": evaluation.confusion_png}
 
 
@@ -91,6 +96,7 @@ def model_metadata(
     preset: Preset,
     training_profile: ImageProfile,
     contract_versions: dict[str, str],
+    exports: ModelExports | None = None,
 ) -> ModelMetadata:
     """Everything a registered model records: its data, recipe, results and provenance."""
     return ModelMetadata(
@@ -110,6 +116,7 @@ def model_metadata(
         metrics=evaluation.metrics.recorded(),
         packages=package_versions(),
         git_commit=git_commit(Path(__file__).resolve().parent),
+        exports=exports,
     )
 
 
@@ -153,15 +160,20 @@ def register_model_task(
     preset: Preset,
     decision: GateDecision,
     models_root: Path,
+    exported: ExportResult | None = None,
 ) -> Registration:
-    """Prefect task: profile the training split, register the model, promote it when the gate passed."""
+    """Prefect task: profile the training split, register the model with its exports (None: not
+    exported, it scores on Keras), promote it when the gate passed."""
     log = run_logger(__name__)
     # The drift reference is the training split's profile, also for a recipe that fitted on the
     # validation split too: the two are drawn from the same images, so their profiles agree.
     train_path = dataset.parquet["train"]
     contract_versions = read_split_metadata(train_path).contract_versions
-    metadata = model_metadata(dataset, training, evaluation, preset, profile_split(train_path), contract_versions)
-    registration = register_and_promote(registry_files(training, evaluation), metadata, decision, Path(models_root))
+    profile = profile_split(train_path)
+    exports = exported.exports if exported else None
+    metadata = model_metadata(dataset, training, evaluation, preset, profile, contract_versions, exports)
+    files = registry_files(training, evaluation, exported)
+    registration = register_and_promote(files, metadata, decision, Path(models_root))
     forget_finished_training(training.model_path.parent)
     version = registration.model_version
     event = MODEL_PROMOTED if decision.promoted else MODEL_REJECTED

@@ -50,6 +50,14 @@ DaskWorkersOption = Annotated[
     int | None,
     typer.Option(help="Start a local Dask cluster of this many worker processes for the shards.", show_default="none"),
 ]
+EngineOption = Annotated[
+    str | None,
+    typer.Option(
+        help="What predicts: auto (the fastest export that passed its parity check, else keras), keras, onnx, "
+        "openvino, onnx-int8 or openvino-int8.",
+        show_default="auto",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line of stdout.")]
 HomeOption = Annotated[
     Path | None,
@@ -59,6 +67,28 @@ HomeOption = Annotated[
         show_default="$VISIONFLOW_HOME or ./visionflow-home",
     ),
 ]
+
+
+# The module each engine predicts with, which a command may start importing ahead of its flow.
+ENGINE_MODULES = {"keras": "keras", "onnx": "onnxruntime", "openvino": "openvino", "onnx-int8": "onnxruntime",
+                  "openvino-int8": "openvino"}  # fmt: skip
+
+
+def engine_modules(home: Path | None, model: str | None, engine: str | None) -> tuple[str, ...]:
+    """The runtime a score of `model` on `engine` will import, read from the registry: nothing when
+    that cannot be told here (the flow then reports the problem), Keras for a first-use export."""
+    from visionflow.engines.engine_exports import AUTO, KERAS
+    from visionflow.home import resolve_home
+    from visionflow.models.registry import CHAMPION, find_model
+    from visionflow.models.scoring_model import resolve_engine
+
+    try:
+        record = find_model(resolve_home(home).models, model or CHAMPION)
+        if engine != KERAS and record.exports is None:
+            return ("keras",)
+        return (ENGINE_MODULES[resolve_engine(record, engine or AUTO)],)
+    except Exception:  # The flow finds the model again and says what is wrong, where it matters.
+        return ()
 
 
 # The command's own temporary Prefect server, when PREFECT_API_URL did not name one.

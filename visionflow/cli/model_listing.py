@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, model_serializer
 
+from visionflow.engines.engine_exports import ModelExports
 from visionflow.models.champion import ChampionChange
 from visionflow.models.champion_pointer import read_champion
 from visionflow.models.registry import METADATA_FILE, VERSION_PATTERN, ModelMetadata, read_metadata
@@ -118,7 +119,24 @@ def show_lines(shown: ShownModel) -> list[str]:
     recalls = ", ".join(f"{row.class_name} {row.recall:.2f}" for row in (metrics.per_class if metrics else []))
     if recalls:
         lines.append(f"recall per class: {recalls}")
+    lines += export_lines(metadata.exports)
     for change in shown.history:
         moved = f"{change.from_version or 'none'} -> {change.to_version}"
         lines.append(f"{change.at}: {change.action} {moved}: {change.reason} (by {change.by})")
+    return lines
+
+
+def export_lines(exports: ModelExports | None) -> list[str]:
+    """Which engines can score a model, from its exports: each export's check and speed, and what auto takes."""
+    if exports is None:
+        return ["engines: keras only, not exported yet (`visionflow models export VERSION` exports it)"]
+    if exports.failure:
+        return [f"engines: keras only: {exports.failure}"]
+    fastest = exports.fastest_passed()
+    keras_speed = f", keras {exports.keras_images_per_second:,.0f} images/s" if exports.keras_images_per_second else ""
+    lines = [f"engines: auto scores on {fastest.engine if fastest else 'keras'}{keras_speed}"]
+    for export in exports.engines:
+        speed = f", {export.images_per_second:,.0f} images/s" if export.images_per_second else ""
+        verdict = "scores" if export.passed else "refused"
+        lines.append(f"  {export.engine} ({export.file}): {verdict}: {export.reason}{speed}")
     return lines

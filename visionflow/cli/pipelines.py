@@ -14,11 +14,13 @@ from visionflow.cli.common import (
     ChannelsOption,
     DaskAddressOption,
     DaskWorkersOption,
+    EngineOption,
     HomeOption,
     ImageSizeOption,
     JsonOption,
     WorkersOption,
     app,
+    engine_modules,
     finish,
     given,
     prepare,
@@ -201,6 +203,7 @@ def score(
         ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per predict call.", show_default="256")] = None,
+    engine: EngineOption = None,
     workers: WorkersOption = None,
     dask_address: DaskAddressOption = None,
     dask_workers: DaskWorkersOption = None,
@@ -213,14 +216,15 @@ def score(
 
     Example, decoding and predicting on an existing Dask cluster: visionflow score incoming/today --dask-address tcp://scheduler:8786
     """  # noqa: E501 (typer shows each docstring paragraph as written)
-    # On a Dask cluster the workers predict: this process needs no TensorFlow.
+    # On a Dask cluster the workers predict: this process needs no model runtime.
     on_cluster = dask_address is not None or dask_workers is not None
-    layout = prepare(home, json_output, prefetch=("great_expectations",) if on_cluster else FLOW_PREFETCH)
+    runtime = () if on_cluster else engine_modules(home, model, engine)
+    layout = prepare(home, json_output, prefetch=("great_expectations", *runtime))
     from visionflow.flows.score import ScoringConfig, score_flow
 
     values = {
         "scan": given(workers=workers),
-        "score": given(batch_size=batch_size, workers=workers),
+        "score": given(batch_size=batch_size, workers=workers, engine=engine),
         "dask": given(address=dask_address, workers=dask_workers),
     }
     config = validated_config(ScoringConfig, values, json_output)

@@ -45,6 +45,14 @@ ScoreEveryOption = Annotated[
     int | None,
     typer.Option(help="Seconds between scheduled `score-drops` runs.", show_default=_default("score_every_seconds")),
 ]
+ScoreEngineOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The engine `score-drops` and `score` runs predict on: auto, keras, onnx, openvino, onnx-int8, "
+        "openvino-int8.",
+        show_default="auto",
+    ),
+]
 
 
 @app.command()
@@ -59,6 +67,7 @@ def serve(
     train_data: TrainDataOption = None,
     train_cron: TrainCronOption = None,
     score_every: ScoreEveryOption = None,
+    score_engine: ScoreEngineOption = None,
     settle_seconds: Annotated[
         float | None,
         typer.Option(
@@ -87,7 +96,7 @@ def serve(
 
     roots = [str(root) for root in allow_root] if allow_root else None
     values = given(port=port, train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,
-                   settle_seconds=settle_seconds, allowed_roots=roots)  # fmt: skip
+                   settle_seconds=settle_seconds, allowed_roots=roots, score_engine=score_engine)  # fmt: skip
     config = validated_config(ServeConfig, values, json_output)
     if config.train_data not in BUILT_IN_SOURCES and not Path(config.train_data).expanduser().is_dir():
         # Scheduled training would fail week after week; a folder on another machine is `deploy`'s case.
@@ -127,6 +136,7 @@ def deploy(
     train_data: TrainDataOption = None,
     train_cron: TrainCronOption = None,
     score_every: ScoreEveryOption = None,
+    score_engine: ScoreEngineOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Register the deployments with the Prefect server at PREFECT_API_URL and a work pool, for remote workers."""  # noqa: E501
@@ -136,7 +146,8 @@ def deploy(
             2,
             json_output,
         )
-    values = given(train_data=train_data, train_cron=train_cron, score_every_seconds=score_every)
+    values = given(train_data=train_data, train_cron=train_cron, score_every_seconds=score_every,
+                   score_engine=score_engine)  # fmt: skip
     config = validated_config(ServeConfig, values, json_output)
     prepare(None, json_output)
     from visionflow.deployments.deploy import deploy_to_pool

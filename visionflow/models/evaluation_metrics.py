@@ -77,6 +77,7 @@ class EvaluationMetrics(RecordedMetrics):
     model_path: str | None = None  # The model file evaluated; None until the evaluation stage records it.
     test_path: str | None = None  # The test split file; None until the evaluation stage records it.
     flip_tta: bool | None = None  # Whether each image's mirror was averaged in; None until recorded.
+    engine: str | None = None  # The engine that predicted (keras, onnx, openvino, ...); None until recorded.
 
     def recorded(self) -> RecordedMetrics:
         """The headline part, as a registered model's metadata keeps it."""

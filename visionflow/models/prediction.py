@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from visionflow.images.image_profile import pixel_histogram
-from visionflow.images.imaging import ImageSpec
-from visionflow.images.workers import decode_for_scoring
 from visionflow.models.registry import ModelRecord, load_checked_model, loaded_model
 
 if TYPE_CHECKING:
@@ -82,9 +79,14 @@ def _trace_predict_function(model: keras.Model) -> None:
 
 def uses_flip_tta(model: keras.Model, flip_tta: bool | None) -> bool:
     """Whether predictions average each image with its mirror: as asked, else (None) exactly when the
-    model was trained on mirrored images (it has a RandomFlip layer, or the marker of alternating flips)."""
+    model was trained on mirrored images (it has a RandomFlip layer, or the marker of alternating flips).
+
+    model may also be any predictor that says so itself (models/scoring_model.py's ScoringModel).
+    """
     if flip_tta is not None:
         return flip_tta
+    if hasattr(model, "trained_with_flips"):
+        return bool(model.trained_with_flips)
     from keras.layers import RandomFlip  # Imported here: TensorFlow takes seconds to import.
 
     return any(isinstance(layer, RandomFlip) or layer.name == MIRRORED_TRAINING_MARKER for layer in model.layers)
@@ -111,8 +113,15 @@ def predict_probabilities(
             outputs = np.empty((len(images), probabilities.shape[1]), dtype=np.float32)
         outputs[start : start + len(batch)] = probabilities
     if outputs is None:
-        return np.empty((0, int(model.output_shape[-1])), dtype=np.float32)
+        return np.empty((0, _class_count(model)), dtype=np.float32)
     return outputs
+
+
+def _class_count(model) -> int:
+    """The number of classes a Keras model or a ScoringModel predicts."""
+    if hasattr(model, "num_classes"):
+        return int(model.num_classes)
+    return int(model.output_shape[-1])
 
 
 def predict_images(
@@ -126,26 +135,3 @@ def predict_images(
     """The ShardPredictions of decoded uint8 images (one per content in sha256s)."""
     probabilities = predict_probabilities(model, images, batch_size, flip_tta)
     return ShardPredictions(list(sha256s), probabilities, list(rejected), pixel_histogram(images, images.shape[-1]))
-
-
-def decode_and_predict_shard(
-    rows: Sequence[tuple[str, str, int]],
-    spec: ImageSpec,
-    root: str,
-    record: ModelRecord,
-    batch_size: int,
-    flip_tta: bool | None,
-) -> ShardPredictions:
-    """Decode (absolute path, expected sha256, bytes) rows and predict them: one scoring shard on a
-    Dask worker. The model is loaded once per worker process and reused while its file is unchanged."""
-    sha256s: list[str] = []
-    pixels: list[bytes] = []
-    rejected: list[tuple[str, str]] = []
-    for sha256, decoded, reason in decode_for_scoring(rows, spec, root):
-        if decoded is None:
-            rejected.append((sha256, reason))
-        else:
-            sha256s.append(sha256)
-            pixels.append(decoded)
-    images = np.frombuffer(b"".join(pixels), dtype=np.uint8).reshape(len(pixels), *record.input_shape)
-    return predict_images(load_checked_model(record), images, sha256s, rejected, batch_size, flip_tta)

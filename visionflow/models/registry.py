@@ -1,11 +1,9 @@
 """The model registry: versions, each model's metadata, finding a model (the champion too), and safe loading.
 
-Every trained model is registered under VISIONFLOW_HOME/models/<version>/ (model.keras,
-metadata.json and the files that explain it). This module owns metadata.json: it is written and
-read here only, as ModelMetadata. models/champion.json names the champion, the model scoring
-uses (visionflow/models/champion_pointer.py owns that file). Models load with Keras' safe mode:
-nothing is unpickled. Training registers (tasks/train/register_model.py);
-visionflow/models/champion.py moves the champion and keeps its history; the gate and scoring read.
+Every trained model is registered under VISIONFLOW_HOME/models/<version>/ (model.keras, its ONNX
+exports, metadata.json and the files that explain it). This module owns metadata.json, read and
+written as ModelMetadata. models/champion.json (champion_pointer.py) names the champion, which
+champion.py moves. Models load with Keras' safe mode: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from visionflow.atomic import write_json_atomically
+from visionflow.engines.engine_exports import KERAS, Engine, ModelExports
 from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingError, first_validation_problem
 from visionflow.images.image_profile import ImageProfile
 from visionflow.models.champion_pointer import read_champion
@@ -44,6 +43,12 @@ class ModelRecord(BaseModel):
     class_names: list[str]  # Class of each output, in output order.
     input_shape: tuple[int, int, int]  # (height, width, channels) of the images the model takes, in pixels.
     training_profile: ImageProfile | None = None  # Statistics of the training images; None for older models.
+    exports: ModelExports | None = None  # Its exports to inference engines; None until it is exported.
+    engine: Engine = KERAS  # The engine it scores with, once scoring has chosen (models/scoring_model.py).
+
+    @property
+    def folder(self) -> Path:  # The version's folder in the registry.
+        return self.model_path.parent
 
 
 class GateRecord(BaseModel):
@@ -85,6 +90,7 @@ class ModelMetadata(BaseModel):
     gate: GateRecord | None = None  # The gate's decision at registration.
     registered_at: str | None = None  # When it was registered, ISO 8601 in UTC.
     version: str | None = None  # Its registry version, e.g. "v0003".
+    exports: ModelExports | None = None  # Its exports to inference engines (visionflow/engines/engine_exports.py).
 
     def file_fields(self) -> dict[str, Any]:
         """The fields as metadata.json holds them: those set, in this order, then unknown ones."""
@@ -112,6 +118,11 @@ def read_metadata(version_dir: Path) -> ModelMetadata:
         ) from None
 
 
+def write_metadata(version_dir: Path, metadata: ModelMetadata) -> None:
+    """Replace a registered version's metadata.json atomically; the caller holds the registry's lock."""
+    write_json_atomically(Path(version_dir) / METADATA_FILE, metadata.file_fields())
+
+
 def register(model_files: dict[str, Path], metadata: ModelMetadata, models_root: Path) -> str:
     """Copy a model and its files into a new version folder; return the version ("v0001", ...).
 
@@ -129,8 +140,7 @@ def register(model_files: dict[str, Path], metadata: ModelMetadata, models_root:
             shutil.copy2(source, staging / name)
         while True:
             version = next_version(models_root)
-            fields = metadata.model_copy(update={"version": version}).file_fields()
-            write_json_atomically(staging / METADATA_FILE, fields)
+            write_metadata(staging, metadata.model_copy(update={"version": version}))
             try:
                 os.rename(staging, models_root / version)
                 return version
@@ -163,7 +173,7 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # It exists but belongs to someone else.
-        return True
+        pass
     return True
 
 
@@ -213,6 +223,7 @@ def find_model(models_root: Path, model: str = CHAMPION) -> ModelRecord:
         class_names=metadata.class_names,
         input_shape=tuple(metadata.input_shape),
         training_profile=metadata.training_profile,
+        exports=metadata.exports,
     )
 
 

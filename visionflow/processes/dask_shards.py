@@ -28,7 +28,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, model_validator
 
 from visionflow.errors import BadInputError
-from visionflow.models.registry import ModelRecord, load_checked_model
+from visionflow.models.registry import ModelRecord
+from visionflow.models.scoring_model import load_scoring_model
 from visionflow.run_context import run_logger
 
 # Most decoded pixel bytes one shard holds on a worker, in bytes (64 MiB): 21,845 CIFAR-sized
@@ -135,7 +136,7 @@ def ready_worker(record: ModelRecord | None) -> None:
     import prefect.task_engine  # noqa: F401  (it runs each shard's task run)
 
     if record is not None:
-        load_checked_model(record)
+        load_scoring_model(record)
 
 
 @task(name="start-dask-cluster", cache_policy=NO_CACHE, persist_result=False)
@@ -218,9 +219,10 @@ def _start_runner(config: DaskConfig):
 def local_cluster_settings(workers: int) -> dict:
     """A LocalCluster of worker processes with one task thread each, on 127.0.0.1, no dashboard.
 
-    TensorFlow in each worker keeps its default of one thread per core: capping each worker at its
-    share of the cores measured half the throughput (docs/BENCHMARKS.md, *Dask*), since a worker
-    decoding has cores idle that another worker's predict can use.
+    The engine in each worker (ONNX Runtime, OpenVINO or TensorFlow) keeps its default of one
+    thread per core: capping each TensorFlow worker at its share of the cores measured half the
+    throughput (docs/BENCHMARKS.md, *Dask*), since a worker decoding has cores idle that another
+    worker's predict can use.
     """
     return {
         "n_workers": workers,

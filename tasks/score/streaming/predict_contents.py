@@ -15,22 +15,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from visionflow.engines.engine_exports import AUTO, EngineChoice
 from visionflow.images.image_profile import pixel_histogram
 from visionflow.images.imaging import MAX_PIXELS, ImageSpec
 from visionflow.images.workers import decode_for_scoring
 from visionflow.ledger.drops import now_utc
-from visionflow.models.prediction import ShardPredictions, decode_and_predict_shard, predict_probabilities
+from visionflow.models.prediction import ShardPredictions, predict_probabilities
+from visionflow.models.scoring_model import ScoringModel, decode_and_predict_shard
 from visionflow.parallel import chunked, default_workers, map_chunks
 from visionflow.processes.dask_shards import DaskConfig, map_shards
 from visionflow.tasks.score.streaming.part_buffer import PartBuffer
-
-if TYPE_CHECKING:
-    import keras
 
 # Batches submitted to the predictor thread and not yet handed on: one predicting while the next
 # waits its turn, so the model never waits for this thread's bookkeeping between batches.
@@ -51,12 +49,15 @@ class ScoreConfig(BaseModel):
     max_pixels: int = Field(default=MAX_PIXELS, ge=1)  # Largest source width*height decoded; bombs are rejected.
     # Average each image's prediction with its mirror's. None: as the model was trained (flips on).
     flip_tta: bool | None = None
+    # The engine that predicts: "auto" (the fastest export that passed its parity check, else
+    # Keras), "keras", "onnx", "openvino", or an int8 variant "onnx-int8" / "openvino-int8".
+    engine: EngineChoice = AUTO
 
 
 def predict_new_contents(
     paths_by_content: dict[str, list[str]],
     drop: Path,
-    model: keras.Model | None,
+    model: ScoringModel | None,
     buffer: PartBuffer,
     sizes: dict[str, int | None],
     config: ScoreConfig,
@@ -105,13 +106,13 @@ def _predict_here(
     work: list[tuple[str, str, int | None]],
     spec: ImageSpec,
     root: str,
-    model: keras.Model,
+    model: ScoringModel,
     input_shape: tuple[int, int, int],
     config: ScoreConfig,
 ) -> Iterator[ShardPredictions]:
     """Decode in this machine's worker processes while a predictor thread predicts, one batch at a time.
 
-    The model predicts each batch on its own thread (TensorFlow releases the GIL while it computes)
+    The model predicts each batch on its own thread (every engine releases the GIL while it computes)
     so that this thread meanwhile counts the batch's pixels for drift, hands the previous batch's
     rows to the caller (Parquet, ledger) and fills the next batch. Batches come out in order; at
     most BATCHES_IN_FLIGHT are held beside the one being filled.

@@ -22,7 +22,9 @@ from tests.tasks.ingest.conftest import CONFIG
 def test_processed_contract_checks_the_files_on_disk(contract_dataset, tmp_path):
     assigned, classes, decode_dir = contract_dataset
     spec = CONFIG.image_spec()
-    paths = write_split_parquet(assigned, decode_dir, tmp_path / "out", spec, DatasetMetadata(classes=classes), ParquetConfig())
+    paths = write_split_parquet(
+        assigned, decode_dir, tmp_path / "out", spec, DatasetMetadata(classes=classes), ParquetConfig()
+    )
     frame = processed_frame(paths["train"])
     assert list(frame.columns) == ["label", "path", "sha256", "pixel_bytes"]
     reports = validate_processed_task.fn(paths, assigned, len(classes), spec.pixel_bytes, tmp_path / "p.json")
@@ -34,7 +36,9 @@ def test_processed_contract_checks_the_files_on_disk(contract_dataset, tmp_path)
 def test_a_file_with_other_rows_than_the_manifest_stops_the_run(contract_dataset, tmp_path):
     assigned, classes, decode_dir = contract_dataset
     spec = CONFIG.image_spec()
-    paths = write_split_parquet(assigned, decode_dir, tmp_path / "out", spec, DatasetMetadata(classes=classes), ParquetConfig())
+    paths = write_split_parquet(
+        assigned, decode_dir, tmp_path / "out", spec, DatasetMetadata(classes=classes), ParquetConfig()
+    )
     expected = accepted_rows_per_split(assigned)
     too_many = {**expected, "train": expected["train"] + 1}
     reports = validate_split_files(paths, too_many, len(classes), spec.pixel_bytes)

@@ -18,7 +18,7 @@ def test_the_task_leaves_the_model_loaded_and_traced(tmp_path, caplog):
     assert not model_is_warm(record)
     assert load_model_task.fn(record) is True
     assert model_is_warm(record)
-    assert f"model {record.version} loaded and ready to predict" in caplog.text
+    assert f"model {record.version} loaded on keras, ready to predict" in caplog.text
 
 
 def test_a_damaged_model_is_logged_and_left_to_the_scoring_stage(tmp_path, caplog):

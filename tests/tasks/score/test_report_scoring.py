@@ -20,7 +20,8 @@ RECORD = ModelRecord(
 
 def result(mean: float, rejected: int = 1) -> ScoreResult:
     return ScoreResult(
-        drop_name="drop", model_version="v0001", files=41 + rejected, scored=40, already_scored=1, rejected=rejected,
+        drop_name="drop", model_version="v0001", engine="onnx", files=41 + rejected, scored=40, already_scored=1,
+        rejected=rejected,
         contents_predicted=40, prediction_rows_written=41, rejection_rows_written=rejected, orphan_parts_removed=0,
         predictions_path="p", rejections_path="r", seconds=2.0, images_per_second=20.0,
         class_counts={"cat": 30, "dog": 11}, confidence_histogram=[0] * 5 + [10, 10, 10, 10, 1],

@@ -150,8 +150,9 @@ def test_task_writes_metrics_json_and_confusion_png(saved_model_and_split, tmp_p
     assert len(written["most_confused"]) <= 2
     assert list(written) == [
         "accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class", "confusion_matrix", "most_confused",
-        "test_images", "model_path", "test_path", "flip_tta",
-    ], "metrics.json keeps its fields, in the order evaluations have always written them"  # fmt: skip
+        "test_images", "model_path", "test_path", "flip_tta", "engine",
+    ], "metrics.json keeps its fields, in the order evaluations have always written them, new ones last"  # fmt: skip
+    assert written["engine"] == "keras", "a model without exports is evaluated on Keras"
     assert result.metrics.model_dump(mode="json") == written and result.metrics.accuracy == written["accuracy"]
     with Image.open(output_dir / "confusion.png") as image:
         assert image.format == "PNG"
