@@ -58,6 +58,17 @@ def test_train_and_score_drops_are_scheduled_as_configured(deployments):
     assert trigger.match.model_dump() == {"prefect.resource.id": INBOX_RESOURCE_ID}
 
 
+def test_a_scoring_engine_given_to_serve_is_the_default_of_both_scoring_deployments():
+    chosen = {deployment.name: deployment for deployment in all_deployments(ServeConfig(score_engine="openvino"))}
+    assert chosen["score-drops"].parameters["scoring"] == {"score": {"engine": "openvino"}}
+    assert chosen["score"].parameters == {"config": {"score": {"engine": "openvino"}}}
+    from visionflow.flows.score import ScoringConfig
+
+    assert ScoringConfig.model_validate(chosen["score"].parameters["config"]).score.engine == "openvino"
+    plain = {deployment.name: deployment for deployment in all_deployments(ServeConfig())}
+    assert plain["score"].parameters == {}, "without one, the flow's own default (auto) applies"
+
+
 def test_the_ui_forms_show_the_grouped_settings_with_descriptions():
     train_schema = parameter_schema(train_flow)
     assert {"data", "preset", "epochs", "ingest", "evaluation", "gate"} <= set(train_schema.properties)
