@@ -42,7 +42,8 @@ def train_lines(summary: TrainSummary) -> list[str]:
     return [
         f"model {summary.model_version} ({summary.preset}, {summary.epochs_run} epochs in "
         f"{summary.training_seconds:,.0f} s, {summary.train_images_per_second:,.0f} images/s): "
-        f"test accuracy {summary.test_accuracy:.4f}, macro F1 {summary.macro_f1:.4f}",
+        f"test accuracy {summary.test_accuracy:.4f}, macro F1 {summary.macro_f1:.4f} (on {summary.engine}, "
+        "the engine scoring takes by default)",
         f"{verdict}: {summary.gate_reason}",
         f"champion: {summary.champion_version or 'none'}; model file {summary.model_path}",
         f"done in {summary.seconds:.0f} s",
@@ -77,7 +78,7 @@ def score_lines(summary: ScoreSummary) -> list[str]:
     drift = {True: f"DRIFT: {reasons}", False: "no drift"}.get(summary.drifted, f"drift not judged ({reasons})")
     classes = ", ".join(f"{name} {count:,}" for name, count in sorted(summary.class_counts.items()) if count)
     lines = [
-        f"scored drop {summary.drop} with model {summary.model_version} in {summary.seconds:.1f} s "
+        f"scored drop {summary.drop} with model {summary.model_version} on {summary.engine} in {summary.seconds:.1f} s "
         f"(decode, predict and write: {summary.scoring_seconds:.1f} s, {summary.scoring_images_per_second:,.0f} "
         "images/s)",
         f"files {summary.files:,}: {summary.scored:,} scored, {summary.already_scored:,} already scored, "
