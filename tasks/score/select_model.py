@@ -37,7 +37,7 @@ def _export_on_first_use(models_root: Path, record: ModelRecord) -> ModelRecord:
     log = run_logger(__name__)
     log.info("model %s has no exports yet: exporting it now, once", record.version)
     try:
-        export_registered(models_root, record.version, ExportConfig())
+        export_registered(models_root, record.version, ExportConfig(), again=False)
     except BadInputError as error:
         log.warning("model %s cannot be exported (%s); it scores on Keras", record.version, error)
         return record

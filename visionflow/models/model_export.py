@@ -158,9 +158,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def export_registered(models_root: Path, version: str, config: ExportConfig) -> ModelExports:
+def export_registered(models_root: Path, version: str, config: ExportConfig, again: bool = True) -> ModelExports:
     """Export a registered version from its checked model.keras, parity checked on its own test split,
     and record the exports in its metadata; under the registry's lock, files and record replaced whole.
+
+    again=False keeps exports another process recorded while this one waited for the lock (two
+    scoring runs meeting an unexported model export it once).
 
     Raises BadInputError when the version's test split is gone (parity cannot be checked without it).
     """
@@ -172,11 +175,20 @@ def export_registered(models_root: Path, version: str, config: ExportConfig) -> 
             f"model {version}'s test split ({test_path or 'not recorded'}) is not there, and its exports are checked "
             "on it: ingest the dataset it was trained on again (`visionflow ingest`), then export"
         )
+    train_path = split_file(metadata.dataset_dir, "train")
+    if config.int8 and not train_path.is_file():
+        raise BadInputError(
+            f"model {version}'s training split ({train_path}) is not there, and int8 is calibrated on it: ingest the "
+            "dataset it was trained on again (`visionflow ingest`), or export without --int8"
+        )
     images, labels, _ = load_split_arrays(test_path)
-    calibration = calibration_sample(split_file(metadata.dataset_dir, "train"), config) if config.int8 else None
+    calibration = calibration_sample(train_path, config) if config.int8 else None
     with champion_lock(Path(models_root)):
+        current = read_metadata(record.folder)  # As it is now, under the lock.
+        if current.exports is not None and not again:
+            return current.exports
         exports = export_model(load_checked_model(record), record.folder, images, labels, calibration, config)
-        write_metadata(record.folder, metadata.model_copy(update={"exports": exports}))
+        write_metadata(record.folder, current.model_copy(update={"exports": exports}))
     return exports
 
 

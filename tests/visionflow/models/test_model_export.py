@@ -178,3 +178,21 @@ def test_calibration_sample_spreads_over_the_training_split(tmp_path):
     assert sample.flags.c_contiguous
     everything = calibration_sample(Path(path), ExportConfig(calibration_images=100))
     np.testing.assert_array_equal(everything, images)
+
+
+def test_a_first_use_export_keeps_the_exports_another_run_recorded_while_an_explicit_one_redoes_them(tmp_path):
+    models = tmp_path / "models"
+    version = register_exported_model(models, tmp_path / "dataset")
+    first = read_metadata(models / version).exports
+    kept = export_registered(models, version, QUICK_EXPORT, again=False)
+    assert kept == first, "a scoring run that waited for the lock uses the export made meanwhile"
+    redone = export_registered(models, version, QUICK_EXPORT)
+    assert redone.exported_at >= first.exported_at and read_metadata(models / version).exports == redone
+
+
+def test_int8_without_the_training_split_is_refused_before_anything_is_written(tmp_path):
+    models = tmp_path / "models"
+    version = register_exported_model(models, tmp_path / "dataset", export=False)
+    with pytest.raises(BadInputError, match=r"training split .* is not there.*without --int8"):
+        export_registered(models, version, ExportConfig(int8=True))
+    assert not (models / version / FP32_FILE).exists() and read_metadata(models / version).exports is None
