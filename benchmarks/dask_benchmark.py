@@ -12,7 +12,13 @@ many shards, so the time per shard is Prefect's task run plus Dask's scheduling 
         --drop ../shared/datasets/cifar10/train --ingest-data ../shared/datasets/cifar10
 
 HOME is a VISIONFLOW_HOME holding a model trained on CIFAR-10. Prints a markdown table and, last,
-a JSON object, which is also written to --output.
+a JSON object, which is also written to --output. --engine is passed to every score command
+(without it, the command's own default, auto); --sides, --repeats (the sides alternating),
+--no-running-cluster and --overhead-shards 0 narrow a run to the parts wanted, e.g.
+
+    .venv/bin/python benchmarks/dask_benchmark.py --models-home HOME --model v0001 --engine auto \\
+        --drop ../shared/datasets/cifar10/train --sides default dask-2 --repeats 2 --no-running-cluster \\
+        --overhead-shards 0 --output benchmarks/results/dask-engine-auto.json
 """
 
 from __future__ import annotations
@@ -54,22 +60,24 @@ def run_command(arguments: list[str], home: Path) -> dict:
             "peak_memory_mib": memory.peaks()}  # fmt: skip
 
 
-def score_side(arguments, scratch: Path, side: str, options: list[str] | None = None) -> dict:
-    home = scratch_home(arguments.models_home, arguments.model, scratch / f"score-{side}")
-    result = run_command(["score", str(arguments.drop.resolve()), *(options or SIDES[side])], home)
+def score_side(arguments, scratch: Path, side: str, options: list[str] | None = None, repeat: int = 0) -> dict:
+    home = scratch_home(arguments.models_home, arguments.model, scratch / f"score-{side}-{repeat}")
+    engine = ["--engine", arguments.engine] if arguments.engine else []
+    result = run_command(["score", str(arguments.drop.resolve()), *(options or SIDES[side]), *engine], home)
     summary = result["summary"]
-    return {"side": side, "part": "score", "seconds": result["seconds"], "images": summary["scored"],
+    return {"side": side, "part": "score", "engine": summary.get("engine"), "repeat": repeat,
+            "seconds": result["seconds"], "images": summary["scored"],
             "scoring_seconds": summary["scoring_seconds"],
             "scoring_images_per_second": summary["scoring_images_per_second"],
             "peak_memory_mib": result["peak_memory_mib"]}  # fmt: skip
 
 
-def ingest_side(arguments, scratch: Path, side: str, options: list[str] | None = None) -> dict:
-    home = scratch / f"ingest-{side}"
+def ingest_side(arguments, scratch: Path, side: str, options: list[str] | None = None, repeat: int = 0) -> dict:
+    home = scratch / f"ingest-{side}-{repeat}"
     result = run_command(["ingest", "--data", str(arguments.ingest_data.resolve()), *(options or SIDES[side])], home)
     summary = result["summary"]
     images = sum(summary["splits"].values())
-    return {"side": side, "part": "ingest", "seconds": result["seconds"], "images": images,
+    return {"side": side, "part": "ingest", "repeat": repeat, "seconds": result["seconds"], "images": images,
             "flow_seconds": summary["seconds"], "images_per_second": round(images / summary["seconds"], 1),
             "fingerprint": summary["dataset_fingerprint"], "peak_memory_mib": result["peak_memory_mib"]}  # fmt: skip
 
@@ -167,19 +175,26 @@ def main() -> None:
     parser.add_argument("--ingest-data", type=Path, default=None, help="a labelled folder to ingest (CIFAR-10)")
     parser.add_argument("--overhead-shards", type=int, default=64, help="empty shards timed per cluster size")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/dask.json"))
+    parser.add_argument("--engine", default=None, help="`visionflow score --engine` (default: the command's own)")
+    parser.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES), help="which sides to run")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side, alternating their order")
+    parser.add_argument("--no-running-cluster", action="store_true", help="skip the already running cluster's part")
     arguments = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="visionflow-dask-benchmark-") as scratch:
-        for side in SIDES:
-            results.append(score_side(arguments, Path(scratch), side))
-            print(json.dumps(results[-1]), file=sys.stderr)
-        if arguments.ingest_data:
-            for side in SIDES:
-                results.append(ingest_side(arguments, Path(scratch), side))
+        for repeat in range(arguments.repeats):
+            for side in arguments.sides if repeat % 2 == 0 else list(reversed(arguments.sides)):
+                results.append(score_side(arguments, Path(scratch), side, repeat=repeat))
                 print(json.dumps(results[-1]), file=sys.stderr)
-        results.extend(running_cluster_sides(arguments, Path(scratch)))
-        print(json.dumps(results[-2:]), file=sys.stderr)
-    overhead = [shard_overhead(workers, arguments.overhead_shards) for workers in (1, 2)]
+        if arguments.ingest_data:
+            for repeat in range(arguments.repeats):
+                for side in arguments.sides if repeat % 2 == 0 else list(reversed(arguments.sides)):
+                    results.append(ingest_side(arguments, Path(scratch), side, repeat=repeat))
+                    print(json.dumps(results[-1]), file=sys.stderr)
+        if not arguments.no_running_cluster:
+            results.extend(running_cluster_sides(arguments, Path(scratch)))
+            print(json.dumps(results[-2:]), file=sys.stderr)
+    overhead = [shard_overhead(workers, arguments.overhead_shards) for workers in (1, 2) if arguments.overhead_shards]
     report = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
               "results": results, "shard_overhead": overhead}  # fmt: skip
     arguments.output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,14 @@
 """A small drop, cold, from the command line: `visionflow score` against a bare Keras script.
 
-    .venv/bin/python benchmarks/small_drop_benchmark.py --models-home HOME --source ../shared/datasets/cifar10/test
+    .venv/bin/python benchmarks/small_drop_benchmark.py --models-home HOME --source ../shared/datasets/cifar10/test \\
+        [--engine auto] [--out benchmarks/results/small-drop.json]
 
 Each repetition, alternating: a new 10-image drop (source JPEGs with their own trailing bytes,
 so the model must predict them) scored by `visionflow score DROP --json` in a fresh process,
 and a bare Python script in a fresh process that imports Keras, loads the same model.keras,
 decodes the same 10 files with Pillow and predicts them. Wall time of each process, start to
-exit. HOME must hold a registry with a champion; the runs use a copy of it.
+exit. HOME must hold a registry with a champion; the runs use a copy of it. --engine is passed to
+`visionflow score` (without it, the command's own default, auto); the bare script is Keras either way.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--images", type=int, default=10)
+    parser.add_argument("--engine", default=None, help="`visionflow score --engine` (default: the command's own)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON object here")
     arguments = parser.parse_args()
     sources = sorted(arguments.source.rglob("*.jpg"))
     scratch = Path(tempfile.mkdtemp(prefix="visionflow-small-drop-"))
@@ -71,13 +75,21 @@ def main() -> None:
 
     environment = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     times: dict[str, list[float]] = {"visionflow score": [], "bare Keras script": []}
+    engine_option = ["--engine", arguments.engine] if arguments.engine else []
+    engines_used = []
     try:
         for round_number in range(arguments.repeats + 1):  # Round 0 creates the Prefect database: not counted.
             drop = scratch / f"drop-{round_number}"
             files = new_drop(sources, drop, round_number, arguments.images)
-            cli, _ = timed([sys.executable, "-m", "visionflow", "score", str(drop), "--home", str(home), "--json"],
-                           environment)  # fmt: skip
-            bare, _ = timed([sys.executable, "-c", BARE_SCRIPT, str(model_file), *map(str, files)], environment)
+            command = [sys.executable, "-m", "visionflow", "score", str(drop), "--home", str(home), "--json"]
+            bare_command = [sys.executable, "-c", BARE_SCRIPT, str(model_file), *map(str, files)]
+            if round_number % 2:  # The sides alternate which runs first.
+                cli, output = timed([*command, *engine_option], environment)
+                bare, _ = timed(bare_command, environment)
+            else:
+                bare, _ = timed(bare_command, environment)
+                cli, output = timed([*command, *engine_option], environment)
+            engines_used.append(json.loads(output.strip().splitlines()[-1]).get("engine"))
             if round_number:
                 times["visionflow score"].append(cli)
                 times["bare Keras script"].append(bare)
@@ -85,8 +97,15 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     medians = {side: statistics.median(values) for side, values in times.items()}
     ratio = medians["visionflow score"] / medians["bare Keras script"]
-    print(json.dumps({"model": champion, "images": arguments.images, "seconds": times,
-                      "median_seconds": medians, "ratio": round(ratio, 2)}, indent=2))  # fmt: skip
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from load_benchmark import machine
+
+    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv),
+              "model": champion, "engine": sorted(set(engines_used), key=str), "images": arguments.images,
+              "seconds": times, "median_seconds": medians, "ratio": round(ratio, 2)}  # fmt: skip
+    print(json.dumps(result, indent=2))
+    if arguments.out:
+        arguments.out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
