@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from visionflow.atomic import atomic_path
-from visionflow.engines.engine_exports import KERAS, ModelExports
+from visionflow.engines.engine_exports import ModelExports
 from visionflow.errors import BadInputError
 from visionflow.images.splits import load_split_arrays, read_split_paths
 from visionflow.models.evaluation_metrics import (
@@ -266,7 +266,7 @@ def evaluate_model_task(
     images, labels, metadata = load_split_arrays(test_file)
     class_names = list(metadata.classes)
     model = open_model_file(model_file, exports, len(class_names), model_name)
-    engine = getattr(model, "engine", KERAS)
+    engine = model.engine
     if expected_classes is not None:
         check_same_classes(class_names, list(expected_classes), model_name)
     check_model_fits(model, images.shape[1:], class_names)

@@ -15,7 +15,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from visionflow.engines.engine_exports import KERAS
 from visionflow.images.splits import load_split_arrays
 from visionflow.models.champion_pointer import champion_dir
 from visionflow.models.evaluation_metrics import RecordedMetrics
@@ -97,7 +96,7 @@ def measure_champion(
         return folder.name, None
     # The champion predicts on the engine it scores with, as the candidate was evaluated on its own.
     model = open_model_file(folder / MODEL_FILE, champion.exports, len(split_metadata.classes), folder.name)
-    engine = getattr(model, "engine", KERAS)
+    engine = model.engine
     probabilities = predict_probabilities(model, images, evaluation.batch_size, evaluation.flip_tta)
     accuracy = compute_metrics(labels, probabilities, split_metadata.classes, evaluation.most_confused).accuracy
     log.info("champion %s scores %.4f on this test split (on %s)", folder.name, accuracy, engine)

@@ -35,7 +35,7 @@ from visionflow.models.prediction import (
     predict_images,
     uses_flip_tta,
 )
-from visionflow.models.registry import ModelRecord
+from visionflow.models.registry import ModelRecord, load_model
 
 
 @dataclass(frozen=True)
@@ -99,19 +99,18 @@ def open_export(folder: Path, exports: ModelExports, engine: Engine, num_classes
         raise InvalidSettingError(f"model {name} has no {engine} export to predict with")
     path = checked_export_file(folder, export, name)
     scoring = ScoringModel(engine, open_runtime(engine, path), exports.flip_tta, num_classes)
-    _warm_up(scoring, path)
+    _warm_up(scoring)
     return scoring
 
 
-def open_model_file(model_path: Path, exports: ModelExports | None, num_classes: int, name: str) -> ScoringModel | Any:
+def open_model_file(model_path: Path, exports: ModelExports | None, num_classes: int, name: str) -> ScoringModel:
     """The model at model_path on the engine scoring takes by default (auto): its export beside it, or
     the Keras model itself. Evaluation and the gate predict through it, so what they measure is
     what scoring will deliver."""
     engine = choose_engine(exports, AUTO, name)
     if engine == KERAS:
-        from visionflow.models.registry import load_model
-
-        return load_model(model_path)
+        model = load_model(model_path)
+        return ScoringModel(KERAS, model, uses_flip_tta(model, None), int(model.output_shape[-1]))
     return open_export(Path(model_path).parent, exports, engine, num_classes, name)
 
 
@@ -155,7 +154,7 @@ def scoring_model_is_warm(record: ModelRecord) -> bool:
     return (str(record.folder / export.file), export.sha256, record.engine) in _RUNTIMES
 
 
-def _warm_up(scoring: ScoringModel, path: Path) -> None:
+def _warm_up(scoring: ScoringModel) -> None:
     """Run one blank image, then two: the engine plans its graph before the first real batch."""
     input_shape = scoring.input_shape[1:]
     for size in (1, 2):
