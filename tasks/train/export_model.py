@@ -21,7 +21,9 @@ from visionflow.images.splits import load_split_arrays
 from visionflow.models.model_export import ExportConfig, calibration_sample, export_model
 from visionflow.models.registry import load_model
 from visionflow.models.scoring_model import choose_engine
-from visionflow.run_context import run_logger
+from visionflow.run_context import publish_table, run_logger
+
+EXPORTS_ARTIFACT_KEY = "model-exports"
 
 
 class ExportResult(BaseModel):
@@ -59,4 +61,23 @@ def export_model_task(model_path: Path, test_path: str, train_path: str, config:
     log.info(
         "scoring will use %s by default (Keras ran %s images/s)", result.engine, result.exports.keras_images_per_second
     )
+    publish_table(
+        EXPORTS_ARTIFACT_KEY, engine_rows(result.exports), f"Engines of the trained model; auto: {result.engine}"
+    )
     return result
+
+
+def engine_rows(exports: ModelExports) -> list[dict]:
+    """One table row per engine, Keras first: what the UI shows of a model's exports."""
+    keras = {"engine": "keras", "file": "model.keras", "scores": True,
+             "images/s": exports.keras_images_per_second, "check": "the model as trained"}  # fmt: skip
+    return [keras] + [
+        {
+            "engine": export.engine,
+            "file": export.file,
+            "scores": export.passed,
+            "images/s": export.images_per_second,
+            "check": export.reason,
+        }  # fmt: skip
+        for export in exports.engines
+    ]

@@ -92,3 +92,13 @@ def test_a_test_split_of_another_image_shape_is_refused_before_anything_is_writt
     ):
         export_model(load_model(model_path), tmp_path, other_shape, np.zeros(4, dtype=np.int64), None, ExportConfig())
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_the_ui_table_lists_keras_then_every_engine_with_its_check():
+    from visionflow.engines.engine_exports import EngineExport, ModelExports
+    from visionflow.tasks.train.export_model import engine_rows
+
+    refused = EngineExport(engine="onnx", file=FP32_FILE, sha256="0" * 64, passed=False, reason="below parity")
+    rows = engine_rows(ModelExports(flip_tta=False, engines=[refused], keras_images_per_second=900.0))
+    assert [row["engine"] for row in rows] == ["keras", "onnx"] and rows[0]["images/s"] == 900.0
+    assert rows[1]["scores"] is False and rows[1]["check"] == "below parity"
