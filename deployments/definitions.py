@@ -26,10 +26,11 @@ from visionflow.errors import InvalidSettingError
 from visionflow.flows.evaluate import evaluate_flow
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.models import promote_flow, rollback_flow
-from visionflow.flows.score import score_flow
+from visionflow.flows.score import ScoringConfig, score_flow
 from visionflow.flows.score_drops import score_drops_flow
 from visionflow.flows.train import train_flow
 from visionflow.ledger.inbox import INBOX_READY_EVENT, INBOX_RESOURCE_ID
+from visionflow.tasks.score.streaming.predict_contents import ScoreConfig
 
 
 def checked_cron(expression: str) -> str:
@@ -87,7 +88,8 @@ def _engine(schedule: ServeConfig, config_parameter: str) -> dict:
     """The scoring engine as a flow parameter's default, when serve or deploy was given one."""
     if schedule.score_engine is None:
         return {}
-    return {config_parameter: {"score": {"engine": schedule.score_engine}}}
+    config = ScoringConfig(score=ScoreConfig(engine=schedule.score_engine))
+    return {config_parameter: config.model_dump(mode="json", exclude_unset=True)}
 
 
 def score_deployment(schedule: ServeConfig | None = None) -> RunnerDeployment:

@@ -14,6 +14,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from visionflow.access import check_deployment_parameters
+from visionflow.engines.engine_exports import KERAS
 from visionflow.errors import BadInputError
 from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
@@ -70,15 +71,17 @@ def evaluate_flow(
     started = time.perf_counter()
     check_deployment_parameters(home, source_folders(data))
     layout, evaluation = resolve_home(home), evaluation or EvaluationConfig()
-    record = select_model_task(layout.models, model)
-    other = select_model_task(layout.models, compare) if compare else None
+    # Keras as the run's engine: evaluating never exports a model; each model is measured on the
+    # engine its own exports give scoring by default (evaluate_model_task), Keras when it has none.
+    record = select_model_task(layout.models, model, KERAS)
+    other = select_model_task(layout.models, compare, KERAS) if compare else None
     if other is not None and other.version == record.version:
         raise BadInputError(f"--compare names {other.version}, the model being evaluated: choose another version")
     dataset = ingest_flow(data=data, config=evaluation_ingest_config(ingest, record.input_shape), home=str(layout.root))
     output = layout.evaluations / f"{record.version}-{dataset.dataset_fingerprint[:12]}"
     test_path = dataset.parquet["test"]
     evaluated = evaluate_model_task(
-        str(record.model_path), test_path, output, evaluation, record.class_names, record.version
+        str(record.model_path), test_path, output, evaluation, record.class_names, record.version, record.exports
     )
     comparison = None
     if other is not None:

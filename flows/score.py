@@ -14,6 +14,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from visionflow.access import check_deployment_parameters
+from visionflow.engines.engine_exports import Engine
 from visionflow.errors import BadInputError
 from visionflow.home import HomeLayout, resolve_home
 from visionflow.images.image_profile import DriftConfig
@@ -44,7 +45,7 @@ class ScoreSummary(BaseModel):
 
     drop: str  # The drop folder, as an absolute path.
     model_version: str  # The registered model that scored it.
-    engine: str  # The engine that predicted: keras, onnx, openvino, onnx-int8 or openvino-int8.
+    engine: Engine  # The engine that predicted: keras, onnx, openvino, onnx-int8 or openvino-int8.
     files: int  # Files listed in the drop (its control files excepted).
     scored: int  # Files whose content the model predicted in this run.
     already_scored: int  # Files whose content the ledger held for this model before this run.

@@ -12,6 +12,7 @@ import time
 from prefect import flow
 
 from visionflow.access import check_deployment_parameters
+from visionflow.engines.engine_exports import Engine
 from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
 from visionflow.models.model_export import ExportConfig
@@ -33,7 +34,7 @@ class TrainSummary(Registration):
     preset: str  # The recipe's name.
     epochs_run: int  # Epochs trained, resumed ones included.
     test_accuracy: float  # Share of the test split classified correctly, 0 to 1 (on `engine`).
-    engine: str  # The engine scoring takes by default and evaluation predicted on: an export, or keras.
+    engine: Engine  # The engine scoring takes by default and evaluation predicted on: an export, or keras.
     macro_f1: float  # Mean per-class F1 on the test split, 0 to 1.
     train_images_per_second: float  # Training throughput, validation excluded.
     # Wall-clock seconds of the fit alone (every epoch with its validation), what presets are compared by.

@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 
 from visionflow.images.imaging import ImageSpec
 from visionflow.images.splits import DatasetMetadata, split_file, split_schema
-from visionflow.models.model_export import ExportConfig, export_registered
+from visionflow.models.model_export import ExportConfig
 from visionflow.models.registry import read_metadata, write_metadata
+from visionflow.models.registry_exports import export_registered
 
 from tests.registry_helpers import write_test_split
 from tests.scoring_helpers import CLASSES, SHAPE, register_tiny_model

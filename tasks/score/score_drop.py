@@ -26,6 +26,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from visionflow.engines.engine_exports import Engine
 from visionflow.images.file_listing import STATUS_OK
 from visionflow.images.image_profile import ImageProfile
 from visionflow.ledger.drops import DropOutputs
@@ -68,7 +69,7 @@ class ScoreResult(ScoringCounts):
 
     drop_name: str  # The drop's folder name.
     model_version: str  # Registry version of the model that scored it, e.g. "v0003".
-    engine: str  # The engine that predicted: keras, onnx, openvino, onnx-int8 or openvino-int8.
+    engine: Engine  # The engine that predicted: keras, onnx, openvino, onnx-int8 or openvino-int8.
     orphan_parts_removed: int  # Uncommitted parts of an interrupted earlier run, deleted.
     parts_adopted: int = 0  # Whole parts the ledger did not know (it was lost or replaced), read back into it.
     parts_set_aside: list[str] = []  # Unreadable parts the ledger did not know, moved aside (never deleted).

@@ -15,8 +15,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from visionflow.engines.engine_exports import AUTO, KERAS, EngineChoice
-from visionflow.errors import BadInputError
+from visionflow.engines.engine_exports import AUTO, FP32_ENGINES, EngineChoice
 from visionflow.models.registry import ModelRecord, find_model
 from visionflow.models.scoring_model import resolve_engine
 from visionflow.run_context import run_logger
@@ -25,21 +24,24 @@ from visionflow.run_context import run_logger
 def select_model(models_root: Path, model: str, engine: EngineChoice = AUTO) -> ModelRecord:
     """The record of `model` ("champion" or a version), its engine resolved from `engine`."""
     record = find_model(Path(models_root), model)
-    if engine != KERAS and record.exports is None:
+    # A float32 engine (or auto) on a model never exported: export it now. int8 is made only when
+    # asked for, by `visionflow models export VERSION --int8`, which resolve_engine's refusal names.
+    if engine in (AUTO, *FP32_ENGINES) and record.exports is None:
         record = _export_on_first_use(Path(models_root), record)
     return record.model_copy(update={"engine": resolve_engine(record, engine)})
 
 
 def _export_on_first_use(models_root: Path, record: ModelRecord) -> ModelRecord:
     """Export a model that has no exports yet (under the registry's lock), or say why it cannot be."""
-    from visionflow.models.model_export import ExportConfig, export_registered  # Imports TensorFlow: once.
+    from visionflow.models.model_export import ExportConfig
+    from visionflow.models.registry_exports import export_registered  # Imports TensorFlow: once.
 
     log = run_logger(__name__)
     log.info("model %s has no exports yet: exporting it now, once", record.version)
     try:
         export_registered(models_root, record.version, ExportConfig(), again=False)
-    except BadInputError as error:
-        log.warning("model %s cannot be exported (%s); it scores on Keras", record.version, error)
+    except Exception as error:  # Keras can still score it: a failed export must not stop the run.
+        log.warning("model %s could not be exported (%s); auto scores it on Keras", record.version, error)
         return record
     return find_model(models_root, record.version)
 

@@ -265,7 +265,7 @@ def evaluate_model_task(
     test_file = _require_file(test_path, "test split file")
     images, labels, metadata = load_split_arrays(test_file)
     class_names = list(metadata.classes)
-    model = open_model_file(model_file, exports, len(class_names), model_name)
+    model = open_model_file(model_file, exports, model_name)
     engine = model.engine
     if expected_classes is not None:
         check_same_classes(class_names, list(expected_classes), model_name)

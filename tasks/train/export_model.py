@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from visionflow.engines.engine_exports import AUTO, ModelExports
+from visionflow.engines.engine_exports import AUTO, Engine, ModelExports
 from visionflow.errors import BadInputError
 from visionflow.images.splits import load_split_arrays
 from visionflow.models.model_export import ExportConfig, calibration_sample, export_model
@@ -31,7 +31,7 @@ class ExportResult(BaseModel):
 
     exports: ModelExports  # The record metadata.json keeps: each engine's file, check and speed.
     files: dict[str, Path]  # The exported files by name, in the run folder, for registration to copy.
-    engine: str  # The engine scoring takes by default ("auto"): the fastest passed export, else keras.
+    engine: Engine  # The engine scoring takes by default ("auto"): the fastest passed export, else keras.
 
 
 def export_trained_model(model_path: Path, test_path: str, train_path: str, config: ExportConfig) -> ExportResult:
@@ -43,7 +43,7 @@ def export_trained_model(model_path: Path, test_path: str, train_path: str, conf
     test_images, test_labels, _ = load_split_arrays(test_path)
     calibration = calibration_sample(train_path, config) if config.int8 else None
     exports = export_model(load_model(model_path), model_path.parent, test_images, test_labels, calibration, config)
-    names = {export.file for export in exports.engines}
+    names = {name for name in exports.files() if (model_path.parent / name).is_file()}
     files = {name: model_path.parent / name for name in sorted(names)}
     return ExportResult(exports=exports, files=files, engine=choose_engine(exports, AUTO, model_path.parent.name))
 

@@ -95,7 +95,7 @@ def measure_champion(
         log.info("champion %s has other classes or input shape; comparing on the floors only", folder.name)
         return folder.name, None
     # The champion predicts on the engine it scores with, as the candidate was evaluated on its own.
-    model = open_model_file(folder / MODEL_FILE, champion.exports, len(split_metadata.classes), folder.name)
+    model = open_model_file(folder / MODEL_FILE, champion.exports, folder.name)
     engine = model.engine
     probabilities = predict_probabilities(model, images, evaluation.batch_size, evaluation.flip_tta)
     accuracy = compute_metrics(labels, probabilities, split_metadata.classes, evaluation.most_confused).accuracy

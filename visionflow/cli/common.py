@@ -69,15 +69,11 @@ HomeOption = Annotated[
 ]
 
 
-# The module each engine predicts with, which a command may start importing ahead of its flow.
-ENGINE_MODULES = {"keras": "keras", "onnx": "onnxruntime", "openvino": "openvino", "onnx-int8": "onnxruntime",
-                  "openvino-int8": "openvino"}  # fmt: skip
-
-
 def engine_modules(home: Path | None, model: str | None, engine: str | None) -> tuple[str, ...]:
     """The runtime a score of `model` on `engine` will import, read from the registry: nothing when
     that cannot be told here (the flow then reports the problem), Keras for a first-use export."""
     from visionflow.engines.engine_exports import AUTO, KERAS
+    from visionflow.engines.runtimes import RUNTIME_MODULES
     from visionflow.home import resolve_home
     from visionflow.models.registry import CHAMPION, find_model
     from visionflow.models.scoring_model import resolve_engine
@@ -86,7 +82,7 @@ def engine_modules(home: Path | None, model: str | None, engine: str | None) -> 
         record = find_model(resolve_home(home).models, model or CHAMPION)
         if engine != KERAS and record.exports is None:
             return ("keras",)
-        return (ENGINE_MODULES[resolve_engine(record, engine or AUTO)],)
+        return (RUNTIME_MODULES[resolve_engine(record, engine or AUTO)],)
     except Exception:  # The flow finds the model again and says what is wrong, where it matters.
         return ()
 

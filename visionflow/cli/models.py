@@ -93,7 +93,8 @@ def export(
     from visionflow.cli.model_listing import export_lines
     from visionflow.errors import VisionflowError
     from visionflow.home import configure_environment
-    from visionflow.models.model_export import ExportConfig, export_registered
+    from visionflow.models.model_export import ExportConfig
+    from visionflow.models.registry_exports import export_registered
 
     layout = configure_environment(home)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -104,9 +105,12 @@ def export(
         exports = export_registered(layout.models, version, config)
     except VisionflowError as error:
         fail(str(error), error.exit_code, json_output)
-    finish(exports, json_output, export_lines)
+    except Exception as error:  # The converter or a runtime failed on this model: say what, not a traceback.
+        fail(f"exporting {version} failed ({type(error).__name__}: {error}); it still scores on Keras", 1, json_output)
     if exports.fastest_passed(precision_variants=True) is None:
-        raise typer.Exit(1)  # Nothing but Keras can score it: the export did not do its job.
+        reasons = exports.failure or "; ".join(f"{export.engine}: {export.reason}" for export in exports.engines)
+        fail(f"no engine may score {version} ({reasons}); it still scores on Keras", 1, json_output)
+    finish(exports, json_output, export_lines)
 
 
 @models_app.command()

@@ -22,11 +22,13 @@ Engine = Literal["keras", "onnx", "openvino", "onnx-int8", "openvino-int8"]
 EngineChoice = Literal["auto", "keras", "onnx", "openvino", "onnx-int8", "openvino-int8"]
 AUTO = "auto"
 KERAS = "keras"
-# The ONNX file each exported engine runs; both runtimes read the same file of a precision.
+FP32_ENGINES = ("onnx", "openvino")  # Run the float32 file; each must pass parity with Keras.
+INT8_ENGINES = ("onnx-int8", "openvino-int8")  # Run the int8 file; each must keep float32's accuracy.
+# The ONNX files an export writes: both runtimes read the same file of a precision. A registered
+# version re-exported keeps them under names that carry their digest (versioned_name), so a
+# scoring run that read the previous record never opens a file that changed under it.
 FP32_FILE = "model.onnx"
 INT8_FILE = "model-int8.onnx"
-ENGINE_FILES: dict[str, str] = {"onnx": FP32_FILE, "openvino": FP32_FILE, "onnx-int8": INT8_FILE,
-                                "openvino-int8": INT8_FILE}  # fmt: skip
 
 
 class ParityCheck(BaseModel):
@@ -68,8 +70,12 @@ class ModelExports(BaseModel):
         """The passed float32 export that ran fastest at export (int8 too when precision_variants)."""
         candidates = [export for export in self.engines if export.passed and export.images_per_second]
         if not precision_variants:
-            candidates = [export for export in candidates if export.file == FP32_FILE]
+            candidates = [export for export in candidates if export.engine in FP32_ENGINES]
         return max(candidates, key=lambda export: export.images_per_second, default=None)
+
+    def files(self) -> set[str]:
+        """The names of the files the exports run."""
+        return {export.file for export in self.engines}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -81,17 +87,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def checked_export_file(version_dir: Path, export: EngineExport, version: str) -> Path:
-    """The export's file, once its sha256 matches the record. Raises DamagedStateError (exit 6) when
-    it is missing or differs: a changed file is never used to score."""
+def versioned_name(name: str, sha256: str) -> str:
+    """model.onnx with digest abc... -> model-abc123456789.onnx."""
+    stem, _, suffix = name.rpartition(".")
+    return f"{stem}-{sha256[:12]}.{suffix}"
+
+
+def read_checked_export(version_dir: Path, export: EngineExport, version: str) -> bytes:
+    """The export's file, read once and returned only when its sha256 matches the record, so the bytes
+    an engine loads are the bytes checked. Raises DamagedStateError (exit 6) when the file is missing
+    or differs: a changed file is never used to score."""
     path = Path(version_dir) / export.file
     way_out = f"rebuild it from the checked model.keras with `visionflow models export {version}`"
-    if not path.is_file():
-        raise DamagedStateError(f"the exported model {path} ({export.engine}) is missing: {way_out}")
-    actual = file_sha256(path)
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise DamagedStateError(f"the exported model {path} ({export.engine}) is missing: {way_out}") from None
+    actual = hashlib.sha256(content).hexdigest()
     if actual != export.sha256:
         raise DamagedStateError(
             f"the exported model {path} ({export.engine}) has changed since it was exported (sha256 {actual[:12]}..., "
             f"recorded {export.sha256[:12]}...): it was not used; {way_out}"
         )
-    return path
+    return content

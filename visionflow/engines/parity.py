@@ -40,8 +40,10 @@ def parity_verdict(check: ParityCheck) -> tuple[bool, str]:
     return True, f"parity: {facts}"
 
 
-def int8_verdict(int8_accuracy: float, fp32_accuracy: float) -> tuple[bool, str]:
-    """(passed, the outcome in a sentence) of an int8 variant's accuracy gate."""
+def int8_verdict(int8_accuracy: float, fp32_accuracy: float, images: int) -> tuple[bool, str]:
+    """(passed, the outcome in a sentence) of an int8 variant's accuracy gate on `images` test images."""
+    if images == 0:
+        return False, "no test images to measure the int8 accuracy on"
     drop = fp32_accuracy - int8_accuracy
     facts = f"test accuracy {int8_accuracy:.4f} against {fp32_accuracy:.4f} in float32"
     if drop > MAX_INT8_ACCURACY_DROP:

@@ -1,8 +1,8 @@
 """Exporting a model to the inference engines: the ONNX files, the parity check, the speed of each.
 
 Training exports every model before evaluating it (tasks/train/export_model.py), so evaluation and
-the gate measure what scoring will deliver; `visionflow models export VERSION` and a scoring run's
-first use export models registered before, under the registry's lock. The float32 ONNX file runs on
+the gate measure what scoring will deliver; registered versions are exported again, or for the
+first time, through visionflow/models/registry_exports.py. The float32 ONNX file runs on
 ONNX Runtime and on OpenVINO; each engine scores only if its probabilities match Keras' (the
 model's float32 twin: a bfloat16 model's own predictions are float32's rounded) on the model's
 test split. An int8 variant scores only if its test accuracy is within half a point of float32's.
@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from visionflow.engines.engine_exports import (
+    FP32_ENGINES,
     FP32_FILE,
     INT8_FILE,
     KERAS,
@@ -30,24 +31,21 @@ from visionflow.engines.engine_exports import (
 from visionflow.engines.parity import int8_verdict, parity_check, parity_verdict
 from visionflow.engines.runtimes import open_runtime
 from visionflow.errors import BadInputError
-from visionflow.images.splits import load_split_arrays, split_file
-from visionflow.models.champion import champion_lock
+from visionflow.images.splits import load_split_arrays
 from visionflow.models.prediction import predict_probabilities, uses_flip_tta
-from visionflow.models.registry import find_model, load_checked_model, read_metadata, write_metadata
 from visionflow.models.scoring_model import ScoringModel
 
 if TYPE_CHECKING:
     import keras
 
-FP32_ENGINES = ("onnx", "openvino")
-INT8_ENGINES = ("onnx-int8", "openvino-int8")
 TIMING_ROUNDS = 3  # Passes over the timing images per side; the fastest counts.
 
 
 class ExportConfig(BaseModel):
     """What exporting a model makes and measures."""
 
-    engines: list[Literal["onnx", "openvino"]] = list(FP32_ENGINES)  # Float32 engines to check and record.
+    # Runtimes to check and record, each on the float32 file (and on the int8 file with int8).
+    engines: list[Literal["onnx", "openvino"]] = Field(default=list(FP32_ENGINES), min_length=1)
     int8: bool = False  # Also quantise to int8 (calibrated on training images); kept only if accurate enough.
     calibration_images: int = Field(default=512, ge=1)  # Training images whose activations set the int8 ranges.
     timing_images: int = Field(default=2048, ge=1)  # Test images each engine's speed is measured on.
@@ -80,43 +78,65 @@ def export_model(
         twin = inference_twin(model)
         export_onnx(twin, Path(folder) / FP32_FILE)
     except Exception as error:  # tf2onnx and Keras raise many types; each means "no export".
-        failure = f"the ONNX export failed ({type(error).__name__}: {str(error)[:300]})"
+        failure = f"the ONNX export failed ({_brief(error)})"
         return ModelExports(flip_tta=flips, exported_at=exported_at, failure=failure)
     reference = predict_probabilities(twin, test_images, config.batch_size, flip_tta=False)
-    classes = reference.shape[1] if reference.size else int(model.output_shape[-1])
-    checked: list[tuple[EngineExport, ScoringModel]] = []
+    checked: list[tuple[EngineExport, ScoringModel | None]] = []
     for engine in config.engines:
-        probe = _open(engine, Path(folder) / FP32_FILE, classes, flips)
-        check = parity_check(reference, predict_probabilities(probe, test_images, config.batch_size, flip_tta=False))
-        passed, reason = parity_verdict(check)
-        checked.append((_record(engine, Path(folder) / FP32_FILE, passed, reason, parity=check), probe))
+        checked.append(_checked_engine(engine, Path(folder) / FP32_FILE, reference, test_images, flips, config))
     if config.int8 and calibration_images is not None:
-        checked += _int8_exports(folder, test_images, test_labels, calibration_images, classes, flips, config)
-    sides = {KERAS: model, **{export.engine: probe for export, probe in checked}}
+        checked += _int8_exports(folder, test_images, test_labels, calibration_images, flips, config)
+    sides = {KERAS: model, **{export.engine: probe for export, probe in checked if probe is not None}}
     speeds = alternating_speeds(sides, test_images[: config.timing_images], config.batch_size)
-    exports = [export.model_copy(update={"images_per_second": speeds[export.engine]}) for export, _ in checked]
+    exports = [export.model_copy(update={"images_per_second": speeds.get(export.engine)}) for export, _ in checked]
     return ModelExports(flip_tta=flips, engines=exports, keras_images_per_second=speeds[KERAS], exported_at=exported_at)
 
 
-def _int8_exports(folder, test_images, test_labels, calibration, classes, flips, config) -> list[tuple]:
+def _checked_engine(engine, path: Path, reference, test_images, flips, config) -> tuple[EngineExport, object]:
+    """A float32 engine's parity with the reference, and its predictor (None when it could not run the file)."""
+    try:
+        probe = _open(engine, path, flips)
+        check = parity_check(reference, predict_probabilities(probe, test_images, config.batch_size, flip_tta=False))
+    except Exception as error:  # A runtime refusing the graph means this engine cannot score the model.
+        return _record(engine, path, False, f"{engine} could not run the export ({_brief(error)})"), None
+    passed, reason = parity_verdict(check)
+    return _record(engine, path, passed, reason, parity=check), probe
+
+
+def _int8_exports(folder, test_images, test_labels, calibration, flips, config) -> list[tuple[EngineExport, object]]:
     """The int8 variants and their predictors, each judged on its test accuracy against the float32 file's."""
     from visionflow.engines.int8 import quantize_int8
 
     fp32_path, int8_path = Path(folder) / FP32_FILE, Path(folder) / INT8_FILE
-    quantize_int8(fp32_path, int8_path, calibration[: config.calibration_images])
-    fp32 = _open("onnx", fp32_path, classes, flips)
-    fp32_accuracy = _accuracy(fp32, test_images, test_labels, config.batch_size)
+    try:
+        quantize_int8(fp32_path, int8_path, calibration[: config.calibration_images])
+        fp32_accuracy = _accuracy(
+            _open(config.engines[0], fp32_path, flips), test_images, test_labels, config.batch_size
+        )
+    except Exception as error:  # No int8 file, or no float32 accuracy to judge it by: no int8 engine.
+        reason = f"the int8 quantisation failed ({_brief(error)})"
+        return [(_record(f"{runtime}-int8", int8_path, False, reason), None) for runtime in config.engines]
     checked = []
-    for engine in INT8_ENGINES:
-        probe = _open(engine, int8_path, classes, flips)
-        accuracy = _accuracy(probe, test_images, test_labels, config.batch_size)
-        passed, reason = int8_verdict(accuracy, fp32_accuracy)
+    for engine in (f"{runtime}-int8" for runtime in config.engines):
+        try:
+            probe = _open(engine, int8_path, flips)
+            accuracy = _accuracy(probe, test_images, test_labels, config.batch_size)
+        except Exception as error:
+            checked.append((_record(engine, int8_path, False, f"{engine} could not run it ({_brief(error)})"), None))
+            continue
+        passed, reason = int8_verdict(accuracy, fp32_accuracy, len(test_images))
         checked.append((_record(engine, int8_path, passed, reason, test_accuracy=accuracy), probe))
     return checked
 
 
-def _open(engine: str, path: Path, classes: int, flips: bool) -> ScoringModel:
-    return ScoringModel(engine, open_runtime(engine, path), flips, classes)
+def _open(engine: str, path: Path, flips: bool) -> ScoringModel:
+    runtime = open_runtime(engine, path)
+    return ScoringModel(engine, runtime, flips, runtime.num_classes)
+
+
+def _brief(error: Exception) -> str:
+    """An error in a few words for a record: its type and the start of its message."""
+    return f"{type(error).__name__}: {str(error)[:200]}"
 
 
 def _accuracy(probe: ScoringModel, images: np.ndarray, labels: np.ndarray, batch_size: int) -> float:
@@ -165,40 +185,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def export_registered(models_root: Path, version: str, config: ExportConfig, again: bool = True) -> ModelExports:
-    """Export a registered version from its checked model.keras, parity checked on its own test split,
-    and record the exports in its metadata; under the registry's lock, files and record replaced whole.
-
-    again=False keeps exports another process recorded while this one waited for the lock (two
-    scoring runs meeting an unexported model export it once).
-
-    Raises BadInputError when the version's test split is gone (parity cannot be checked without it).
-    """
-    record = find_model(Path(models_root), version)
-    metadata = read_metadata(record.folder)
-    test_path = split_file(metadata.dataset_dir, "test") if metadata.dataset_dir else None
-    if test_path is None or not Path(test_path).is_file():
-        raise BadInputError(
-            f"model {version}'s test split ({test_path or 'not recorded'}) is not there, and its exports are checked "
-            "on it: ingest the dataset it was trained on again (`visionflow ingest`), then export"
-        )
-    train_path = split_file(metadata.dataset_dir, "train")
-    if config.int8 and not train_path.is_file():
-        raise BadInputError(
-            f"model {version}'s training split ({train_path}) is not there, and int8 is calibrated on it: ingest the "
-            "dataset it was trained on again (`visionflow ingest`), or export without --int8"
-        )
-    images, labels, _ = load_split_arrays(test_path)
-    calibration = calibration_sample(train_path, config) if config.int8 else None
-    with champion_lock(Path(models_root)):
-        current = read_metadata(record.folder)  # As it is now, under the lock.
-        if current.exports is not None and not again:
-            return current.exports
-        exports = export_model(load_checked_model(record), record.folder, images, labels, calibration, config)
-        write_metadata(record.folder, current.model_copy(update={"exports": exports}))
-    return exports
 
 
 def calibration_sample(train_path: str | Path, config: ExportConfig) -> np.ndarray:

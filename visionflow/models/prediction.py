@@ -1,8 +1,9 @@
-"""Prediction: class probabilities of uint8 images from a Keras model, with flip test-time augmentation.
+"""Prediction: class probabilities of uint8 images from a model on any engine, with flip test-time augmentation.
 
 Evaluation (on a test split), the gate (the champion on the candidate's test split) and scoring
 (a drop) all predict through predict_probabilities, so a model scores an image the same way
-wherever it meets it.
+wherever it meets it. The model is a Keras model or a ScoringModel (visionflow/models/
+scoring_model.py), which gives Keras' predict_on_batch on any engine.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ export never does. An exported file is used only while its sha256 matches the re
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,10 @@ from visionflow.engines.engine_exports import (
     Engine,
     EngineChoice,
     ModelExports,
-    checked_export_file,
+    read_checked_export,
 )
 from visionflow.engines.runtimes import open_runtime
-from visionflow.errors import InvalidSettingError
+from visionflow.errors import BadInputError, InvalidSettingError
 from visionflow.images.imaging import ImageSpec
 from visionflow.images.workers import decode_for_scoring
 from visionflow.models.prediction import (
@@ -91,19 +92,19 @@ def choose_engine(exports: ModelExports | None, choice: EngineChoice, name: str)
     return choice
 
 
-def open_export(folder: Path, exports: ModelExports, engine: Engine, num_classes: int, name: str) -> ScoringModel:
-    """An export in folder opened on its engine, once its file's sha256 matches the record (else
+def open_export(folder: Path, exports: ModelExports, engine: Engine, name: str) -> ScoringModel:
+    """An export in folder on its engine, loaded from bytes whose sha256 matches the record (else
     DamagedStateError, exit 6), and warmed up."""
     export = exports.export_of(engine)
     if export is None:
         raise InvalidSettingError(f"model {name} has no {engine} export to predict with")
-    path = checked_export_file(folder, export, name)
-    scoring = ScoringModel(engine, open_runtime(engine, path), exports.flip_tta, num_classes)
+    runtime = open_runtime(engine, read_checked_export(folder, export, name))
+    scoring = ScoringModel(engine, runtime, exports.flip_tta, runtime.num_classes)
     _warm_up(scoring)
     return scoring
 
 
-def open_model_file(model_path: Path, exports: ModelExports | None, num_classes: int, name: str) -> ScoringModel:
+def open_model_file(model_path: Path, exports: ModelExports | None, name: str) -> ScoringModel:
     """The model at model_path on the engine scoring takes by default (auto): its export beside it, or
     the Keras model itself. Evaluation and the gate predict through it, so what they measure is
     what scoring will deliver."""
@@ -111,12 +112,13 @@ def open_model_file(model_path: Path, exports: ModelExports | None, num_classes:
     if engine == KERAS:
         model = load_model(model_path)
         return ScoringModel(KERAS, model, uses_flip_tta(model, None), int(model.output_shape[-1]))
-    return open_export(Path(model_path).parent, exports, engine, num_classes, name)
+    return open_export(Path(model_path).parent, exports, engine, name)
 
 
-# Engine predictors this process opened, by (file, sha256): a service scores drop after drop with the
-# champion, and opening a runtime again costs more than scoring a small drop.
-_RUNTIMES: dict[tuple[str, str, str], ScoringModel] = {}
+# Engine predictors this process opened, by (file, sha256, engine), the most recently used last: a
+# service scores drop after drop with the champion, and opening a runtime again costs more than
+# scoring a small drop.
+_RUNTIMES: OrderedDict[tuple[str, str, str], ScoringModel] = OrderedDict()
 _RUNTIMES_LOCK = threading.Lock()
 RUNTIMES_KEPT_OPEN = 4  # At most this many engine predictors stay open per process.
 
@@ -125,7 +127,8 @@ def load_scoring_model(record: ModelRecord) -> ScoringModel:
     """The record's model on record.engine, checked and warm (its first batches already run).
 
     Keras: registry.load_checked_model's model, its predict function traced. An export: its file,
-    refused (DamagedStateError, exit 6) unless its sha256 matches the record, on its runtime.
+    checked against the record's sha256 on every call (DamagedStateError, exit 6, when it differs)
+    and opened on its runtime the first time.
     """
     if record.engine == KERAS:
         model = load_warm_model(record)
@@ -133,15 +136,22 @@ def load_scoring_model(record: ModelRecord) -> ScoringModel:
     export = record.exports.export_of(record.engine) if record.exports else None
     if export is None:
         raise InvalidSettingError(f"model {record.version} has no {record.engine} export to score with")
-    checked_export_file(record.folder, export, record.version)  # Checked on every use, not only the first.
     key = (str(record.folder / export.file), export.sha256, record.engine)
     with _RUNTIMES_LOCK:
-        if key not in _RUNTIMES:
-            scoring = open_export(record.folder, record.exports, record.engine, len(record.class_names), record.version)
-            while len(_RUNTIMES) >= RUNTIMES_KEPT_OPEN:
-                _RUNTIMES.pop(next(iter(_RUNTIMES)))
-            _RUNTIMES[key] = scoring
-        return _RUNTIMES[key]
+        if key in _RUNTIMES:
+            read_checked_export(record.folder, export, record.version)  # Still the bytes checked when opened.
+            _RUNTIMES.move_to_end(key)
+        else:
+            _RUNTIMES[key] = open_export(record.folder, record.exports, record.engine, record.version)
+            while len(_RUNTIMES) > RUNTIMES_KEPT_OPEN:
+                _RUNTIMES.popitem(last=False)
+        scoring = _RUNTIMES[key]
+    if scoring.num_classes != len(record.class_names):
+        raise BadInputError(
+            f"model {record.version}'s {record.engine} export predicts {scoring.num_classes} classes but its registry "
+            f"record names {len(record.class_names)}: rebuild it with `visionflow models export {record.version}`"
+        )
+    return scoring
 
 
 def scoring_model_is_warm(record: ModelRecord) -> bool:

@@ -220,3 +220,20 @@ def test_inside_a_flow_the_task_publishes_keyed_artifacts(saved_model_and_split,
     assert plot.type == "image" and plot.data.startswith("data:image/png;base64,")
     png = base64.b64decode(plot.data.removeprefix("data:image/png;base64,"))
     assert png == (tmp_path / "evaluation" / "confusion.png").read_bytes(), "the picture itself, embedded"
+
+
+def test_a_model_with_exports_is_evaluated_on_the_engine_scoring_takes_and_scores_as_keras_does(tmp_path):
+    from visionflow.images.splits import split_file
+    from visionflow.models.registry import find_model
+
+    from tests.engine_helpers import register_exported_model
+
+    version = register_exported_model(tmp_path / "models", tmp_path / "dataset")
+    record = find_model(tmp_path / "models", version)
+    test_path = str(split_file(tmp_path / "dataset", "test"))
+    config = EvaluationConfig(batch_size=8)
+    on_engine = evaluate_model_task.fn(str(record.model_path), test_path, tmp_path / "engine", config,
+                                       exports=record.exports)  # fmt: skip
+    on_keras = evaluate_model_task.fn(str(record.model_path), test_path, tmp_path / "keras", config)
+    assert on_engine.metrics.engine == record.exports.fastest_passed().engine and on_keras.metrics.engine == "keras"
+    assert on_engine.metrics.confusion_matrix == on_keras.metrics.confusion_matrix, "parity: the same answers"

@@ -11,8 +11,9 @@ from visionflow.engines.engine_exports import (
     INT8_FILE,
     EngineExport,
     ModelExports,
-    checked_export_file,
     file_sha256,
+    read_checked_export,
+    versioned_name,
 )
 from visionflow.errors import DamagedStateError
 
@@ -43,9 +44,14 @@ def test_file_sha256_is_the_digest_of_the_whole_file_across_read_blocks(tmp_path
     assert file_sha256(tmp_path / "empty.bin") == hashlib.sha256(b"").hexdigest()
 
 
-def test_an_unchanged_export_file_is_returned(exported_file):
+def test_an_unchanged_export_file_is_read_once_and_its_checked_bytes_returned(exported_file):
     folder, export = exported_file
-    assert checked_export_file(folder, export, "v0003") == folder / FP32_FILE
+    assert read_checked_export(folder, export, "v0003") == (folder / FP32_FILE).read_bytes()
+
+
+def test_a_versioned_name_carries_the_first_twelve_hex_digits_of_the_digest():
+    assert versioned_name(FP32_FILE, "abcdef0123456789" * 4) == "model-abcdef012345.onnx"
+    assert versioned_name(INT8_FILE, "0" * 64) == "model-int8-000000000000.onnx"
 
 
 @pytest.mark.parametrize(
@@ -61,7 +67,7 @@ def test_a_changed_truncated_or_missing_export_file_is_refused_with_the_way_out(
     folder, export = exported_file
     damage(folder / FP32_FILE)
     with pytest.raises(DamagedStateError) as raised:
-        checked_export_file(folder, export, "v0003")
+        read_checked_export(folder, export, "v0003")
     assert raised.value.exit_code == 6
     message = str(raised.value)
     assert str(folder / FP32_FILE) in message

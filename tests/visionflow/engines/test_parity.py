@@ -61,13 +61,18 @@ def test_parity_passes_at_exactly_the_agreement_and_difference_limits():
 
 
 def test_int8_passes_within_half_a_point_and_fails_beyond_it():
-    passed, reason = int8_verdict(0.896, 0.900)  # 0.4 points lower.
+    passed, reason = int8_verdict(0.896, 0.900, 1000)  # 0.4 points lower.
     assert passed is True
     assert "within 0.5 points" in reason
-    passed, reason = int8_verdict(0.894, 0.900)  # 0.6 points lower.
+    passed, reason = int8_verdict(0.894, 0.900, 1000)  # 0.6 points lower.
     assert passed is False
     assert "0.60 points lower, more than the 0.5 allowed" in reason
 
 
 def test_an_int8_variant_more_accurate_than_float32_passes():
-    assert int8_verdict(0.95, 0.90)[0] is True
+    assert int8_verdict(0.95, 0.90, 1000)[0] is True
+
+
+def test_an_int8_variant_with_no_test_images_to_judge_it_by_fails():
+    passed, reason = int8_verdict(0.0, 0.0, 0)
+    assert passed is False and "no test images" in reason

@@ -8,21 +8,17 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pytest
 
 from visionflow.engines.engine_exports import FP32_FILE, INT8_FILE, file_sha256
 from visionflow.engines.parity import MAX_PROBABILITY_DIFFERENCE
-from visionflow.errors import BadInputError
-from visionflow.images.splits import split_file
-from visionflow.models.model_export import ExportConfig, calibration_sample, export_model, export_registered
-from visionflow.models.registry import find_model, load_model, read_metadata
+from visionflow.models.model_export import ExportConfig, calibration_sample, export_model
+from visionflow.models.registry import load_model
 from visionflow.network.build_model import build_model, channel_statistics
 from visionflow.network.initializers import patch_whitening_kernel
 from visionflow.tasks.train.recipe.presets import PRESETS
 
-from tests.engine_helpers import QUICK_EXPORT, random_images, register_exported_model, write_train_split
-from tests.registry_helpers import write_test_split
-from tests.scoring_helpers import SHAPE, register_tiny_model
+from tests.engine_helpers import QUICK_EXPORT, random_images, write_train_split
+from tests.scoring_helpers import SHAPE
 
 CLASSES = 3
 
@@ -124,51 +120,26 @@ def test_a_failing_converter_is_recorded_and_leaves_no_engine(tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_registered_records_the_exports_in_the_versions_metadata(tmp_path):
-    models_root, dataset_dir = tmp_path / "models", tmp_path / "dataset"
-    version = register_exported_model(models_root, dataset_dir)
-    folder = models_root / version
-    metadata = read_metadata(folder)
-    assert metadata.dataset_dir == str(dataset_dir)
-    assert metadata.class_names == ["blue", "green", "red"]
-    assert [export.engine for export in metadata.exports.engines] == ["onnx", "openvino"]
-    for export in metadata.exports.engines:
-        assert export.passed, export.reason
-        assert export.sha256 == file_sha256(folder / export.file)
-        assert export.parity.images == 30  # The whole test split registry_helpers writes.
-    assert find_model(models_root, version).exports == metadata.exports
+def test_a_runtime_that_cannot_run_the_file_is_recorded_as_refused_and_the_other_engine_still_scores(
+    tmp_path, monkeypatch
+):
+    from visionflow.engines import runtimes
 
+    real_open = runtimes.open_runtime
 
-def test_export_registered_refuses_a_model_whose_test_split_is_gone(tmp_path):
-    models_root, dataset_dir = tmp_path / "models", tmp_path / "dataset"
-    version = register_exported_model(models_root, dataset_dir)
-    before = (models_root / version / "metadata.json").read_text()
-    split_file(dataset_dir, "test").unlink()
-    with pytest.raises(BadInputError) as raised:
-        export_registered(models_root, version, QUICK_EXPORT)
-    assert raised.value.exit_code == 4
-    assert str(split_file(dataset_dir, "test")) in str(raised.value)
-    assert "`visionflow ingest`" in str(raised.value)
-    assert (models_root / version / "metadata.json").read_text() == before
+    def open_or_refuse(engine, model):
+        if engine == "openvino":
+            raise RuntimeError("unsupported operation")
+        return real_open(engine, model)
 
-
-def test_export_registered_refuses_a_model_that_records_no_dataset(tmp_path):
-    version = register_tiny_model(tmp_path / "models")
-    with pytest.raises(BadInputError, match=r"test split \(not recorded\)"):
-        export_registered(tmp_path / "models", version, QUICK_EXPORT)
-    assert read_metadata(tmp_path / "models" / version).exports is None
-    assert not (tmp_path / "models" / version / FP32_FILE).exists()
-
-
-def test_export_registered_int8_calibrates_on_the_training_split(tmp_path):
-    models_root, dataset_dir = tmp_path / "models", tmp_path / "dataset"
-    write_test_split(dataset_dir, per_class=5)
-    write_train_split(dataset_dir, count=24)
-    config = QUICK_EXPORT.model_copy(update={"int8": True, "calibration_images": 8})
-    version = register_exported_model(models_root, dataset_dir, config)
-    exports = read_metadata(models_root / version).exports
-    assert [export.engine for export in exports.engines] == ["onnx", "openvino", "onnx-int8", "openvino-int8"]
-    assert exports.export_of("onnx-int8").sha256 == file_sha256(models_root / version / INT8_FILE)
+    monkeypatch.setattr("visionflow.models.model_export.open_runtime", open_or_refuse)
+    exports = export_model(tiny_network(), tmp_path, random_images(10), np.zeros(10, int), None, QUICK_EXPORT)
+    refused = exports.export_of("openvino")
+    assert (
+        refused.passed is False and "could not run the export (RuntimeError: unsupported operation)" in refused.reason
+    )
+    assert refused.images_per_second is None
+    assert exports.fastest_passed().engine == "onnx"
 
 
 def test_calibration_sample_spreads_over_the_training_split(tmp_path):
@@ -178,21 +149,3 @@ def test_calibration_sample_spreads_over_the_training_split(tmp_path):
     assert sample.flags.c_contiguous
     everything = calibration_sample(Path(path), ExportConfig(calibration_images=100))
     np.testing.assert_array_equal(everything, images)
-
-
-def test_a_first_use_export_keeps_the_exports_another_run_recorded_while_an_explicit_one_redoes_them(tmp_path):
-    models = tmp_path / "models"
-    version = register_exported_model(models, tmp_path / "dataset")
-    first = read_metadata(models / version).exports
-    kept = export_registered(models, version, QUICK_EXPORT, again=False)
-    assert kept == first, "a scoring run that waited for the lock uses the export made meanwhile"
-    redone = export_registered(models, version, QUICK_EXPORT)
-    assert redone.exported_at >= first.exported_at and read_metadata(models / version).exports == redone
-
-
-def test_int8_without_the_training_split_is_refused_before_anything_is_written(tmp_path):
-    models = tmp_path / "models"
-    version = register_exported_model(models, tmp_path / "dataset", export=False)
-    with pytest.raises(BadInputError, match=r"training split .* is not there.*without --int8"):
-        export_registered(models, version, ExportConfig(int8=True))
-    assert not (models / version / FP32_FILE).exists() and read_metadata(models / version).exports is None
