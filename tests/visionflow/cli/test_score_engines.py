@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from visionflow.models.registry import read_metadata
+
 from tests.engine_helpers import register_exported_model
 from tests.scoring_helpers import build_hostile_drop
 
@@ -40,7 +42,7 @@ def test_scoring_on_an_export_never_imports_tensorflow_or_keras(prefect_server, 
 
 def test_a_tampered_export_exits_6_naming_it_and_writes_no_prediction(run_cli, home, tmp_path):
     version = register_exported_model(home / "models", tmp_path / "dataset")
-    exported = home / "models" / version / "model.onnx"
+    exported = home / "models" / version / read_metadata(home / "models" / version).exports.export_of("onnx").file
     exported.write_bytes(exported.read_bytes()[:-100])  # Truncated, as a half-copied file would be.
     drop = tmp_path / "drop"
     build_hostile_drop(drop, tmp_path / "outside")
@@ -62,11 +64,13 @@ def test_a_model_without_exports_scores_on_keras_when_asked_and_auto_exports_it_
     build_hostile_drop(drop, tmp_path / "outside")
     on_keras = run_cli("score", str(drop), "--engine", "keras", "--json")
     assert on_keras.returncode == 0 and json.loads(on_keras.stdout.strip().splitlines()[-1])["engine"] == "keras"
-    assert not (home / "models" / version / "model.onnx").exists()
+    assert not list((home / "models" / version).glob("*.onnx"))
     auto = run_cli("score", str(drop), "--json")
     assert auto.returncode == 0, auto.stderr[-2000:]
     assert json.loads(auto.stdout.strip().splitlines()[-1])["engine"] in ("onnx", "openvino")
-    assert (home / "models" / version / "model.onnx").is_file() and "exporting it now, once" in auto.stderr
+    exports = read_metadata(home / "models" / version).exports
+    assert (home / "models" / version / exports.export_of("onnx").file).is_file()
+    assert "exporting it now, once" in auto.stderr
     named = run_cli("score", str(drop), "--engine", "onnx-int8", "--json")
     assert named.returncode == 2 and f"visionflow models export {version} --int8" in named.stderr
     assert "exporting it now" not in named.stderr
