@@ -74,7 +74,7 @@ def predictors(record, model) -> dict[str, Callable[[np.ndarray, bool], np.ndarr
     for export in record.exports.engines if record.exports else []:
         if not export.passed:
             continue
-        scoring = open_export(record.folder, record.exports, export.engine, len(record.class_names), record.version)
+        scoring = open_export(record.folder, record.exports, export.engine, record.version)
         sides[export.engine] = lambda images, flip, scoring=scoring: predict_probabilities(
             scoring, images, BATCH_SIZE, flip
         )
