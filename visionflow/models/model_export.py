@@ -62,7 +62,9 @@ def export_model(
 ) -> ModelExports:
     """Write the model's ONNX files into folder, check and time each engine; the record of it all.
 
-    A converter failure is recorded (ModelExports.failure), not raised: the model still scores on Keras.
+    Failures are recorded, not raised, and the model still scores on Keras: the converter's as
+    ModelExports.failure, a runtime's or the quantiser's as a refused engine with the reason. Only
+    a test split of another image shape is an error (BadInputError).
     """
     from visionflow.engines.onnx_export import export_onnx
     from visionflow.network.inference_twin import inference_twin
