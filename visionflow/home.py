@@ -103,6 +103,16 @@ class HomeLayout:
         return self.root / "drops"
 
     @property
+    def reviews(self) -> Path:
+        """Review sets: the contents of a drop chosen for people to label, and their answers."""
+        return self.root / "reviews"
+
+    @property
+    def labels(self) -> Path:
+        """The labels store: labels people gave, and a copy of each labelled image."""
+        return self.root / "labels"
+
+    @property
     def prefect(self) -> Path:
         """Prefect's home: its SQLite database and persisted task results."""
         return self.root / "prefect"

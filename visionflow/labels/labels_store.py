@@ -1,0 +1,247 @@
+"""The labels store: every label people gave, with its contract, and a copy of each labelled image.
+
+VISIONFLOW_HOME/labels/labels.sqlite holds two tables: labels (one row per content, class,
+source, reviewer and review: the same label imported twice is one row) and contents (each
+labelled content's copy under labels/images/<sha256>). This module is the only one that reads or
+writes them.
+
+The contract an offered label must meet (import_labels): its class is one of the model's classes;
+its content is one visionflow has scored or put in a review set, can still be read, and decodes as
+training would decode it. Two different classes for one content are a conflict: both rows stay
+stored (nothing a person said is lost), the content is held out of training, and `visionflow
+labels list --conflicts` shows it until someone labels it again or removes a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from visionflow.atomic import atomic_path
+from visionflow.home import HomeLayout
+from visionflow.images.imaging import ImageSpec
+from visionflow.labels.contents import ContentFinder, LabelRejected, check_decodes
+from visionflow.labels.review_sets import NOT_SURE, now_utc
+
+STORE_FILE = "labels.sqlite"
+IMAGES_FOLDER = "images"
+BUSY_TIMEOUT_SECONDS = 60.0  # How long a writer waits for another import to finish, in seconds.
+
+LabelSource = Literal["review", "label-studio", "csv"]  # Where a label came from.
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS labels (
+        label_key TEXT PRIMARY KEY, sha256 TEXT NOT NULL, class_name TEXT NOT NULL, source TEXT NOT NULL,
+        reviewer TEXT NOT NULL, review_id TEXT NOT NULL, labelled_at TEXT NOT NULL, imported_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS labels_by_content ON labels (sha256)",
+    "CREATE TABLE IF NOT EXISTS contents (sha256 TEXT PRIMARY KEY, image_file TEXT NOT NULL, bytes INTEGER NOT NULL)",
+)
+
+
+class LabelRow(BaseModel):
+    """One label as an import offers it, before the contract has judged it."""
+
+    sha256: str | None = None  # The content's digest; None when the row names a file instead.
+    path: str | None = None  # A file holding the content (absolute, or relative to the import file's folder).
+    class_name: str  # The class the labeller chose.
+    source: LabelSource  # Where it came from.
+    reviewer: str = ""  # Who labelled it (a name, an e-mail or a Label Studio user id).
+    review_id: str = ""  # The review it answers, when it answers one.
+    labelled_at: str | None = None  # When it was labelled, ISO 8601; None means now.
+    origin: str  # Where it is in its input, for messages: "row 3", "task 12", "page 2 item 5".
+
+
+class Rejection(BaseModel):
+    """A row an import did not take, and why."""
+
+    origin: str  # Where it is in its input.
+    reason: str  # Why it was not taken, in words a person can act on.
+
+
+class StoredLabel(BaseModel):
+    """One label row of the store."""
+
+    sha256: str  # The labelled content.
+    class_name: str  # The class given.
+    source: LabelSource  # Where it came from.
+    reviewer: str  # Who gave it.
+    review_id: str  # The review it answered, or "".
+    labelled_at: str  # When it was given, ISO 8601.
+
+
+class LabelsSnapshot(BaseModel):
+    """The accepted labels at one moment: what a model trained with labels learnt from."""
+
+    count: int  # Contents with exactly one class among their labels: the ones training takes.
+    digest: str  # sha256 over every (content, class) pair taken, sorted: names the snapshot.
+    conflicts: int  # Contents with two or more different classes, held out of training.
+
+
+class LabelledContent(BaseModel):
+    """One content training takes: its class and the stored copy of its bytes."""
+
+    sha256: str  # The content's digest.
+    class_name: str  # Its one agreed class.
+    image_file: str  # Absolute path of the stored copy of its bytes.
+
+
+class ImportReport(BaseModel):
+    """What one import did."""
+
+    rows: int  # Rows offered.
+    accepted: int  # Rows stored as new labels.
+    already_stored: int  # Rows the store held already (an import of the same file again adds nothing).
+    not_labels: int  # Answers that name no class ("not sure / none of these"): kept in the review, not labels.
+    rejected: list[Rejection]  # Rows not taken, each with its reason.
+    conflicts: list[str]  # Contents this import's rows touch that now have two different classes.
+    snapshot: LabelsSnapshot  # The store's accepted labels after the import.
+
+
+class LabelsListing(BaseModel):
+    """What `visionflow labels list` shows: the snapshot and the labels asked for."""
+
+    snapshot: LabelsSnapshot  # The accepted labels now.
+    conflicting: list[str]  # Contents with conflicting labels, by sha256.
+    labels: list[StoredLabel]  # The labels listed: all, or those of the conflicting contents.
+
+
+class LabelsStore:
+    """The labels store of one home; use as a context manager."""
+
+    def __init__(self, layout: HomeLayout) -> None:
+        self.root = layout.labels
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(self.root / STORE_FILE, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        with self._transaction() as connection:
+            for statement in SCHEMA:
+                connection.execute(statement)
+
+    def __enter__(self) -> LabelsStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._connection.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One writer at a time (BEGIN IMMEDIATE); rolled back whole on any error."""
+        self._connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._connection
+        except BaseException:
+            self._connection.execute("ROLLBACK")
+            raise
+        self._connection.execute("COMMIT")
+
+    def has_content(self, sha256: str) -> bool:
+        """Whether a copy of this content is stored."""
+        return self._connection.execute("SELECT 1 FROM contents WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
+    def keep_content(self, sha256: str, data: bytes) -> None:
+        """Store a copy of a content's bytes (once; the file is in place before its row)."""
+        if self.has_content(sha256):
+            return
+        image_file = Path(IMAGES_FOLDER) / sha256
+        with atomic_path(self.root / image_file, durable=True) as temporary:
+            temporary.write_bytes(data)
+        with self._transaction() as connection:
+            connection.execute("INSERT OR IGNORE INTO contents VALUES (?, ?, ?)", (sha256, str(image_file), len(data)))
+
+    def add(self, sha256: str, row: LabelRow) -> bool:
+        """Store one label whose content is kept; False when the store holds this very label already."""
+        identity = "\0".join((sha256, row.class_name, row.source, row.reviewer, row.review_id))
+        key = hashlib.sha256(identity.encode()).hexdigest()
+        with self._transaction() as connection:
+            inserted = connection.execute(
+                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, sha256, row.class_name, row.source, row.reviewer, row.review_id,
+                 row.labelled_at or now_utc(), now_utc()),
+            )  # fmt: skip
+            return inserted.rowcount == 1
+
+    def labels(self, sha256s: Iterable[str] | None = None) -> list[StoredLabel]:
+        """Every stored label (or those of some contents), by content then time."""
+        query = "SELECT sha256, class_name, source, reviewer, review_id, labelled_at FROM labels"
+        rows = self._connection.execute(f"{query} ORDER BY sha256, labelled_at").fetchall()
+        wanted = None if sha256s is None else set(sha256s)
+        fields = StoredLabel.model_fields
+        return [
+            StoredLabel(**dict(zip(fields, row, strict=True))) for row in rows if wanted is None or row[0] in wanted
+        ]
+
+    def conflicts(self) -> dict[str, list[StoredLabel]]:
+        """Contents with two or more different classes among their labels, with those labels."""
+        by_content: dict[str, list[StoredLabel]] = {}
+        for label in self.labels():
+            by_content.setdefault(label.sha256, []).append(label)
+        return {sha: rows for sha, rows in by_content.items() if len({row.class_name for row in rows}) > 1}
+
+    def labelled_contents(self) -> list[LabelledContent]:
+        """The contents training takes (exactly one class among their labels), by sha256."""
+        classes: dict[str, set[str]] = {}
+        for label in self.labels():
+            classes.setdefault(label.sha256, set()).add(label.class_name)
+        files = dict(self._connection.execute("SELECT sha256, image_file FROM contents").fetchall())
+        return [
+            LabelledContent(sha256=sha, class_name=next(iter(names)), image_file=str(self.root / files[sha]))
+            for sha, names in sorted(classes.items())
+            if len(names) == 1 and sha in files
+        ]
+
+    def snapshot(self) -> LabelsSnapshot:
+        """The accepted labels now: their count, their digest and the contents held out."""
+        taken = self.labelled_contents()
+        digest = hashlib.sha256("".join(f"{item.sha256}\0{item.class_name}\n" for item in taken).encode())
+        return LabelsSnapshot(count=len(taken), digest=digest.hexdigest(), conflicts=len(self.conflicts()))
+
+
+def import_labels(layout: HomeLayout, rows: list[LabelRow], classes: list[str], spec: ImageSpec,
+                  base: Path | None = None) -> ImportReport:  # fmt: skip
+    """Judge each offered row by the contract and store those that meet it.
+
+    classes are the model's classes (what a label may be); spec is the model's input (the image
+    must decode into it); base is the folder relative paths in the rows are read from.
+    """
+    finder = ContentFinder(layout)
+    accepted = already = not_labels = 0
+    rejected: list[Rejection] = []
+    touched: set[str] = set()
+    with LabelsStore(layout) as store:
+        for row in rows:
+            if row.class_name == NOT_SURE:
+                not_labels += 1
+                continue
+            try:
+                sha256 = _checked_content(store, finder, row, classes, spec, base)
+            except LabelRejected as reason:
+                rejected.append(Rejection(origin=row.origin, reason=str(reason)))
+                continue
+            touched.add(sha256)
+            if store.add(sha256, row):
+                accepted += 1
+            else:
+                already += 1
+        conflicts = sorted(touched & set(store.conflicts()))
+        snapshot = store.snapshot()
+    return ImportReport(rows=len(rows), accepted=accepted, already_stored=already, not_labels=not_labels,
+                        rejected=rejected, conflicts=conflicts, snapshot=snapshot)  # fmt: skip
+
+
+def _checked_content(store: LabelsStore, finder: ContentFinder, row: LabelRow, classes: list[str], spec: ImageSpec,
+                     base: Path | None) -> str:  # fmt: skip
+    """The row's content digest, once its class and content meet the contract and a copy is kept."""
+    if row.class_name not in classes:
+        raise LabelRejected(f"class {row.class_name!r} is not one of the model's classes ({', '.join(classes)})")
+    if row.sha256 is not None and not row.path and store.has_content(row.sha256):
+        return row.sha256
+    sha256, data = finder.read(row.sha256, row.path, base)
+    if not store.has_content(sha256):
+        check_decodes(data, spec)
+        store.keep_content(sha256, data)
+    return sha256
