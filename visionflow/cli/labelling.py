@@ -63,9 +63,13 @@ def review(
     try:
         chosen = choose_review(layout, drop, config)
         if export is not None:
-            from visionflow.labels.label_studio import write_review_tasks
+            from visionflow.labels.label_studio import labelling_config, write_review_tasks
 
-            write_review_tasks(chosen, export[1], document_root or Path("/"))
+            write_review_tasks(chosen, export[1], str(document_root or "/"))
+            config_file = export[1].with_suffix(".label-config.xml")
+            config_file.write_text(labelling_config(chosen.classes))
+            if not json_output:
+                typer.echo(f"Label Studio tasks in {export[1]}, its labelling config in {config_file}", err=True)
     except VisionflowError as error:
         fail(str(error), error.exit_code, json_output)
     finish(chosen, json_output, _review_lines)

@@ -69,3 +69,23 @@ def test_bad_input_is_one_line_with_its_exit_code(tmp_path):
     assert refused.returncode == 4 and "needs a header with `label`" in last_json(refused)["error"]
     bad_option = run("review", "--drop", "drop", "--count", "-1", home=home)
     assert bad_option.returncode == 2 and "count" in bad_option.stderr
+
+
+def test_review_exports_label_studio_tasks_that_import_back(tmp_path):
+    home = tmp_path / "home"
+    scored_drop(resolve_home(home), tmp_path / "drop", np.full((3, 3), 1 / 3, np.float32))
+    tasks = tmp_path / "tasks.json"
+    review = last_json(run("review", "--drop", "drop", "--count", "2", "--random", "0", "--export", "label-studio",
+                           str(tasks), "--document-root", str(tmp_path), "--json", home=home))  # fmt: skip
+    written = json.loads(tasks.read_text())
+    assert [task["data"]["sha256"] for task in written] == [item["sha256"] for item in review["items"]]
+    assert written[0]["data"]["image"].startswith("/data/local-files/?d=drop")
+    assert '<Choice value="green"' in tasks.with_suffix(".label-config.xml").read_text()
+    for task in written:  # Answered as a labeller would: the export carries the task and its annotation.
+        task["annotations"] = [{"completed_by": 1, "was_cancelled": False,
+                                "result": [{"type": "choices", "value": {"choices": ["green"]}}]}]  # fmt: skip
+    tasks.write_text(json.dumps(written))
+    imported = last_json(run("labels", "import", str(tasks), "--json", home=home))
+    assert imported["accepted"] == 2 and imported["rejected"] == []
+    wrong = run("review", "--drop", "drop", "--export", "csv", str(tasks), home=home)
+    assert wrong.returncode == 2 and "label-studio" in wrong.stderr
