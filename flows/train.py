@@ -1,8 +1,9 @@
 """The train flow: ingest, train, evaluate, gate and register, as one Prefect flow run.
 
-ingest (subflow) -> train -> export (ONNX, checked against Keras) -> evaluate on the engine scoring
-will use -> gate (against the champion, on the same test split) -> register (and promote when the
-gate passed). Every step is a task in tasks/train/.
+ingest (subflow) -> with labels, the data plus the labels store's accepted labels as a dataset of its
+own (tasks/ingest/add_labels.py) -> train -> export (ONNX, checked against Keras) -> evaluate on the
+engine scoring will use -> gate (against the champion, on the same test split) -> register (and
+promote when the gate passed). Every training step is a task in tasks/train/.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from visionflow.access import check_deployment_parameters
 from visionflow.engines.engine_exports import Engine
 from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
+from visionflow.models.metadata_records import LabelsSnapshotRecord
 from visionflow.models.model_export import ExportConfig
+from visionflow.tasks.ingest.add_labels import LabelsUse, add_labels_task, read_labels_task
 from visionflow.tasks.ingest.prepare_source import source_folders
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, evaluate_model_task
 from visionflow.tasks.train.export_model import export_model_task
@@ -40,6 +43,8 @@ class TrainSummary(Registration):
     # Wall-clock seconds of the fit alone (every epoch with its validation), what presets are compared by.
     training_seconds: float
     seconds: float  # Wall-clock seconds of the whole flow run.
+    # With labels: the snapshot trained with and where its labels went; None when trained on the folders alone.
+    labels: LabelsUse | None = None
 
 
 @flow(name="train", flow_run_name="train-{preset}-{data}")
@@ -50,6 +55,7 @@ def train_flow(
     distribution: Distribution | None = None,
     seed: int | None = None,
     train_on_validation: bool | None = None,
+    with_labels: bool = False,
     ingest: IngestConfig | None = None,
     evaluation: EvaluationConfig | None = None,
     gate: GateConfig | None = None,
@@ -69,6 +75,9 @@ def train_flow(
             the preset's ("auto"). The preset's batch size is the global batch (docs/SCALING.md).
         train_on_validation: Fit on the validation split too (no early stopping, the last epoch's
             model; the test split stays unseen); empty keeps the preset's.
+        with_labels: Train on the data plus every accepted label of the labels store (`visionflow labels
+            import`), as a dataset of its own: labelled images join the train split only, so test accuracy
+            stays comparable with the champion's; fails when the store holds no accepted label.
         ingest: How the images are scanned, decoded (image size, channels) and split.
         evaluation: How the test split is scored (batch size, flip test-time augmentation).
         gate: What a model must reach to become champion (accuracy and per-class recall floors).
@@ -82,7 +91,13 @@ def train_flow(
     overrides = preset_overrides(preset, epochs, distribution, seed, train_on_validation)
     recipe = resolve_preset(preset, overrides)
     check_distribution(recipe.train.distribution)
+    # The labels are read first: asking for them with none stored is a mistake worth stopping before ingest.
+    labels = read_labels_task(str(layout.root)) if with_labels else None
     dataset = ingest_flow(data=data, config=ingest, home=str(layout.root))
+    use = None
+    if labels is not None:
+        dataset = add_labels_task(dataset, *labels, data_docs=layout.root)
+        use = dataset.labels
     run_dir = training_run_dir(layout.runs, dataset.dataset_fingerprint, recipe)
     training = train_model_task(dataset.parquet["train"], dataset.parquet["val"], recipe, run_dir)
     exported = export_model_task(
@@ -92,7 +107,12 @@ def train_flow(
         training.model_path, dataset.parquet["test"], run_dir / "evaluation", evaluation, exports=exported.exports
     )
     decision = gate_model_task(evaluated, dataset.parquet["test"], layout.models, gate or GateConfig(), evaluation)
-    registered = register_model_task(dataset, training, evaluated, recipe, decision, layout.models, exported)
+    learnt = (
+        LabelsSnapshotRecord(**use.snapshot.model_dump(), added_to_train=use.added_to_train, relabelled=use.relabelled)
+        if use
+        else None
+    )
+    registered = register_model_task(dataset, training, evaluated, recipe, decision, layout.models, exported, learnt)
     return TrainSummary(
         **registered.model_dump(),
         dataset_fingerprint=dataset.dataset_fingerprint,
@@ -105,4 +125,5 @@ def train_flow(
         train_images_per_second=round(training.train_images_per_second, 1),
         training_seconds=round(training.seconds, 1),
         seconds=round(time.perf_counter() - started, 2),
+        labels=use,
     )

@@ -26,8 +26,9 @@ from visionflow.images.image_profile import ImageProfile, profile_split
 from visionflow.images.splits import DatasetRecord, read_split_metadata
 from visionflow.models.champion import set_champion
 from visionflow.models.champion_pointer import read_champion
+from visionflow.models.metadata_records import GateRecord, LabelsSnapshotRecord
 from visionflow.models.mlflow_tracking import mirror_registration
-from visionflow.models.registry import MODEL_FILE, GateRecord, ModelMetadata, register
+from visionflow.models.registry import MODEL_FILE, ModelMetadata, register
 from visionflow.run_context import publish_markdown, run_logger
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.export_model import ExportResult
@@ -97,8 +98,10 @@ def model_metadata(
     training_profile: ImageProfile,
     contract_versions: dict[str, str],
     exports: ModelExports | None = None,
+    labels: LabelsSnapshotRecord | None = None,
 ) -> ModelMetadata:
-    """Everything a registered model records: its data, recipe, results and provenance."""
+    """Everything a registered model records: its data (and the reviewed labels in it), recipe, results and
+    provenance."""
     return ModelMetadata(
         dataset_fingerprint=dataset.dataset_fingerprint,
         dataset_dir=dataset.dataset_dir,
@@ -117,6 +120,8 @@ def model_metadata(
         packages=package_versions(),
         git_commit=git_commit(Path(__file__).resolve().parent),
         exports=exports,
+        # Only a model trained with labels records them, so every other model's metadata.json reads as before.
+        **({"labels": labels} if labels else {}),
     )
 
 
@@ -161,9 +166,11 @@ def register_model_task(
     decision: GateDecision,
     models_root: Path,
     exported: ExportResult | None = None,
+    labels: LabelsSnapshotRecord | None = None,
 ) -> Registration:
     """Prefect task: profile the training split, register the model with its exports (None: not
-    exported, it scores on Keras), promote it when the gate passed."""
+    exported, it scores on Keras) and the labels snapshot it learnt from (None: trained without
+    labels), promote it when the gate passed."""
     log = run_logger(__name__)
     # The drift reference is the training split's profile, also for a recipe that fitted on the
     # validation split too: the two are drawn from the same images, so their profiles agree.
@@ -171,7 +178,7 @@ def register_model_task(
     contract_versions = read_split_metadata(train_path).contract_versions
     profile = profile_split(train_path)
     exports = exported.exports if exported else None
-    metadata = model_metadata(dataset, training, evaluation, preset, profile, contract_versions, exports)
+    metadata = model_metadata(dataset, training, evaluation, preset, profile, contract_versions, exports, labels)
     files = registry_files(training, evaluation, exported)
     registration = register_and_promote(files, metadata, decision, Path(models_root))
     forget_finished_training(training.model_path.parent)
@@ -185,6 +192,7 @@ def register_model_task(
         "compared_with": decision.champion_version,
         "dataset_fingerprint": dataset.dataset_fingerprint,
         "preset": preset.name,
+        "labels_digest": labels.digest if labels else None,
     }
     emit(event, MODEL_RESOURCE_PREFIX, version, payload)
     mirror_to_mlflow(registration, training, evaluation, preset, dataset)

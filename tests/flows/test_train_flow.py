@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,9 +10,12 @@ import keras
 import numpy as np
 import pytest
 
+from visionflow.errors import BadInputError
 from visionflow.flows.ingest import IngestConfig
 from visionflow.flows.train import train_flow
+from visionflow.home import resolve_home
 from visionflow.images.splits import load_split_arrays
+from visionflow.labels.labels_store import LabelRow, LabelsStore
 from visionflow.tasks.train.gate_model import GateConfig
 
 from tests.conftest import write_image
@@ -63,3 +67,46 @@ def test_a_model_failing_the_gate_is_registered_but_the_champion_stays(partly_se
     assert (home / "models" / "champion.json").read_text() == pointer
     stored = json.loads((home / "models" / "v0002" / "metadata.json").read_text())
     assert stored["gate"]["promoted"] is False
+
+
+def store_label(home: Path, image: Path, class_name: str) -> str:
+    """Keep one image's bytes and its label in the home's labels store, as an import would; return its sha256."""
+    data = image.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    with LabelsStore(resolve_home(str(home))) as store:
+        store.keep_content(sha256, data)
+        store.add(sha256, LabelRow(sha256=sha256, class_name=class_name, source="review", origin=image.name))
+    return sha256
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_model_trained_with_labels_names_their_snapshot_and_is_tested_on_the_base_test_split(
+    partly_separable, home, tmp_path
+):
+    for index in range(4):
+        store_label(home, write_image(tmp_path / "reviewed" / f"{index}.png", (225, 25, 35), seed=5000 + index), "red")
+    with LabelsStore(resolve_home(str(home))) as store:
+        snapshot = store.snapshot()
+    summary = train_flow(
+        data=str(partly_separable), preset="tiny", epochs=1, with_labels=True, ingest=INGEST, gate=OPEN_GATE,
+        home=str(home),
+    )  # fmt: skip
+    assert summary.labels is not None and summary.labels.added_to_train == 4
+    assert summary.dataset_fingerprint != summary.labels.base_fingerprint
+    metadata = json.loads((home / "models" / summary.model_version / "metadata.json").read_text())
+    assert metadata["labels"] == {
+        "count": 4, "digest": snapshot.digest, "conflicts": 0, "added_to_train": 4, "relabelled": 0
+    }  # fmt: skip
+    assert metadata["dataset_fingerprint"] == summary.dataset_fingerprint
+    base_dir = home / "datasets" / f"patches-{summary.labels.base_fingerprint[:12]}"
+    _, base_labels, _ = load_split_arrays(base_dir / "test.parquet")
+    _, test_labels, test_metadata = load_split_arrays(summary.parquet["test"])
+    assert test_metadata.dataset_fingerprint == summary.dataset_fingerprint
+    np.testing.assert_array_equal(test_labels, base_labels)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_training_with_labels_when_none_are_stored_stops_before_ingest(partly_separable, home):
+    with pytest.raises(BadInputError, match="no accepted labels in .*`visionflow labels import`"):
+        train_flow(data=str(partly_separable), preset="tiny", with_labels=True, ingest=INGEST, home=str(home))
+    assert not (home / "datasets").exists()

@@ -39,11 +39,21 @@ def ingest_lines(summary: IngestSummary) -> list[str]:
 def train_lines(summary: TrainSummary) -> list[str]:
     """The human summary of a training run."""
     verdict = "promoted to champion" if summary.promoted else "registered, not promoted"
+    labels = summary.labels
+    learnt = []
+    if labels:
+        left_out = labels.left_out_in_val_or_test + labels.left_out_unknown_class + labels.left_out_undecodable
+        learnt = [
+            f"trained with {labels.snapshot.count:,} accepted labels (snapshot {labels.snapshot.digest[:12]}): "
+            f"{labels.added_to_train:,} images added to train, {labels.relabelled:,} relabelled, {left_out:,} left "
+            f"out ({labels.left_out_in_val_or_test:,} in val or test); dataset {summary.dataset_fingerprint[:12]}"
+        ]
     return [
         f"model {summary.model_version} ({summary.preset}, {summary.epochs_run} epochs in "
         f"{summary.training_seconds:,.0f} s, {summary.train_images_per_second:,.0f} images/s): "
         f"test accuracy {summary.test_accuracy:.4f}, macro F1 {summary.macro_f1:.4f} (on {summary.engine}, "
         "the engine scoring takes by default)",
+        *learnt,
         f"{verdict}: {summary.gate_reason}",
         f"champion: {summary.champion_version or 'none'}; model file {summary.model_path}",
         f"done in {summary.seconds:.0f} s",

@@ -129,6 +129,14 @@ def train(
             show_default="the preset's",
         ),
     ] = None,
+    with_labels: Annotated[
+        bool,
+        typer.Option(
+            "--with-labels",
+            help="Train on the data plus every accepted label (`visionflow labels import`), as a dataset of its "
+            "own: labelled images join the train split only, so test accuracy stays comparable.",
+        ),
+    ] = False,
     image_size: ImageSizeOption = None,
     channels: ChannelsOption = None,
     dask_address: DaskAddressOption = None,
@@ -139,6 +147,8 @@ def train(
     """Ingest, train, evaluate and register a model; promote it to champion if it passes the gate.
 
     --dask-address and --dask-workers run ingestion's decoding on a Dask cluster; training runs here.
+
+    Example, retraining with the labels people gave: visionflow train --data photos --with-labels
     """
     layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
     from visionflow.flows.ingest import IngestConfig
@@ -151,7 +161,7 @@ def train(
     ingest_config = validated_config(IngestConfig, values, json_output)
     parameters = given(
         data=data, preset=preset, epochs=epochs, seed=seed, distribution=distribution,
-        train_on_validation=train_on_validation,
+        train_on_validation=train_on_validation, with_labels=with_labels or None,
     )  # fmt: skip
     summary = run_flow(
         lambda: train_flow(**parameters, ingest=ingest_config, home=str(layout.root), return_state=True),

@@ -25,6 +25,7 @@ from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingEr
 from visionflow.images.image_profile import ImageProfile
 from visionflow.models.champion_pointer import read_champion
 from visionflow.models.evaluation_metrics import RecordedMetrics
+from visionflow.models.metadata_records import GateRecord, LabelsSnapshotRecord
 
 if TYPE_CHECKING:
     import keras
@@ -49,16 +50,6 @@ class ModelRecord(BaseModel):
     @property
     def folder(self) -> Path:  # The version's folder in the registry.
         return self.model_path.parent
-
-
-class GateRecord(BaseModel):
-    """The approval gate's decision on a model at its registration."""
-
-    promoted: bool = False  # True when the gate made it the champion; a file that does not say reads as not.
-    reason: str | None = None  # The decision, in a sentence; None when the file records none.
-    champion_version: str | None = None  # The champion it was compared with; None when there was none.
-    # That champion's accuracy on the model's test split, 0 to 1; None when it could not be measured there.
-    champion_accuracy: float | None = None
 
 
 class ModelMetadata(BaseModel):
@@ -91,6 +82,7 @@ class ModelMetadata(BaseModel):
     registered_at: str | None = None  # When it was registered, ISO 8601 in UTC.
     version: str | None = None  # Its registry version, e.g. "v0003".
     exports: ModelExports | None = None  # Its exports to inference engines (visionflow/engines/engine_exports.py).
+    labels: LabelsSnapshotRecord | None = None  # The reviewed labels it learnt from; None: its folders' alone.
 
     def file_fields(self) -> dict[str, Any]:
         """The fields as metadata.json holds them: those set, in this order, then unknown ones."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -133,4 +134,36 @@ def test_a_seed_out_of_range_exits_2_before_any_ingest(run_cli, make_image_folde
         assert result.returncode == 2, result.stderr
         assert result.stderr.strip().splitlines()[-1] == f"visionflow: invalid option: seed: Input should be {bound}"
         assert "Traceback" not in result.stderr
+    assert not (home / "datasets").exists(), "nothing was ingested"
+
+
+def test_train_with_labels_json_names_the_snapshot_and_where_the_labels_went(run_cli, make_image_folder, home):
+    from visionflow.home import resolve_home
+    from visionflow.labels.labels_store import LabelRow, LabelsStore
+
+    root = make_image_folder(layout="flat", per_class=50)
+    reviewed = make_image_folder(layout="flat", per_class=2, size=14, name="reviewed")  # Contents of their own.
+    with LabelsStore(resolve_home(str(home))) as store:
+        for image in sorted(reviewed.rglob("*.png")):
+            data = image.read_bytes()
+            sha256 = hashlib.sha256(data).hexdigest()
+            store.keep_content(sha256, data)
+            store.add(sha256, LabelRow(sha256=sha256, class_name=image.parent.name, source="csv", origin=image.name))
+    result = run_cli("train", "--data", str(root), "--preset", "tiny", "--epochs", "1", "--with-labels", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["labels"]["snapshot"]["count"] == 6 and summary["labels"]["added_to_train"] == 6
+    assert summary["labels"]["base_fingerprint"] != summary["dataset_fingerprint"]
+    metadata = json.loads((Path(summary["model_path"]).parent / "metadata.json").read_text())
+    assert metadata["labels"]["digest"] == summary["labels"]["snapshot"]["digest"]
+
+
+def test_train_with_labels_and_none_stored_exits_4_saying_how_to_import_some(run_cli, make_image_folder, home):
+    root = make_image_folder(layout="flat", per_class=2)
+    result = run_cli("train", "--data", str(root), "--preset", "tiny", "--with-labels")
+    assert result.returncode == 4, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith(f"visionflow: no accepted labels in {home / 'labels'}") and "visionflow labels import" in last
+    )
     assert not (home / "datasets").exists(), "nothing was ingested"
