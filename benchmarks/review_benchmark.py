@@ -110,7 +110,10 @@ def cpu_model() -> str:
 
 
 def _trained(summary: dict) -> dict:
-    return {key: summary.get(key) for key in ("model_version", "test_accuracy", "macro_f1", "training_seconds", "epochs_run")}
+    return {
+        key: summary.get(key)
+        for key in ("model_version", "test_accuracy", "macro_f1", "training_seconds", "epochs_run")
+    }
 
 
 def main() -> None:
