@@ -119,6 +119,10 @@ def show_lines(shown: ShownModel) -> list[str]:
     recalls = ", ".join(f"{row.class_name} {row.recall:.2f}" for row in (metrics.per_class if metrics else []))
     if recalls:
         lines.append(f"recall per class: {recalls}")
+    if metadata.labels is not None:
+        learnt = metadata.labels
+        lines.append(f"learnt from {learnt.count} reviewed labels (snapshot {learnt.digest[:12]}): "
+                     f"{learnt.added_to_train} images added to train, {learnt.relabelled} relabelled")  # fmt: skip
     lines += export_lines(metadata.exports)
     for change in shown.history:
         moved = f"{change.from_version or 'none'} -> {change.to_version}"

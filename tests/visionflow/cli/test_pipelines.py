@@ -156,6 +156,8 @@ def test_train_with_labels_json_names_the_snapshot_and_where_the_labels_went(run
     assert summary["labels"]["base_fingerprint"] != summary["dataset_fingerprint"]
     metadata = json.loads((Path(summary["model_path"]).parent / "metadata.json").read_text())
     assert metadata["labels"]["digest"] == summary["labels"]["snapshot"]["digest"]
+    shown = run_cli("models", "show", summary["model_version"])
+    assert "learnt from 6 reviewed labels" in shown.stdout and "6 images added to train" in shown.stdout
 
 
 def test_train_with_labels_and_none_stored_exits_4_saying_how_to_import_some(run_cli, make_image_folder, home):
