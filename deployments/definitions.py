@@ -1,13 +1,16 @@
 """visionflow's Prefect deployments: what runs on a schedule, on an event, or from the UI.
 
 - `train`: retrains on a schedule (weekly by default), or when someone triggers it from the UI
-  with parameters (data, preset, epochs and the grouped settings, each a typed form field).
+  with parameters (data, preset, epochs, with_labels to add the reviewed labels, and the grouped
+  settings, each a typed form field).
 - `score-drops`: scores every ready drop in the inbox, on a schedule (every 5 minutes by default)
   and whenever the inbox watcher finds new ready drops (event `visionflow.inbox.ready`).
 - `score`: scores one folder given as a parameter.
 - `ingest`: turns an image folder into validated Parquet.
 - `evaluate`: measures a registered model on a labelled folder, alone or beside another.
 - `promote` and `rollback`: move the champion by hand, through the gate or past it with a reason.
+- `review`: asks people, page by page in the UI, to label a review's images (docs/review.md); the
+  automation `review_on_drift` (deployments/automations.py) starts it for a drifted drop.
 
 `visionflow serve` runs them in one long-lived process (no work pool needed); `visionflow deploy`
 registers the same flows with a work pool on a shared server.
@@ -26,6 +29,7 @@ from visionflow.errors import InvalidSettingError
 from visionflow.flows.evaluate import evaluate_flow
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.models import promote_flow, rollback_flow
+from visionflow.flows.review import review_flow
 from visionflow.flows.score import ScoringConfig, score_flow
 from visionflow.flows.score_drops import score_drops_flow
 from visionflow.flows.train import train_flow
@@ -141,6 +145,17 @@ def registry_deployments() -> list[RunnerDeployment]:
     return [promote, rollback]
 
 
+def review_deployment() -> RunnerDeployment:
+    """`review`: label a review's images in the UI (review_id), or review a drop's least-sure images (drop)."""
+    return review_flow.to_deployment(
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        name="review",
+        description="Ask reviewers, page by page in this UI, what a review's images show (review_id), or review the "
+        "least-sure images of a scored drop (drop). Open the paused run and press Resume to answer a page.",
+        tags=["visionflow", "labels"],
+    )
+
+
 def all_deployments(schedule: ServeConfig | None = None) -> list[RunnerDeployment]:
     """Every deployment visionflow serves, scheduled as schedule (a ServeConfig) says.
 
@@ -155,4 +170,5 @@ def all_deployments(schedule: ServeConfig | None = None) -> list[RunnerDeploymen
         ingest_deployment(),
         evaluate_deployment(),
         *registry_deployments(),
+        review_deployment(),
     ]

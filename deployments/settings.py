@@ -13,7 +13,7 @@ from visionflow.engines.engine_exports import EngineChoice
 from visionflow.ledger.inbox import InboxConfig
 
 # The deployments visionflow serves and deploys, in the order deployments/definitions.py builds them.
-DEPLOYMENT_NAMES = ("train", "score-drops", "score", "ingest", "evaluate", "promote", "rollback")
+DEPLOYMENT_NAMES = ("train", "score-drops", "score", "ingest", "evaluate", "promote", "rollback", "review")
 
 
 class ServeConfig(BaseModel):

@@ -1,13 +1,18 @@
-"""The automation of docs/operations/integrations.md: created on a real Prefect server, it waits for drifted drops."""
+"""The automations on drifted drops, created on a real Prefect server: retrain (docs/operations/integrations.md)
+and review (docs/review.md), which runs the review deployment on the drop the event names."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from visionflow.deployments.automations import RETRAIN_ON_DRIFT, retrain_on_drift
-from visionflow.deployments.definitions import train_deployment
+from visionflow.deployments.automations import RETRAIN_ON_DRIFT, retrain_on_drift, review_on_drift
+from visionflow.deployments.definitions import review_deployment, train_deployment
 from visionflow.deployments.settings import ServeConfig
-from visionflow.events import DROP_DRIFTED
+from visionflow.events import DROP_DRIFTED, DROP_RESOURCE_PREFIX
+
+WAIT_SECONDS = 120  # Longest the test waits for the automation to act; a failure, never a measurement.
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -21,3 +26,33 @@ def test_retrain_on_drift_is_created_for_the_train_deployment():
     assert read_back.trigger.expect == {DROP_DRIFTED}
     assert read_back.actions[0].deployment_id == deployment_id
     assert read_back.actions[0].parameters == {"data": "demo"}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_review_on_drift_runs_the_review_deployment_on_the_drifted_drop():
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.events import emit_event
+
+    deployment_id = review_deployment().apply()
+    review_on_drift(deployment_id, {"page_size": 10}).create()
+    deadline = time.monotonic() + WAIT_SECONDS
+    runs = []
+    with get_client(sync_client=True) as client:
+        while not runs and time.monotonic() < deadline:
+            # Sent again until it acts: the server's triggers take a new automation in a moment after it is created.
+            emit_event(
+                event=DROP_DRIFTED,
+                resource={
+                    "prefect.resource.id": f"{DROP_RESOURCE_PREFIX}night-shift",
+                    "prefect.resource.name": "night-shift",
+                },
+            )
+            for _ in range(10):
+                time.sleep(0.5)
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+                )
+                if runs:
+                    break
+    assert runs and all(run.parameters == {"page_size": 10, "drop": "night-shift"} for run in runs)

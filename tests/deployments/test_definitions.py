@@ -13,6 +13,7 @@ from visionflow.deployments.settings import DEPLOYMENT_NAMES, ServeConfig
 from visionflow.flows.evaluate import evaluate_flow
 from visionflow.flows.ingest import ingest_flow
 from visionflow.flows.models import promote_flow, rollback_flow
+from visionflow.flows.review import review_flow
 from visionflow.flows.score import score_flow
 from visionflow.flows.score_drops import score_drops_flow
 from visionflow.flows.train import train_flow
@@ -26,6 +27,7 @@ FLOWS = {
     "evaluate": evaluate_flow,
     "promote": promote_flow,
     "rollback": rollback_flow,
+    "review": review_flow,
 }
 
 

@@ -115,7 +115,7 @@ def serve(
             typer.echo(f"visionflow is serving: UI at {ready['ui_url']}; drop folders into {ready['inbox']}")
             every = config.score_every_seconds
             typer.echo(f"deployments: train (cron {config.train_cron}), score-drops (every {every} s and when "
-                       "drops are ready), score, ingest, evaluate, promote, rollback; Ctrl-C stops")  # fmt: skip
+                       "drops are ready), score, review, ingest, evaluate, promote, rollback; Ctrl-C stops")  # fmt: skip
 
     record_command()  # Served runs record who started them.
     start_reaper()  # The server and the flow runs it starts end with it, even after a SIGKILL.
