@@ -14,7 +14,7 @@ from prefect.automations import Automation
 from prefect.events.actions import RunDeployment
 from prefect.events.schemas.automations import EventTrigger, Posture
 
-from visionflow.events import DROP_DRIFTED, DROP_RESOURCE_PREFIX
+from visionflow.events import DROP_DRIFTED, DROP_RESOURCE_PREFIX, LABELS_ADDED, LABELS_RESOURCE_PREFIX
 
 RETRAIN_ON_DRIFT = "visionflow: retrain when a drop drifted"
 REVIEW_ON_DRIFT = "visionflow: review a drifted drop"
@@ -33,12 +33,30 @@ def drifted_drop_trigger() -> EventTrigger:
     )
 
 
-def retrain_on_drift(train_deployment_id, parameters: dict | None = None) -> Automation:
-    """An automation (not yet created) that runs the train deployment for every drifted drop."""
+def retrain_on_drift(
+    train_deployment_id, parameters: dict | None = None, min_new_labels: int | None = None
+) -> Automation:
+    """An automation (not yet created) that runs the train deployment for every drifted drop.
+
+    With min_new_labels, the run trains with the labels store's accepted labels, and only once it
+    holds that many beyond those the champion learnt from (the train flow ends at once, Completed,
+    while it does not); the automation then also answers `visionflow.labels.added`, so a drift met
+    with too few labels retrains when the labels arrive.
+    """
+    trigger, description = drifted_drop_trigger(), "A scored drop looks unlike the training data: train again."
+    if min_new_labels:
+        parameters = {**(parameters or {}), "with_labels": True, "min_new_labels": min_new_labels}
+        trigger = EventTrigger(
+            expect={DROP_DRIFTED, LABELS_ADDED},
+            match={"prefect.resource.id": [f"{DROP_RESOURCE_PREFIX}*", f"{LABELS_RESOURCE_PREFIX}*"]},
+            posture=Posture.Reactive,
+            threshold=1,
+        )
+        description += f" With reviewed labels, once {min_new_labels} new ones are accepted."
     return Automation(
         name=RETRAIN_ON_DRIFT,
-        description="A scored drop looks unlike the training data: train again on the configured data.",
-        trigger=drifted_drop_trigger(),
+        description=description,
+        trigger=trigger,
         actions=[RunDeployment(source="selected", deployment_id=train_deployment_id, parameters=parameters)],
     )
 

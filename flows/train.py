@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from prefect import flow
+from prefect.states import Completed, State
 
 from visionflow.access import check_deployment_parameters
 from visionflow.engines.engine_exports import Engine
@@ -20,6 +21,7 @@ from visionflow.models.metadata_records import LabelsSnapshotRecord
 from visionflow.models.model_export import ExportConfig
 from visionflow.tasks.ingest.add_labels import LabelsUse, add_labels_task, read_labels_task
 from visionflow.tasks.ingest.prepare_source import source_folders
+from visionflow.tasks.train.check_new_labels import check_new_labels_task
 from visionflow.tasks.train.evaluate_model import EvaluationConfig, evaluate_model_task
 from visionflow.tasks.train.export_model import export_model_task
 from visionflow.tasks.train.gate_model import GateConfig, gate_model_task
@@ -56,12 +58,13 @@ def train_flow(
     seed: int | None = None,
     train_on_validation: bool | None = None,
     with_labels: bool = False,
+    min_new_labels: int = 0,
     ingest: IngestConfig | None = None,
     evaluation: EvaluationConfig | None = None,
     gate: GateConfig | None = None,
     export: ExportConfig | None = None,
     home: str | None = None,
-) -> TrainSummary:
+) -> TrainSummary | State:
     """Train a model on `data` with a preset, evaluate it, and register it behind the gate.
 
     Args:
@@ -78,6 +81,8 @@ def train_flow(
         with_labels: Train on the data plus every accepted label of the labels store (`visionflow labels
             import`), as a dataset of its own: labelled images join the train split only, so test accuracy
             stays comparable with the champion's; fails when the store holds no accepted label.
+        min_new_labels: With labels, train only when the store holds at least this many accepted labels beyond
+            those the champion learnt from; with fewer the run ends at once, Completed, saying so (0: always train).
         ingest: How the images are scanned, decoded (image size, channels) and split.
         evaluation: How the test split is scored (batch size, flip test-time augmentation).
         gate: What a model must reach to become champion (accuracy and per-class recall floors).
@@ -93,6 +98,10 @@ def train_flow(
     check_distribution(recipe.train.distribution)
     # The labels are read first: asking for them with none stored is a mistake worth stopping before ingest.
     labels = read_labels_task(str(layout.root)) if with_labels else None
+    if labels is not None and min_new_labels > 0:
+        counted = check_new_labels_task(labels[1], layout.models, min_new_labels)
+        if not counted.enough:
+            return Completed(message=counted.message())
     dataset = ingest_flow(data=data, config=ingest, home=str(layout.root))
     use = None
     if labels is not None:

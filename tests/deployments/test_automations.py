@@ -10,7 +10,7 @@ import pytest
 from visionflow.deployments.automations import RETRAIN_ON_DRIFT, retrain_on_drift, review_on_drift
 from visionflow.deployments.definitions import review_deployment, train_deployment
 from visionflow.deployments.settings import ServeConfig
-from visionflow.events import DROP_DRIFTED, DROP_RESOURCE_PREFIX
+from visionflow.events import DROP_DRIFTED, DROP_RESOURCE_PREFIX, LABELS_ADDED, LABELS_RESOURCE_PREFIX
 
 WAIT_SECONDS = 120  # Longest the test waits for the automation to act; a failure, never a measurement.
 
@@ -56,3 +56,18 @@ def test_review_on_drift_runs_the_review_deployment_on_the_drifted_drop():
                 if runs:
                     break
     assert runs and all(run.parameters == {"page_size": 10, "drop": "night-shift"} for run in runs)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_retrain_on_drift_can_wait_for_new_labels():
+    from prefect.automations import Automation
+
+    deployment_id = train_deployment(ServeConfig()).apply()
+    created = retrain_on_drift(deployment_id, {"preset": "seed"}, min_new_labels=500).create()
+    read_back = Automation.read(id=created.id)  # The server takes the two events and their resources.
+    assert read_back.trigger.expect == {DROP_DRIFTED, LABELS_ADDED}
+    assert read_back.trigger.match.root["prefect.resource.id"] == [
+        f"{DROP_RESOURCE_PREFIX}*",
+        f"{LABELS_RESOURCE_PREFIX}*",
+    ]
+    assert read_back.actions[0].parameters == {"preset": "seed", "with_labels": True, "min_new_labels": 500}

@@ -16,6 +16,7 @@ from visionflow.flows.train import train_flow
 from visionflow.home import resolve_home
 from visionflow.images.splits import load_split_arrays
 from visionflow.labels.labels_store import LabelRow, LabelsStore
+from visionflow.tasks.train.check_new_labels import count_new_labels
 from visionflow.tasks.train.gate_model import GateConfig
 
 from tests.conftest import write_image
@@ -87,6 +88,10 @@ def test_a_model_trained_with_labels_names_their_snapshot_and_is_tested_on_the_b
         store_label(home, write_image(tmp_path / "reviewed" / f"{index}.png", (225, 25, 35), seed=5000 + index), "red")
     with LabelsStore(resolve_home(str(home))) as store:
         snapshot = store.snapshot()
+    waiting = train_flow(data=str(partly_separable), with_labels=True, min_new_labels=5, home=str(home),
+                         return_state=True)  # fmt: skip
+    assert waiting.is_completed() and waiting.message.startswith("waiting for labels: 4 accepted labels beyond")
+    assert not (home / "models").exists() and not (home / "datasets").exists()
     summary = train_flow(
         data=str(partly_separable), preset="tiny", epochs=1, with_labels=True, ingest=INGEST, gate=OPEN_GATE,
         home=str(home),
@@ -103,6 +108,7 @@ def test_a_model_trained_with_labels_names_their_snapshot_and_is_tested_on_the_b
     _, test_labels, test_metadata = load_split_arrays(summary.parquet["test"])
     assert test_metadata.dataset_fingerprint == summary.dataset_fingerprint
     np.testing.assert_array_equal(test_labels, base_labels)
+    assert count_new_labels(snapshot, home / "models", 1).new == 0  # The champion learnt every one of them.
 
 
 @pytest.mark.usefixtures("prefect_server")

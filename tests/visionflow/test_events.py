@@ -73,3 +73,30 @@ def test_outside_a_run_nothing_is_sent(monkeypatch):
     monkeypatch.setattr(prefect.events, "emit_event", lambda **event: sent.append(event))
     emit(DROP_SCORED, "visionflow.drop.", "x", {})
     assert sent == []
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_labels_stored_by_a_command_are_announced_to_the_server_it_names(tmp_path, monkeypatch):
+    import hashlib
+
+    import numpy as np
+    from prefect.settings import PREFECT_API_URL
+
+    from visionflow.events import LABELS_ADDED
+    from visionflow.home import resolve_home
+    from visionflow.images.imaging import ImageSpec
+    from visionflow.labels.labels_store import LabelRow, import_labels
+
+    from tests.review_helpers import scored_drop
+    from tests.scoring_helpers import CLASSES
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # As a team's shell names its server.
+    started = datetime.now(UTC)
+    layout = resolve_home(tmp_path / "team-home")
+    _, paths = scored_drop(layout, tmp_path / "drop", np.full((2, 3), 1 / 3, np.float32))
+    rows = [LabelRow(sha256=hashlib.sha256(path.read_bytes()).hexdigest(), class_name="red", source="csv",
+                     origin=f"row {index}") for index, path in enumerate(paths)]  # fmt: skip
+    import_labels(layout, rows, CLASSES, ImageSpec(12, 12, 3))
+    added = read_visionflow_events({LABELS_ADDED}, started)[LABELS_ADDED][0]
+    assert added.resource.id == "visionflow.labels.team-home"
+    assert added.payload["added"] == 2 and added.payload["labels"] == 2

@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from visionflow.atomic import atomic_path
+from visionflow.events import LABELS_ADDED, LABELS_RESOURCE_PREFIX, emit
 from visionflow.home import HomeLayout
 from visionflow.images.imaging import ImageSpec
 from visionflow.labels.contents import ContentFinder, LabelRejected, check_decodes
@@ -229,6 +230,14 @@ def import_labels(layout: HomeLayout, rows: list[LabelRow], classes: list[str], 
                 already += 1
         conflicts = sorted(touched & set(store.conflicts()))
         snapshot = store.snapshot()
+    if accepted:  # An automation may retrain once enough labels arrived (deployments/automations.py).
+        emit(
+            LABELS_ADDED,
+            LABELS_RESOURCE_PREFIX,
+            layout.root.name,
+            {"added": accepted, "labels": snapshot.count, "conflicts": snapshot.conflicts, "digest": snapshot.digest},
+            outside_runs=True,
+        )
     return ImportReport(rows=len(rows), accepted=accepted, already_stored=already, not_labels=not_labels,
                         rejected=rejected, conflicts=conflicts, snapshot=snapshot)  # fmt: skip
 
