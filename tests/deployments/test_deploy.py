@@ -18,7 +18,7 @@ def test_deployments_are_registered_with_a_new_process_pool_by_module_path():
     from prefect.client.orchestration import get_client
 
     ids = deploy_to_pool("team-pool", ServeConfig(train_cron="0 5 * * *"))
-    assert len(ids) == 7
+    assert len(ids) == 8  # train, score-drops, score, review, ingest, evaluate, promote, rollback.
     assert ensure_process_pool("team-pool") is False, "the pool exists now"
     with get_client(sync_client=True) as client:
         pool = client.read_work_pool("team-pool")
@@ -29,6 +29,7 @@ def test_deployments_are_registered_with_a_new_process_pool_by_module_path():
     assert deployments["train"].work_pool_name == "team-pool"
     assert deployments["train"].entrypoint == "visionflow.flows.train.train_flow"
     assert deployments["score-drops"].entrypoint == "visionflow.flows.score_drops.score_drops_flow"
+    assert deployments["review"].entrypoint == "visionflow.flows.review.review_flow"
     assert deployments["train"].schedules[0].schedule.cron == "0 5 * * *"
 
 

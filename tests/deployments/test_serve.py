@@ -24,7 +24,7 @@ from visionflow.home import HomeLayout
 
 from tests.conftest import VISIONFLOW, write_image
 
-READY_TIMEOUT_SECONDS = 180  # serve imports TensorFlow and registers seven deployments.
+READY_TIMEOUT_SECONDS = 180  # serve imports TensorFlow and registers eight deployments.
 DROP_TIMEOUT_SECONDS = 120  # A ready drop must be scored well within this.
 BURST_DROPS = 5  # Drops that arrive in the inbox at once.
 
