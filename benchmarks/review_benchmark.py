@@ -21,7 +21,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 VISIONFLOW = [sys.executable, "-m", "visionflow"]
@@ -77,17 +76,26 @@ def labels_csv(review: dict, truth: dict[str, str], path: Path) -> Path:
     return path
 
 
+# Each arm: the review options that choose its labels (the count is --labels).
+ARMS = {
+    "least_sure": ["--count", "{labels}", "--random", "0"],
+    "random": ["--count", "0", "--random", "{labels}"],
+}
+
+
 def one_seed(seed: int, arguments: argparse.Namespace, truth: dict[str, str]) -> dict:
     work, home = arguments.work, arguments.work / f"home-s{seed}"
     base = run_json("train", "--data", str(work / "base"), "--preset", arguments.preset, "--seed", str(seed),
                     home=home, keep=work / f"base-s{seed}.json")  # fmt: skip
-    started = time.perf_counter()
     scored = run_json("score", str(work / "pool"), home=home, keep=work / f"score-s{seed}.json")
-    score_seconds = time.perf_counter() - started
-    result = {"seed": seed, "base": _trained(base), "pool_scored": scored["scored"], "score_seconds": score_seconds}
-    for arm, count, random in (("least_sure", arguments.labels, 0), ("random", 0, arguments.labels)):
-        review = run_json("review", "--drop", str(work / "pool"), "--count", str(count), "--random", str(random),
-                          "--seed", str(seed), home=home)  # fmt: skip
+    result = {"seed": seed, "base": _trained(base), "pool_scored": scored["scored"], "score_seconds": scored["seconds"]}
+    for arm in arguments.arms:
+        keep = work / f"arm-{arm}-s{seed}.json"
+        if keep.is_file():
+            result[arm] = json.loads(keep.read_text())
+            continue
+        options = [option.format(labels=arguments.labels) for option in ARMS[arm]]
+        review = run_json("review", "--drop", str(work / "pool"), *options, "--seed", str(seed), home=home)
         arm_home = work / f"home-s{seed}-{arm}"
         shutil.rmtree(arm_home, ignore_errors=True)
         shutil.copytree(home, arm_home, symlinks=True)
@@ -98,6 +106,8 @@ def one_seed(seed: int, arguments: argparse.Namespace, truth: dict[str, str]) ->
                              "--with-labels", home=arm_home)  # fmt: skip
         result[arm] = {**_trained(retrained), "labels_accepted": imported["accepted"],
                        "base_model_wrong_on_reviewed": wrong, "labels": retrained.get("labels")}  # fmt: skip
+        keep.write_text(json.dumps(result[arm]))
+        shutil.rmtree(arm_home)  # A copy of the home per arm and seed; the figures are kept above.
     return result
 
 
@@ -124,6 +134,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["least_sure", "random"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/review-benchmark"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/review.json"))
     arguments = parser.parse_args()
@@ -134,16 +145,19 @@ def main() -> None:
     for seed in arguments.seeds:
         results.append(one_seed(seed, arguments, truth))
         print(json.dumps(results[-1]), flush=True)
-    gains = [(r["least_sure"]["test_accuracy"] - r["random"]["test_accuracy"]) * 100 for r in results]
-    summary = {"cpu": cpu_model(), "arguments": {k: str(v) for k, v in
-               vars(arguments).items()}, "seeds": results, "gain_points": gains,
-               "mean_gain_points": sum(gains) / len(gains)}  # fmt: skip
+    chosen_arms = [arm for arm in arguments.arms if arm != "random"]
+    gains = {arm: [(r[arm]["test_accuracy"] - r["random"]["test_accuracy"]) * 100 for r in results]
+             for arm in chosen_arms if "random" in arguments.arms}  # fmt: skip
+    summary = {"cpu": cpu_model(), "arguments": {k: str(v) for k, v in vars(arguments).items()}, "seeds": results,
+               "gain_points_over_random": gains,
+               "mean_gain_points_over_random": {arm: sum(v) / len(v) for arm, v in gains.items()}}  # fmt: skip
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(json.dumps(summary, indent=2) + "\n")
     for r in results:
-        accuracy = {arm: r[arm]["test_accuracy"] for arm in ("base", "least_sure", "random")}
+        accuracy = {arm: r[arm]["test_accuracy"] for arm in ("base", *arguments.arms)}
         print(f"seed {r['seed']}: " + ", ".join(f"{arm} {value:.4f}" for arm, value in accuracy.items()))
-    print(f"least-sure minus random: {', '.join(f'{gain:+.2f}' for gain in gains)} points")
+    for arm, values in gains.items():
+        print(f"{arm} minus random: {', '.join(f'{gain:+.2f}' for gain in values)} points")
 
 
 if __name__ == "__main__":

@@ -33,14 +33,6 @@ def review(
     count: Annotated[int | None, typer.Option(help="Contents the model is least sure of.", show_default="40")] = None,
     random: Annotated[int | None, typer.Option(help="Contents drawn at random, a control.", show_default="10")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the random draw.", show_default="0")] = None,
-    balanced: Annotated[
-        bool | None,
-        typer.Option(
-            "--balanced/--whole-drop",
-            help="Least-sure contents in equal numbers per predicted class.",
-            show_default="--whole-drop",
-        ),
-    ] = None,
     model: Annotated[
         str | None, typer.Option(help="The registered model whose predictions choose.", show_default="champion")
     ] = None,
@@ -68,7 +60,7 @@ def review(
         fail(f"--export takes the format label-studio and a file, not {export[0]!r}", 2, json_output)
     layout = configure_environment(home)
     config = validated_config(
-        ReviewChoiceConfig, given(count=count, random=random, seed=seed, balanced=balanced, model=model), json_output
+        ReviewChoiceConfig, given(count=count, random=random, seed=seed, model=model), json_output
     )
     try:
         chosen = choose_review(layout, drop, config)
