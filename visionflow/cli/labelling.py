@@ -70,11 +70,10 @@ def review(
             write_review_tasks(chosen, export[1], str(document_root or "/"))
             config_file = export[1].with_suffix(".label-config.xml")
             config_file.write_text(labelling_config(chosen.classes))
-            if not json_output:
-                typer.echo(f"Label Studio tasks in {export[1]}, its labelling config in {config_file}", err=True)
+            exported = f"Label Studio tasks in {export[1]}, its labelling config in {config_file}"
     except VisionflowError as error:
         fail(str(error), error.exit_code, json_output)
-    finish(chosen, json_output, _review_lines)
+    finish(chosen, json_output, lambda review_set: [*_review_lines(review_set), *([exported] if export else [])])
 
 
 def _review_lines(chosen: ReviewSet) -> list[str]:
