@@ -161,6 +161,42 @@ def _import_lines(report: ImportReport) -> list[str]:
     return lines
 
 
+@labels_app.command()
+def resolve(
+    sha256: Annotated[str, typer.Argument(help="The content in conflict (`labels list --conflicts` lists them).")],
+    label: Annotated[str, typer.Argument(metavar="CLASS", help="The class it is, as the people who agree decided.")],
+    reviewer: Annotated[str, typer.Option(help="Who decided, kept with the resolution.")],
+    model: ModelOption = None,
+    home: HomeOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Settle a conflict: CLASS is what the content is. Every label given before stays stored; the latest resolution decides what training takes.
+
+    Example: visionflow labels resolve 1d9e04f2a8c3... cat --reviewer ana
+    """  # noqa: E501 (typer shows each docstring paragraph as written)
+    from visionflow.errors import BadInputError, VisionflowError
+    from visionflow.home import configure_environment
+    from visionflow.labels.labels_store import LabelRow, LabelsStore
+    from visionflow.models.registry import CHAMPION, find_model
+
+    layout = configure_environment(home)
+    try:
+        classes = find_model(layout.models, model or CHAMPION).class_names
+        if label not in classes:
+            raise BadInputError(f"class {label!r} is not one of the model's classes ({', '.join(classes)})")
+        if not reviewer.strip():
+            raise BadInputError("--reviewer is empty: a resolution names who decided")
+        with LabelsStore(layout) as store:
+            if not store.labels([sha256]):
+                raise BadInputError(f"the labels store has no label for content {sha256!r}; nothing to resolve")
+            store.add(sha256, LabelRow(sha256=sha256, class_name=label, source="resolution", reviewer=reviewer,
+                                       origin="resolve"))  # fmt: skip
+            listing = _listing(store, only_conflicts=False, contents=[sha256])
+    except VisionflowError as error:
+        fail(str(error), error.exit_code, json_output)
+    finish(listing, json_output, _list_lines)
+
+
 @labels_app.command("list")
 def list_labels(
     conflicts: Annotated[bool, typer.Option("--conflicts", help="Only contents with conflicting labels.")] = False,
@@ -177,11 +213,11 @@ def list_labels(
     finish(listing, json_output, _list_lines)
 
 
-def _listing(store: LabelsStore, only_conflicts: bool):
+def _listing(store: LabelsStore, only_conflicts: bool, contents: list[str] | None = None):
     from visionflow.labels.labels_store import LabelsListing
 
     conflicting = store.conflicts()
-    labels = [label for rows in conflicting.values() for label in rows] if only_conflicts else store.labels()
+    labels = [label for rows in conflicting.values() for label in rows] if only_conflicts else store.labels(contents)
     return LabelsListing(snapshot=store.snapshot(), conflicting=sorted(conflicting), labels=labels)
 
 

@@ -18,6 +18,7 @@ import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +35,8 @@ STORE_FILE = "labels.sqlite"
 IMAGES_FOLDER = "images"
 BUSY_TIMEOUT_SECONDS = 60.0  # How long a writer waits for another import to finish, in seconds.
 
-LabelSource = Literal["review", "label-studio", "csv"]  # Where a label came from.
+# Where a label came from; a "resolution" settles a conflict: the latest one decides the content's class.
+LabelSource = Literal["review", "label-studio", "csv", "resolution"]
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS labels (
@@ -158,11 +160,15 @@ class LabelsStore:
         """Store one label whose content is kept; False when the store holds this very label already."""
         identity = "\0".join((sha256, row.class_name, row.source, row.reviewer, row.review_id))
         key = hashlib.sha256(identity.encode()).hexdigest()
+        # A resolution given again moves to now, so that the latest resolution is the one that decides;
+        # its time is kept to the microsecond, so two resolutions in one second still come in order.
+        labelled_at = row.labelled_at or (datetime.now(UTC).isoformat() if row.source == "resolution" else now_utc())
+        on_conflict = "DO UPDATE SET labelled_at = excluded.labelled_at" if row.source == "resolution" else "DO NOTHING"
         with self._transaction() as connection:
             inserted = connection.execute(
-                "INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label_key) {on_conflict}",
                 (key, sha256, row.class_name, row.source, row.reviewer, row.review_id,
-                 row.labelled_at or now_utc(), now_utc()),
+                 labelled_at, now_utc()),
             )  # fmt: skip
             return inserted.rowcount == 1
 
@@ -176,23 +182,36 @@ class LabelsStore:
             StoredLabel(**dict(zip(fields, row, strict=True))) for row in rows if wanted is None or row[0] in wanted
         ]
 
-    def conflicts(self) -> dict[str, list[StoredLabel]]:
-        """Contents with two or more different classes among their labels, with those labels."""
+    def agreed_classes(self) -> dict[str, str | None]:
+        """Each labelled content's class: the latest resolution's, else the one class its labels agree on;
+        None for a conflict (two or more classes and no resolution)."""
         by_content: dict[str, list[StoredLabel]] = {}
         for label in self.labels():
             by_content.setdefault(label.sha256, []).append(label)
-        return {sha: rows for sha, rows in by_content.items() if len({row.class_name for row in rows}) > 1}
+        agreed: dict[str, str | None] = {}
+        for sha256, rows in by_content.items():
+            resolutions = [row for row in rows if row.source == "resolution"]
+            classes = {row.class_name for row in rows}
+            agreed[sha256] = (
+                resolutions[-1].class_name if resolutions else (classes.pop() if len(classes) == 1 else None)
+            )
+        return agreed
+
+    def conflicts(self) -> dict[str, list[StoredLabel]]:
+        """Contents with two or more different classes among their labels and no resolution, with those labels."""
+        unsettled = {sha256 for sha256, class_name in self.agreed_classes().items() if class_name is None}
+        conflicting: dict[str, list[StoredLabel]] = {}
+        for label in self.labels(unsettled):
+            conflicting.setdefault(label.sha256, []).append(label)
+        return conflicting
 
     def labelled_contents(self) -> list[LabelledContent]:
-        """The contents training takes (exactly one class among their labels), by sha256."""
-        classes: dict[str, set[str]] = {}
-        for label in self.labels():
-            classes.setdefault(label.sha256, set()).add(label.class_name)
+        """The contents training takes (an agreed or resolved class, a stored copy), by sha256."""
         files = dict(self._connection.execute("SELECT sha256, image_file FROM contents").fetchall())
         return [
-            LabelledContent(sha256=sha, class_name=next(iter(names)), image_file=str(self.root / files[sha]))
-            for sha, names in sorted(classes.items())
-            if len(names) == 1 and sha in files
+            LabelledContent(sha256=sha256, class_name=class_name, image_file=str(self.root / files[sha256]))
+            for sha256, class_name in sorted(self.agreed_classes().items())
+            if class_name is not None and sha256 in files
         ]
 
     def snapshot(self) -> LabelsSnapshot:

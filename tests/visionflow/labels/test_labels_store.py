@@ -103,3 +103,20 @@ def test_the_snapshot_digest_names_the_labels_taken(tmp_path):
     two = import_labels(layout, [_row(_sha(paths[1]))], CLASSES, SPEC).snapshot
     again = import_labels(layout, [_row(_sha(paths[1]), reviewer="someone else")], CLASSES, SPEC).snapshot
     assert one.digest != two.digest and two.digest == again.digest and again.count == 2
+
+
+def test_the_latest_resolution_settles_a_conflict_and_every_label_stays(tmp_path):
+    layout = resolve_home(tmp_path / "home")
+    _, paths = scored_drop(layout, tmp_path / "drop", UNSURE)
+    digest = _sha(paths[0])
+    import_labels(
+        layout, [_row(digest, reviewer="ana"), _row(digest, class_name="green", reviewer="ben")], CLASSES, SPEC
+    )
+    with LabelsStore(layout) as store:
+        assert list(store.conflicts()) == [digest] and store.labelled_contents() == []
+        store.add(digest, LabelRow(sha256=digest, class_name="green", source="resolution", reviewer="cy", origin="x"))
+        assert store.conflicts() == {} and [item.class_name for item in store.labelled_contents()] == ["green"]
+        store.add(digest, LabelRow(sha256=digest, class_name="red", source="resolution", reviewer="cy", origin="x"))
+        store.add(digest, LabelRow(sha256=digest, class_name="green", source="resolution", reviewer="cy", origin="x"))
+        assert [item.class_name for item in store.labelled_contents()] == ["green"]  # The latest decides.
+        assert len(store.labels([digest])) == 4  # ana's, ben's and cy's two resolutions all stay.
