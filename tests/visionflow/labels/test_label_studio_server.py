@@ -111,7 +111,8 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
     executable = VENV / "bin" / "label-studio"
     if not executable.is_file():
         message = (
-            f"Label Studio is not installed at {VENV} (python3.11 -m venv DIR && DIR/bin/pip install label-studio)"
+            f"Label Studio is not installed at {VENV} "
+            "(python3.11 -m venv DIR && DIR/bin/pip install -r .ci/label-studio-requirements.txt)"
         )
         if os.environ.get("VISIONFLOW_REQUIRE_LABEL_STUDIO") == "1":
             pytest.fail(f"{message}, and VISIONFLOW_REQUIRE_LABEL_STUDIO=1 asks for it")
