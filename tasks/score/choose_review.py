@@ -89,7 +89,7 @@ def resolve_drop(layout: HomeLayout, drop: str) -> tuple[DropOutputs, Path]:
             f"(visionflow score {drop})"
         )
     folder = given.resolve() if given.is_dir() else last_scored_folder(outputs)
-    return outputs, folder or given
+    return outputs, folder or given.resolve()
 
 
 def choose_review(layout: HomeLayout, drop: str, config: ReviewChoiceConfig) -> ReviewSet:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 labels_app = typer.Typer(help="Take labels in and look at the labels store.", no_args_is_help=True)
 app.add_typer(labels_app, name="labels")
 
+MIN_PREFIX = 8  # Hex digits of a sha256 that `labels resolve` takes for the whole digest.
 MAX_ITEMS_SHOWN = 10  # Review items and rejections the human summary lists; --json has them all.
 ModelOption = Annotated[
     str | None, typer.Option(help="The registered model whose classes a label may take.", show_default="champion")
@@ -163,7 +164,10 @@ def _import_lines(report: ImportReport) -> list[str]:
 
 @labels_app.command()
 def resolve(
-    sha256: Annotated[str, typer.Argument(help="The content in conflict (`labels list --conflicts` lists them).")],
+    sha256: Annotated[
+        str,
+        typer.Argument(help="The content in conflict, or a unique prefix of its sha256 (`labels list --conflicts`)."),
+    ],
     label: Annotated[str, typer.Argument(metavar="CLASS", help="The class it is, as the people who agree decided.")],
     reviewer: Annotated[str, typer.Option(help="Who decided, kept with the resolution.")],
     model: ModelOption = None,
@@ -187,8 +191,14 @@ def resolve(
         if not reviewer.strip():
             raise BadInputError("--reviewer is empty: a resolution names who decided")
         with LabelsStore(layout) as store:
-            if not store.labels([sha256]):
-                raise BadInputError(f"the labels store has no label for content {sha256!r}; nothing to resolve")
+            matching = store.contents_matching(sha256) if len(sha256) >= MIN_PREFIX else []
+            if len(matching) != 1:
+                found = f"{len(matching)} contents match" if matching else "no label matches"
+                raise BadInputError(
+                    f"{found} {sha256!r} in the labels store: give the content's sha256, or a unique prefix of "
+                    f"{MIN_PREFIX} or more digits (`labels list --conflicts`)"
+                )
+            sha256 = matching[0]
             store.add(sha256, LabelRow(sha256=sha256, class_name=label, source="resolution", reviewer=reviewer,
                                        origin="resolve"))  # fmt: skip
             listing = _listing(store, only_conflicts=False, contents=[sha256])

@@ -7,9 +7,11 @@ writes them.
 
 The contract an offered label must meet (import_labels): its class is one of the model's classes;
 its content is one visionflow has scored or put in a review set, can still be read, and decodes as
-training would decode it. Two different classes for one content are a conflict: both rows stay
-stored (nothing a person said is lost), the content is held out of training, and `visionflow
-labels list --conflicts` shows it until someone labels it again or removes a row.
+training would decode it. Each voice (a source, reviewer and review) counts with its latest label,
+so a labeller who corrects an answer does not disagree with themself. Two voices with different
+classes are a conflict: every row stays stored (nothing a person said is lost), the content is
+held out of training, and `visionflow labels list --conflicts` shows it until a resolution
+(`visionflow labels resolve`) settles it; a voice that disagrees after the resolution reopens it.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ class LabelsStore:
     def labels(self, sha256s: Iterable[str] | None = None) -> list[StoredLabel]:
         """Every stored label (or those of some contents), by content then time."""
         query = "SELECT sha256, class_name, source, reviewer, review_id, labelled_at FROM labels"
-        rows = self._connection.execute(f"{query} ORDER BY sha256, labelled_at").fetchall()
+        rows = self._connection.execute(f"{query} ORDER BY sha256, labelled_at, rowid").fetchall()
         wanted = None if sha256s is None else set(sha256s)
         fields = StoredLabel.model_fields
         return [
@@ -183,19 +185,18 @@ class LabelsStore:
         ]
 
     def agreed_classes(self) -> dict[str, str | None]:
-        """Each labelled content's class: the latest resolution's, else the one class its labels agree on;
-        None for a conflict (two or more classes and no resolution)."""
+        """Each labelled content's class, None for a conflict: the latest resolution's unless a voice
+        disagrees after it, else the one class the voices' latest labels agree on."""
         by_content: dict[str, list[StoredLabel]] = {}
         for label in self.labels():
             by_content.setdefault(label.sha256, []).append(label)
-        agreed: dict[str, str | None] = {}
-        for sha256, rows in by_content.items():
-            resolutions = [row for row in rows if row.source == "resolution"]
-            classes = {row.class_name for row in rows}
-            agreed[sha256] = (
-                resolutions[-1].class_name if resolutions else (classes.pop() if len(classes) == 1 else None)
-            )
-        return agreed
+        return {sha256: _agreed_class(rows) for sha256, rows in by_content.items()}
+
+    def contents_matching(self, prefix: str) -> list[str]:
+        """The labelled contents whose sha256 starts with prefix (as `labels list` shows 12 digits)."""
+        rows = self._connection.execute("SELECT DISTINCT sha256 FROM labels WHERE substr(sha256, 1, ?) = ?",
+                                        (len(prefix), prefix.lower())).fetchall()  # fmt: skip
+        return sorted(row[0] for row in rows)
 
     def conflicts(self) -> dict[str, list[StoredLabel]]:
         """Contents with two or more different classes among their labels and no resolution, with those labels."""
@@ -219,6 +220,22 @@ class LabelsStore:
         taken = self.labelled_contents()
         digest = hashlib.sha256("".join(f"{item.sha256}\0{item.class_name}\n" for item in taken).encode())
         return LabelsSnapshot(count=len(taken), digest=digest.hexdigest(), conflicts=len(self.conflicts()))
+
+
+def _agreed_class(rows: list[StoredLabel]) -> str | None:
+    """One content's class from its labels (oldest first), or None when they conflict."""
+    latest: dict[tuple[str, str, str], StoredLabel] = {}
+    for row in rows:
+        if row.source != "resolution":
+            latest[(row.source, row.reviewer, row.review_id)] = row
+    resolutions = [row for row in rows if row.source == "resolution"]
+    if resolutions:
+        decided = resolutions[-1]
+        disagree = any(row.labelled_at > decided.labelled_at and row.class_name != decided.class_name
+                       for row in latest.values())  # fmt: skip
+        return None if disagree else decided.class_name
+    classes = {row.class_name for row in latest.values()}
+    return classes.pop() if len(classes) == 1 else None
 
 
 def import_labels(layout: HomeLayout, rows: list[LabelRow], classes: list[str], spec: ImageSpec,
@@ -266,9 +283,14 @@ def _checked_content(store: LabelsStore, finder: ContentFinder, row: LabelRow, c
     """The row's content digest, once its class and content meet the contract and a copy is kept."""
     if row.class_name not in classes:
         raise LabelRejected(f"class {row.class_name!r} is not one of the model's classes ({', '.join(classes)})")
-    if row.sha256 is not None and not row.path and store.has_content(row.sha256):
-        return row.sha256
-    sha256, data = finder.read(row.sha256, row.path, base)
+    if row.sha256 is not None and store.has_content(row.sha256):
+        return row.sha256  # Its bytes are kept already, wherever its file went since.
+    try:
+        sha256, data = finder.read(row.sha256, row.path, base)
+    except LabelRejected:
+        if row.sha256 is None or not row.path:
+            raise
+        sha256, data = finder.read(row.sha256, None)  # The file moved (a drop from inbox to done).
     if not store.has_content(sha256):
         check_decodes(data, spec)
         store.keep_content(sha256, data)

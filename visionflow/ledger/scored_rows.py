@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from visionflow.ledger.drops import PROBABILITY_PREFIX, DropOutputs
 
@@ -39,16 +41,23 @@ def committed_parts(outputs: DropOutputs) -> list[Path]:
 
 
 def read_scored_rows(outputs: DropOutputs, model_version: str, class_names: list[str]) -> ScoredRows:
-    """The drop's rows for one model version, with the probability of every class in class_names."""
-    parts = committed_parts(outputs)
+    """The drop's rows for one model version, with the probability of every class in class_names.
+
+    Each part holds the rows of one model version; parts are read one by one, since models with
+    other classes wrote parts with other probability columns.
+    """
     columns = ["path", "sha256", *[f"{PROBABILITY_PREFIX}{name}" for name in class_names]]
-    if not parts:
+    tables = []
+    for part in committed_parts(outputs):
+        if not set(columns) <= set(pq.read_schema(part).names):
+            continue  # Written by a model with other classes: none of its rows are this model's.
+        tables.append(pq.read_table(part, columns=columns, filters=pc.field("model_version") == model_version))
+    if not tables or not sum(table.num_rows for table in tables):
         return ScoredRows([], [], np.zeros((0, len(class_names)), dtype=np.float32), list(class_names))
-    dataset = ds.dataset([str(part) for part in parts], format="parquet")
-    table = dataset.to_table(columns=columns, filter=pc.field("model_version") == model_version)
+    table = pa.concat_tables(tables)
     probabilities = np.stack(
         [table.column(f"{PROBABILITY_PREFIX}{name}").to_numpy().astype(np.float32) for name in class_names], axis=1
-    ) if table.num_rows else np.zeros((0, len(class_names)), dtype=np.float32)  # fmt: skip
+    )
     return ScoredRows(
         table.column("path").to_pylist(), table.column("sha256").to_pylist(), probabilities, list(class_names)
     )

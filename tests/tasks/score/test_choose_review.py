@@ -58,3 +58,17 @@ def test_a_drop_never_scored_is_refused_with_what_to_do(tmp_path):
     (tmp_path / "unscored").mkdir()
     with pytest.raises(BadInputError, match="score it first"):
         choose_review(layout, str(tmp_path / "unscored"), ReviewChoiceConfig())
+
+
+def test_a_drop_scored_by_two_models_with_other_classes_reviews_the_champion_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    from visionflow.ledger.drops import DropOutputs, predictions_table
+
+    layout = resolve_home(tmp_path / "home")
+    scored_drop(layout, tmp_path / "drop", np.full((3, 3), 1 / 3, np.float32))
+    other = predictions_table(["x.png"], ["a" * 64], np.array([[0.5, 0.5]], np.float32),
+                              ["2026-12-07T09:00:00+00:00"], ["cat", "dog"], "v0000")  # fmt: skip
+    pq.write_table(other, DropOutputs(layout.predictions / "drop").predictions / "part-00001.parquet")
+    review = choose_review(layout, "drop", ReviewChoiceConfig(count=5, random=0))
+    assert len(review.items) == 3 and "a" * 64 not in {item.sha256 for item in review.items}

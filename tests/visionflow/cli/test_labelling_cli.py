@@ -55,11 +55,11 @@ def test_review_then_label_then_list(tmp_path):
     assert listing["conflicting"] == [digest] and listing["snapshot"]["count"] == 1
     assert {label["class_name"] for label in listing["labels"]} == {"red", "green"}
     assert "CONFLICT" in run("labels", "list", home=home).stdout
-    resolved = last_json(run("labels", "resolve", digest, "green", "--reviewer", "cy", "--json", home=home))
+    resolved = last_json(run("labels", "resolve", digest[:12], "green", "--reviewer", "cy", "--json", home=home))
     assert resolved["conflicting"] == [] and resolved["snapshot"]["count"] == 2
     assert [label["source"] for label in resolved["labels"]].count("resolution") == 1
     unknown = run("labels", "resolve", "0" * 64, "green", "--reviewer", "cy", home=home)
-    assert unknown.returncode == 4 and "nothing to resolve" in unknown.stderr
+    assert unknown.returncode == 4 and "no label matches" in unknown.stderr
 
 
 def test_bad_input_is_one_line_with_its_exit_code(tmp_path):

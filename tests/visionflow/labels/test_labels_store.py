@@ -120,3 +120,39 @@ def test_the_latest_resolution_settles_a_conflict_and_every_label_stays(tmp_path
         store.add(digest, LabelRow(sha256=digest, class_name="green", source="resolution", reviewer="cy", origin="x"))
         assert [item.class_name for item in store.labelled_contents()] == ["green"]  # The latest decides.
         assert len(store.labels([digest])) == 4  # ana's, ben's and cy's two resolutions all stay.
+
+
+def test_a_labeller_who_corrects_an_answer_does_not_conflict_with_themself(tmp_path):
+    layout = resolve_home(tmp_path / "home")
+    _, paths = scored_drop(layout, tmp_path / "drop", UNSURE)
+    digest = _sha(paths[0])
+    import_labels(layout, [_row(digest, reviewer="ana")], CLASSES, SPEC)
+    report = import_labels(layout, [_row(digest, class_name="green", reviewer="ana")], CLASSES, SPEC)
+    assert report.conflicts == [] and report.snapshot.count == 1
+    with LabelsStore(layout) as store:
+        assert [item.class_name for item in store.labelled_contents()] == ["green"]
+        assert len(store.labels([digest])) == 2  # The first answer stays stored.
+
+
+def test_a_voice_disagreeing_after_a_resolution_reopens_the_conflict(tmp_path):
+    layout = resolve_home(tmp_path / "home")
+    _, paths = scored_drop(layout, tmp_path / "drop", UNSURE)
+    digest = _sha(paths[0])
+    import_labels(
+        layout, [_row(digest, reviewer="ana"), _row(digest, class_name="green", reviewer="ben")], CLASSES, SPEC
+    )
+    with LabelsStore(layout) as store:
+        store.add(digest, LabelRow(sha256=digest, class_name="green", source="resolution", reviewer="cy", origin="x"))
+    later = _row(digest, class_name="blue", reviewer="dan", labelled_at="2999-01-01T00:00:00+00:00")
+    assert import_labels(layout, [later], CLASSES, SPEC).conflicts == [digest]
+
+
+def test_a_label_still_counts_after_its_drop_moved(tmp_path):
+    layout = resolve_home(tmp_path / "home")
+    _, paths = scored_drop(layout, tmp_path / "drop", UNSURE)
+    digest, old_path = _sha(paths[0]), str(paths[0])
+    import_labels(layout, [_row(digest)], CLASSES, SPEC)  # Its bytes are kept from here on.
+    (tmp_path / "drop").rename(tmp_path / "done")
+    report = import_labels(layout, [_row(digest, path=old_path, reviewer="ana"), _row(_sha(tmp_path / "done" /
+                           paths[1].name), path=str(paths[1]), reviewer="ana")], CLASSES, SPEC)  # fmt: skip
+    assert report.accepted == 1 and "gone or changed" in report.rejected[0].reason  # Never kept, now unreadable.
