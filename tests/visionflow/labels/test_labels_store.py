@@ -105,13 +105,19 @@ def test_the_snapshot_digest_names_the_labels_taken(tmp_path):
     assert one.digest != two.digest and two.digest == again.digest and again.count == 2
 
 
-def test_the_latest_resolution_settles_a_conflict_and_every_label_stays(tmp_path):
+def _conflict(tmp_path):
+    """A home where ana says red and ben says green of one scored content; returns (layout, its sha256)."""
     layout = resolve_home(tmp_path / "home")
     _, paths = scored_drop(layout, tmp_path / "drop", UNSURE)
     digest = _sha(paths[0])
     import_labels(
         layout, [_row(digest, reviewer="ana"), _row(digest, class_name="green", reviewer="ben")], CLASSES, SPEC
     )
+    return layout, digest
+
+
+def test_the_latest_resolution_settles_a_conflict_and_every_label_stays(tmp_path):
+    layout, digest = _conflict(tmp_path)
     with LabelsStore(layout) as store:
         assert list(store.conflicts()) == [digest] and store.labelled_contents() == []
         store.add(digest, LabelRow(sha256=digest, class_name="green", source="resolution", reviewer="cy", origin="x"))
@@ -135,12 +141,7 @@ def test_a_labeller_who_corrects_an_answer_does_not_conflict_with_themself(tmp_p
 
 
 def test_a_voice_disagreeing_after_a_resolution_reopens_the_conflict(tmp_path):
-    layout = resolve_home(tmp_path / "home")
-    _, paths = scored_drop(layout, tmp_path / "drop", UNSURE)
-    digest = _sha(paths[0])
-    import_labels(
-        layout, [_row(digest, reviewer="ana"), _row(digest, class_name="green", reviewer="ben")], CLASSES, SPEC
-    )
+    layout, digest = _conflict(tmp_path)
     with LabelsStore(layout) as store:
         store.add(digest, LabelRow(sha256=digest, class_name="green", source="resolution", reviewer="cy", origin="x"))
     later = _row(digest, class_name="blue", reviewer="dan", labelled_at="2999-01-01T00:00:00+00:00")
