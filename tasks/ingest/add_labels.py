@@ -260,10 +260,7 @@ def read_labels(home: str | None) -> tuple[list[LabelledContent], LabelsSnapshot
     BadInputError when the store has none: asking to train with labels then is a mistake."""
     layout = resolve_home(home)
     with LabelsStore(layout) as store:
-        contents, snapshot = store.labelled_contents(), store.snapshot()
-        # An import between the two reads would make the snapshot name other labels; read until they agree.
-        while (again := store.labelled_contents()) != contents:
-            contents, snapshot = again, store.snapshot()
+        contents, snapshot = store.accepted()
     if not contents:
         held_out = f" ({snapshot.conflicts} held out for conflicting classes)" if snapshot.conflicts else ""
         raise BadInputError(

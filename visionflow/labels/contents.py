@@ -30,16 +30,18 @@ class LabelRejected(ValueError):
 class ContentFinder:
     """Where the contents visionflow has seen can be read: review sets first, then scored drops.
 
-    The index is built on first use, once per import.
+    Each index is built on first use, once per import, and the drops' only for a content no review
+    set holds: answers from the review flow never read every drop's outputs.
     """
 
     def __init__(self, layout: HomeLayout) -> None:
         self._layout = layout
-        self._index: dict[str, list[Path]] | None = None
+        self._reviewed: dict[str, list[Path]] | None = None
+        self._scored: dict[str, list[Path]] | None = None
 
     def seen(self, sha256: str) -> bool:
         """Whether visionflow scored this content or put it in a review set."""
-        return sha256 in self._known()
+        return bool(self._places(sha256))
 
     def read(self, sha256: str | None, path: str | None, base: Path | None = None) -> tuple[str, bytes]:
         """The (sha256, bytes) of the content a label names. Raises LabelRejected with the reason."""
@@ -49,7 +51,7 @@ class ContentFinder:
             return self._read_path(sha256, Path(path) if base is None else Path(base) / path)
         if sha256 is None:
             raise LabelRejected("names no image: give its sha256 or its path")
-        candidates = self._known().get(sha256)
+        candidates = self._places(sha256)
         if not candidates:
             raise LabelRejected(f"content {sha256[:12]}… was never scored by visionflow; score its drop first")
         for candidate in candidates:
@@ -72,17 +74,22 @@ class ContentFinder:
             raise LabelRejected(f"{path} was never scored by visionflow; score its drop first")
         return digest, data
 
-    def _known(self) -> dict[str, list[Path]]:
-        if self._index is None:
-            self._index = {}
+    def _places(self, sha256: str) -> list[Path]:
+        """Where the content was seen: in review sets, else in scored drops."""
+        if self._reviewed is None:
+            self._reviewed = {}
             for review in review_sets(self._layout.reviews):
                 for item in review.items:
-                    self._index.setdefault(item.sha256, []).append(Path(item.path))
+                    self._reviewed.setdefault(item.sha256, []).append(Path(item.path))
+        if sha256 in self._reviewed:
+            return self._reviewed[sha256]
+        if self._scored is None:
+            self._scored = {}
             for outputs in scored_drops(self._layout.predictions):
                 folder = last_scored_folder(outputs)
-                for sha256, relative in scored_file_index(outputs).items():
-                    self._index.setdefault(sha256, []).append(folder / relative if folder else Path(relative))
-        return self._index
+                for digest, relative in scored_file_index(outputs).items():
+                    self._scored.setdefault(digest, []).append(folder / relative if folder else Path(relative))
+        return self._scored.get(sha256, [])
 
 
 def check_decodes(data: bytes, spec: ImageSpec) -> None:

@@ -169,8 +169,7 @@ class LabelsStore:
         with self._transaction() as connection:
             inserted = connection.execute(
                 f"INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label_key) {on_conflict}",
-                (key, sha256, row.class_name, row.source, row.reviewer, row.review_id,
-                 labelled_at, now_utc()),
+                (key, sha256, row.class_name, row.source, row.reviewer, row.review_id, labelled_at, now_utc()),
             )  # fmt: skip
             return inserted.rowcount == 1
 
@@ -178,8 +177,7 @@ class LabelsStore:
         """Every stored label (or those of some contents), by content then time."""
         query = "SELECT sha256, class_name, source, reviewer, review_id, labelled_at FROM labels"
         rows = self._connection.execute(f"{query} ORDER BY sha256, labelled_at, rowid").fetchall()
-        wanted = None if sha256s is None else set(sha256s)
-        fields = StoredLabel.model_fields
+        wanted, fields = None if sha256s is None else set(sha256s), StoredLabel.model_fields
         return [
             StoredLabel(**dict(zip(fields, row, strict=True))) for row in rows if wanted is None or row[0] in wanted
         ]
@@ -206,20 +204,27 @@ class LabelsStore:
             conflicting.setdefault(label.sha256, []).append(label)
         return conflicting
 
-    def labelled_contents(self) -> list[LabelledContent]:
-        """The contents training takes (an agreed or resolved class, a stored copy), by sha256."""
-        files = dict(self._connection.execute("SELECT sha256, image_file FROM contents").fetchall())
-        return [
-            LabelledContent(sha256=sha256, class_name=class_name, image_file=str(self.root / files[sha256]))
-            for sha256, class_name in sorted(self.agreed_classes().items())
-            if class_name is not None and sha256 in files
-        ]
-
     def snapshot(self) -> LabelsSnapshot:
         """The accepted labels now: their count, their digest and the contents held out."""
-        taken = self.labelled_contents()
+        return self.accepted()[1]
+
+    def accepted(self) -> tuple[list[LabelledContent], LabelsSnapshot]:
+        """The contents training takes (an agreed or resolved class, a stored copy; by sha256) and their
+        snapshot, read in one transaction: an import meanwhile cannot make them name different labels."""
+        self._connection.execute("BEGIN")
+        try:
+            agreed = self.agreed_classes()
+            files = dict(self._connection.execute("SELECT sha256, image_file FROM contents").fetchall())
+        finally:
+            self._connection.execute("COMMIT")
+        taken = [
+            LabelledContent(sha256=sha256, class_name=class_name, image_file=str(self.root / files[sha256]))
+            for sha256, class_name in sorted(agreed.items())
+            if class_name is not None and sha256 in files
+        ]
         digest = hashlib.sha256("".join(f"{item.sha256}\0{item.class_name}\n" for item in taken).encode())
-        return LabelsSnapshot(count=len(taken), digest=digest.hexdigest(), conflicts=len(self.conflicts()))
+        conflicts = sum(class_name is None for class_name in agreed.values())
+        return taken, LabelsSnapshot(count=len(taken), digest=digest.hexdigest(), conflicts=conflicts)
 
 
 def _agreed_class(rows: list[StoredLabel]) -> str | None:
@@ -260,20 +265,18 @@ def import_labels(layout: HomeLayout, rows: list[LabelRow], classes: list[str], 
                 rejected.append(Rejection(origin=row.origin, reason=str(reason)))
                 continue
             touched.add(sha256)
-            if store.add(sha256, row):
-                accepted += 1
-            else:
-                already += 1
+            added = store.add(sha256, row)
+            accepted, already = accepted + added, already + (not added)
         conflicts = sorted(touched & set(store.conflicts()))
         snapshot = store.snapshot()
     if accepted:  # An automation may retrain once enough labels arrived (deployments/automations.py).
-        emit(
-            LABELS_ADDED,
-            LABELS_RESOURCE_PREFIX,
-            layout.root.name,
-            {"added": accepted, "labels": snapshot.count, "conflicts": snapshot.conflicts, "digest": snapshot.digest},
-            outside_runs=True,
-        )
+        payload = {
+            "added": accepted,
+            "labels": snapshot.count,
+            "conflicts": snapshot.conflicts,
+            "digest": snapshot.digest,
+        }
+        emit(LABELS_ADDED, LABELS_RESOURCE_PREFIX, layout.root.name, payload, outside_runs=True)
     return ImportReport(rows=len(rows), accepted=accepted, already_stored=already, not_labels=not_labels,
                         rejected=rejected, conflicts=conflicts, snapshot=snapshot)  # fmt: skip
 

@@ -142,7 +142,7 @@ def test_conflicting_labels_are_held_out_and_counted(base, home, tmp_path):
     image = write_image(tmp_path / "new" / "red.png", (230, 30, 30), seed=901)
     label(home, image, "red")
     with LabelsStore(resolve_home(str(home))) as store:
-        sha256 = store.labelled_contents()[0].sha256
+        sha256 = store.accepted()[0][0].sha256
         store.add(sha256, LabelRow(sha256=sha256, class_name="blue", source="review", reviewer="ann", origin="p1"))
     with pytest.raises(BadInputError, match=r"\(1 held out for conflicting classes\)"):
         read_labels(str(home))

@@ -34,7 +34,7 @@ def test_a_label_for_a_scored_content_is_stored_with_a_copy_of_its_image(tmp_pat
     assert (report.accepted, report.rejected, report.snapshot.count) == (2, [], 2)
     paths[0].unlink()  # The drop may go: the store keeps the bytes training needs.
     with LabelsStore(layout) as store:
-        contents = store.labelled_contents()
+        contents = store.accepted()[0]
     assert {item.class_name for item in contents} == {"red", "blue"}
     for item in contents:
         assert hashlib.sha256(Path(item.image_file).read_bytes()).hexdigest() == item.sha256
@@ -93,7 +93,7 @@ def test_two_classes_for_one_content_are_a_conflict_held_out_of_training(tmp_pat
     assert report.conflicts == [digest] and report.snapshot.conflicts == 1 and report.snapshot.count == 1
     with LabelsStore(layout) as store:
         assert {label.reviewer for label in store.conflicts()[digest]} == {"ana", "ben"}
-        assert [item.sha256 for item in store.labelled_contents()] == [_sha(paths[1])]
+        assert [item.sha256 for item in store.accepted()[0]] == [_sha(paths[1])]
 
 
 def test_the_snapshot_digest_names_the_labels_taken(tmp_path):
@@ -119,12 +119,12 @@ def _conflict(tmp_path):
 def test_the_latest_resolution_settles_a_conflict_and_every_label_stays(tmp_path):
     layout, digest = _conflict(tmp_path)
     with LabelsStore(layout) as store:
-        assert list(store.conflicts()) == [digest] and store.labelled_contents() == []
+        assert list(store.conflicts()) == [digest] and store.accepted()[0] == []
         store.add(digest, LabelRow(sha256=digest, class_name="green", source="resolution", reviewer="cy", origin="x"))
-        assert store.conflicts() == {} and [item.class_name for item in store.labelled_contents()] == ["green"]
+        assert store.conflicts() == {} and [item.class_name for item in store.accepted()[0]] == ["green"]
         store.add(digest, LabelRow(sha256=digest, class_name="red", source="resolution", reviewer="cy", origin="x"))
         store.add(digest, LabelRow(sha256=digest, class_name="green", source="resolution", reviewer="cy", origin="x"))
-        assert [item.class_name for item in store.labelled_contents()] == ["green"]  # The latest decides.
+        assert [item.class_name for item in store.accepted()[0]] == ["green"]  # The latest decides.
         assert len(store.labels([digest])) == 4  # ana's, ben's and cy's two resolutions all stay.
 
 
@@ -136,7 +136,7 @@ def test_a_labeller_who_corrects_an_answer_does_not_conflict_with_themself(tmp_p
     report = import_labels(layout, [_row(digest, class_name="green", reviewer="ana")], CLASSES, SPEC)
     assert report.conflicts == [] and report.snapshot.count == 1
     with LabelsStore(layout) as store:
-        assert [item.class_name for item in store.labelled_contents()] == ["green"]
+        assert [item.class_name for item in store.accepted()[0]] == ["green"]
         assert len(store.labels([digest])) == 2  # The first answer stays stored.
 
 
