@@ -64,9 +64,10 @@ bench-ablation: $(VENV)/.installed
 	for seed in 0 1; do $(BIN)/python benchmarks/preset_benchmark.py --dataset-dir "$$dataset_dir" --presets $(ABLATION_SIDES); done
 
 # Every preset through `visionflow train` with two seeds, beside `seed`: the table, and the
-# accuracy-against-minutes plot in docs/frontier.png (about two and a half hours on 2 cores).
+# accuracy-against-minutes plot in docs/frontier-<kind>-<cpu>.png (about two and a half hours on 2 cores;
+# prefix ONEDNN_MAX_CPU_ISA=AVX2 to train as an AVX2-only CPU would).
 bench-frontier: $(VENV)/.installed
-	$(BIN)/python benchmarks/frontier_benchmark.py --data ../shared/datasets/cifar10 --seeds 0 1 --plot docs/frontier.png
+	$(BIN)/python benchmarks/frontier_benchmark.py --data ../shared/datasets/cifar10 --seeds 0 1 --plot-dir docs
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """Accuracy against training minutes of presets, each trained through `visionflow train` beside `seed`.
 
     .venv/bin/python benchmarks/frontier_benchmark.py --data ../shared/datasets/cifar10 \
-        --presets seed default large xlarge --seeds 0 1 [--home DIR] [--plot docs/frontier.png]
+        --presets seed default large xlarge --seeds 0 1 [--home DIR] [--plot FILE | --plot-dir docs]
 
 Every (seed, preset) pair is one `visionflow train --preset P --seed S --json` in a fresh
 process on one home, taking turns: all presets with the first seed, then all with the next, so
@@ -11,8 +11,11 @@ with flip test-time augmentation where the network trained with flips) come from
 per-epoch validation accuracy and epoch seconds from the registered history.json.
 
 Prints a markdown table (mean and spread over the seeds, time as a ratio to the first preset)
-and, last, a JSON object. Writes the accuracy-against-minutes plot to --plot and publishes it,
-with the table, as artifacts of a `frontier-benchmark` flow run in the home's Prefect.
+and, last, a JSON object. Writes the accuracy-against-minutes plot, titled with the machine and the
+kind its recipes were sized for, to --plot, or to --plot-dir as frontier-<kind>-<cpu>.png (one
+picture per kind of machine), and publishes it, with the table, as artifacts of a
+`frontier-benchmark` flow run in the home's Prefect. Under ONEDNN_MAX_CPU_ISA=AVX2 a CPU with
+bfloat16 units trains as an AVX2-only one would (the recipe, and oneDNN's kernels), which the title says.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def train_once(data: str, home: Path, preset: str, seed: int) -> dict:
     run = {
         "preset": preset,
         "seed": seed,
+        "machine_kind": summary["machine_kind"],
         "epochs": summary["epochs_run"],
         "test_accuracy": summary["test_accuracy"],
         "training_seconds": summary["training_seconds"],
@@ -165,6 +169,11 @@ def publish(home: Path, plot_path: Path, table: str) -> None:
     frontier_benchmark()
 
 
+def slug(text: str) -> str:
+    """text in lower case with every run of other characters than letters and digits as one hyphen."""
+    return "-".join("".join(character if character.isalnum() else " " for character in text.lower()).split())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a labelled image folder, e.g. ../shared/datasets/cifar10")
@@ -172,15 +181,22 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--home", type=Path, default=None, help="VISIONFLOW_HOME for the runs (default: a new one)")
     parser.add_argument("--plot", type=Path, default=None, help="where the PNG goes (default: HOME/frontier.png)")
+    parser.add_argument("--plot-dir", type=Path, default=None, help="a folder for frontier-<kind>-<cpu>.png instead")
     arguments = parser.parse_args()
     home = arguments.home or Path(tempfile.mkdtemp(prefix="visionflow-frontier-"))
+    described = machine()
     plot_path = arguments.plot or home / "frontier.png"
+    if arguments.plot_dir:
+        plot_path = arguments.plot_dir / f"frontier-{described['kind']}-{slug(described['cpu'])}.png"
     run_json([VISIONFLOW, "ingest", "--data", arguments.data, "--home", str(home), "--json"])
     runs = [train_once(arguments.data, home, preset, seed) for seed in arguments.seeds for preset in arguments.presets]
     rows = summarize(runs, arguments.presets)
     table = markdown_table(rows)
-    described = machine()
-    title = f"{Path(arguments.data).name}: {described['cpu']}, {described['cores']} cores, {time.strftime('%Y-%m-%d')}"
+    cap = f", oneDNN capped at {described['onednn_max_isa']}" if described["onednn_max_isa"] else ""
+    title = (
+        f"{Path(arguments.data).name}: {described['cpu']}, {described['cores']} cores, recipes for "
+        f"{described['kind']}{cap}, {time.strftime('%Y-%m-%d')}"
+    )
     plot(runs, arguments.presets, title, plot_path)
     publish(home, plot_path, table)
     print(table)

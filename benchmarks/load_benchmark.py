@@ -23,7 +23,6 @@ import asyncio
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -170,11 +169,12 @@ def run_score(arguments, sources: list[Path], scratch: Path, name: str, images: 
 
 
 def machine() -> dict:
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())  # fmt: skip
-    return {"cpu": model, "cores": os.cpu_count(), "flags": [flag for flag in wanted if f" {flag}" in flags]}
+    """The machine a figure was measured on: its CPU, cores, the flags that matter, and the kind training
+    sizes its recipes for (visionflow/network/hardware.py), oneDNN's instruction cap included."""
+    from visionflow.network.hardware import machine_kind, read_machine_facts
+
+    facts = read_machine_facts()
+    return {**facts.model_dump(exclude={"gpus"}), "gpus": len(facts.gpus), "kind": machine_kind(facts)}
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from visionflow.flows.ingest import IngestConfig, ingest_flow
 from visionflow.home import resolve_home
 from visionflow.models.metadata_records import LabelsSnapshotRecord
 from visionflow.models.model_export import ExportConfig
+from visionflow.network.hardware import MachineKind
 from visionflow.tasks.ingest.add_labels import LabelsUse, add_labels_task, read_labels_task
 from visionflow.tasks.ingest.prepare_source import source_folders
 from visionflow.tasks.train.check_new_labels import check_new_labels_task
@@ -26,7 +27,13 @@ from visionflow.tasks.train.evaluate_model import EvaluationConfig, evaluate_mod
 from visionflow.tasks.train.export_model import export_model_task
 from visionflow.tasks.train.gate_model import GateConfig, gate_model_task
 from visionflow.tasks.train.recipe.distribution import check_distribution
-from visionflow.tasks.train.recipe.presets import Distribution, preset_overrides, resolve_preset
+from visionflow.tasks.train.recipe.presets import (
+    Distribution,
+    Precision,
+    network_overrides,
+    preset_overrides,
+    resolve_preset,
+)
 from visionflow.tasks.train.register_model import Registration, register_model_task
 from visionflow.tasks.train.train_model import train_model_task, training_run_dir
 
@@ -37,6 +44,7 @@ class TrainSummary(Registration):
     dataset_fingerprint: str  # The dataset trained on (its ingest's fingerprint).
     parquet: dict[str, str]  # That dataset's split files, by split name.
     preset: str  # The recipe's name.
+    machine_kind: MachineKind  # The kind of machine the recipe was sized for (tasks/train/recipe/machine_recipes.py).
     epochs_run: int  # Epochs trained, resumed ones included.
     test_accuracy: float  # Share of the test split classified correctly, 0 to 1 (on `engine`).
     engine: Engine  # The engine scoring takes by default and evaluation predicted on: an export, or keras.
@@ -57,6 +65,9 @@ def train_flow(
     distribution: Distribution | None = None,
     seed: int | None = None,
     train_on_validation: bool | None = None,
+    precision: Precision | None = None,
+    widths: list[int] | None = None,
+    machine_kind: MachineKind | None = None,
     with_labels: bool = False,
     min_new_labels: int = 0,
     ingest: IngestConfig | None = None,
@@ -78,6 +89,13 @@ def train_flow(
             the preset's ("auto"). The preset's batch size is the global batch (docs/SCALING.md).
         train_on_validation: Fit on the validation split too (no early stopping, the last epoch's
             model; the test split stays unseen); empty keeps the preset's.
+        precision: Compute in "float32", "mixed_bfloat16" or "auto" (bfloat16 where the hardware has it)
+            instead of what the recipe chose for this machine; empty keeps the recipe's.
+        widths: Filters of each block of the network (its conv_filters), e.g. [24, 96, 96], instead of the
+            recipe's; empty keeps the recipe's.
+        machine_kind: Size the recipe for this kind of machine ("gpu", "cpu-bfloat16", "cpu-avx512",
+            "cpu-avx2") instead of the one training runs on, e.g. to reproduce a model of another machine;
+            empty reads the machine.
         with_labels: Train on the data plus every accepted label of the labels store (`visionflow labels
             import`), as a dataset of its own: labelled images join the train split only, so test accuracy
             stays comparable with the champion's; fails when the store holds no accepted label.
@@ -94,7 +112,7 @@ def train_flow(
     layout = resolve_home(home)
     evaluation = evaluation or EvaluationConfig()
     overrides = preset_overrides(preset, epochs, distribution, seed, train_on_validation)
-    recipe = resolve_preset(preset, overrides)
+    recipe = resolve_preset(preset, overrides, network_overrides(precision, widths), kind=machine_kind)
     check_distribution(recipe.train.distribution)
     # The labels are read first: asking for them with none stored is a mistake worth stopping before ingest.
     labels = read_labels_task(str(layout.root)) if with_labels else None
@@ -127,6 +145,7 @@ def train_flow(
         dataset_fingerprint=dataset.dataset_fingerprint,
         parquet=dataset.parquet,
         preset=preset,
+        machine_kind=recipe.machine.kind,
         epochs_run=training.epochs_run,
         test_accuracy=evaluated.metrics.accuracy,
         engine=exported.engine,

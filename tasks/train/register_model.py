@@ -120,6 +120,7 @@ def model_metadata(
         packages=package_versions(),
         git_commit=git_commit(Path(__file__).resolve().parent),
         exports=exports,
+        machine=preset.machine,
         # Only a model trained with labels records them, so every other model's metadata.json reads as before.
         **({"labels": labels} if labels else {}),
     )

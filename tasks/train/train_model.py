@@ -229,6 +229,8 @@ def train_model_task(train_path: str, val_path: str, preset: Preset, run_dir: Pa
         f"the validation split's {len(val_labels)} among them" if on_validation else f"{len(val_labels)} to validate"
     )
     log.info("training preset %s on %d images (%s) of %s into %s", preset_name, fitted, validated, shape, run_dir)
+    if preset.machine is not None:
+        log.info("%s", preset.machine.describe())
     result = train_model((train_images, train_labels), (val_images, val_labels), preset, Path(run_dir), len(classes))
     val_accuracy = result.history.get("val_accuracy", [float("nan")])
     # Trained on, the validation split shows the curve, not how well the model does: its last value is

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from frontier_benchmark import draw, markdown_table, plot, summarize  # noqa: E402
+from frontier_benchmark import draw, markdown_table, plot, slug, summarize  # noqa: E402
+from load_benchmark import machine  # noqa: E402
 
 
 def run(preset: str, seed: int, accuracy: float, seconds: float, on_validation: bool = False) -> dict:
@@ -37,3 +38,10 @@ def test_a_run_that_trained_on_its_validation_split_is_drawn_dashed(tmp_path):
     assert [line.get_linestyle() for line in curves] == ["-", "-", "--", "--"]
     plot(RUNS, ["seed", "large"], "title", tmp_path / "plots" / "frontier.png")
     assert (tmp_path / "plots" / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_kind_of_machine_gets_its_own_picture_named_for_it():
+    described = machine()
+    assert described["kind"] in ("gpu", "cpu-bfloat16", "cpu-avx512", "cpu-avx2") and described["cores"] >= 1
+    assert slug("Intel(R) Xeon(R) Platinum 8488C") == "intel-r-xeon-r-platinum-8488c"
+    assert slug("AMD EPYC") == "amd-epyc"

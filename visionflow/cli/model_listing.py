@@ -119,6 +119,8 @@ def show_lines(shown: ShownModel) -> list[str]:
     recalls = ", ".join(f"{row.class_name} {row.recall:.2f}" for row in (metrics.per_class if metrics else []))
     if recalls:
         lines.append(f"recall per class: {recalls}")
+    if metadata.machine is not None:
+        lines.append(metadata.machine.describe())
     if metadata.labels is not None:
         learnt = metadata.labels
         lines.append(f"learnt from {learnt.count} reviewed labels (snapshot {learnt.digest[:12]}): "

@@ -49,7 +49,7 @@ def train_lines(summary: TrainSummary) -> list[str]:
             f"out ({labels.left_out_in_val_or_test:,} in val or test); dataset {summary.dataset_fingerprint[:12]}"
         ]
     return [
-        f"model {summary.model_version} ({summary.preset}, {summary.epochs_run} epochs in "
+        f"model {summary.model_version} ({summary.preset} for {summary.machine_kind}, {summary.epochs_run} epochs in "
         f"{summary.training_seconds:,.0f} s, {summary.train_images_per_second:,.0f} images/s): "
         f"test accuracy {summary.test_accuracy:.4f}, macro F1 {summary.macro_f1:.4f} (on {summary.engine}, "
         "the engine scoring takes by default)",

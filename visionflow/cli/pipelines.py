@@ -21,6 +21,7 @@ from visionflow.cli.common import (
     WorkersOption,
     app,
     engine_modules,
+    fail,
     finish,
     given,
     prepare,
@@ -86,6 +87,16 @@ def ingest(
     finish(summary, json_output, ingest_lines)
 
 
+def parsed_widths(widths: str | None, json_output: bool) -> list[int] | None:
+    """--widths "24,96,96" as [24, 96, 96]; exit 2 with one line when it is not whole numbers of at least 1."""
+    if widths is None:
+        return None
+    parts = [part.strip() for part in widths.split(",")]
+    if not all(part.isdigit() and int(part) >= 1 for part in parts):
+        fail(f"invalid option: --widths {widths!r}: give whole numbers of at least 1, e.g. 24,96,96", 2, json_output)
+    return [int(part) for part in parts]
+
+
 @app.command()
 def train(
     data: Annotated[
@@ -129,6 +140,27 @@ def train(
             show_default="the preset's",
         ),
     ] = None,
+    precision: Annotated[
+        Literal["auto", "float32", "mixed_bfloat16"] | None,
+        typer.Option(
+            help="Compute precision: bfloat16 where the hardware has it (auto), float32, or mixed_bfloat16.",
+            show_default="the recipe's for this machine",
+        ),
+    ] = None,
+    widths: Annotated[
+        str | None,
+        typer.Option(
+            help="Filters of each block of the network, comma-separated, e.g. 24,96,96.",
+            show_default="the recipe's for this machine",
+        ),
+    ] = None,
+    machine_kind: Annotated[
+        Literal["gpu", "cpu-bfloat16", "cpu-avx512", "cpu-avx2"] | None,
+        typer.Option(
+            help="Size the recipe for this kind of machine instead of this one (to reproduce another's model).",
+            show_default="this machine's, from its CPU flags and GPUs",
+        ),
+    ] = None,
     with_labels: Annotated[
         bool,
         typer.Option(
@@ -148,6 +180,8 @@ def train(
 
     --dask-address and --dask-workers run ingestion's decoding on a Dask cluster; training runs here.
 
+    The preset's network, precision and epochs suit this machine's kind (see --machine-kind).
+
     Example, retraining with the labels people gave: visionflow train --data photos --with-labels
     """
     layout = prepare(home, json_output, prefetch=FLOW_PREFETCH)
@@ -161,7 +195,8 @@ def train(
     ingest_config = validated_config(IngestConfig, values, json_output)
     parameters = given(
         data=data, preset=preset, epochs=epochs, seed=seed, distribution=distribution,
-        train_on_validation=train_on_validation, with_labels=with_labels or None,
+        train_on_validation=train_on_validation, with_labels=with_labels or None, precision=precision,
+        widths=parsed_widths(widths, json_output), machine_kind=machine_kind,
     )  # fmt: skip
     summary = run_flow(
         lambda: train_flow(**parameters, ingest=ingest_config, home=str(layout.root), return_state=True),

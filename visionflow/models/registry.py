@@ -25,7 +25,7 @@ from visionflow.errors import BadInputError, DamagedStateError, InvalidSettingEr
 from visionflow.images.image_profile import ImageProfile
 from visionflow.models.champion_pointer import read_champion
 from visionflow.models.evaluation_metrics import RecordedMetrics
-from visionflow.models.metadata_records import GateRecord, LabelsSnapshotRecord
+from visionflow.models.metadata_records import GateRecord, LabelsSnapshotRecord, MachineChoiceRecord
 
 if TYPE_CHECKING:
     import keras
@@ -83,6 +83,8 @@ class ModelMetadata(BaseModel):
     version: str | None = None  # Its registry version, e.g. "v0003".
     exports: ModelExports | None = None  # Its exports to inference engines (visionflow/engines/engine_exports.py).
     labels: LabelsSnapshotRecord | None = None  # The reviewed labels it learnt from; None: its folders' alone.
+    # The machine kind its recipe was sized for, and what that changed; None in records older than the choice.
+    machine: MachineChoiceRecord | None = None
 
     def file_fields(self) -> dict[str, Any]:
         """The fields as metadata.json holds them: those set, in this order, then unknown ones."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -15,7 +15,7 @@ class ModelConfig(BaseModel):
     architecture: Literal["classic_cnn", "airbench"] = "airbench"
     # classic_cnn: filters of each conv + 2x2 max-pool stage. airbench: width (filters) of each
     # block of two 3x3 convs; every stage or block halves the image's height and width once.
-    conv_filters: list[int] = Field(default=[128, 128, 128], min_length=1)
+    conv_filters: list[Annotated[int, Field(ge=1)]] = Field(default=[128, 128, 128], min_length=1)
     # airbench: filters of the 3x3 stem conv at full resolution; 0 for none (the first block then
     # reads the pixels directly, which saves the costliest full-resolution work).
     stem_filters: int = Field(default=32, ge=0)

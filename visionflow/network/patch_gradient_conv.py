@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from visionflow.network.hardware import cpu_flags
+from visionflow.network.hardware import machine_kind, read_machine_facts
 
 # Largest input side, in pixels, whose weight gradient goes through the shifted products on a CPU
 # with AMX tiles. Measured with benchmarks/weight_gradient_benchmark.py in bfloat16, batch 128: the
@@ -39,7 +39,8 @@ AMX_LARGEST_SIDE = 7
 @lru_cache(maxsize=1)
 def largest_patch_gradient_side() -> int:
     """Largest input side (pixels) for the shifted products on this machine; 0 for none."""
-    if tf.config.list_physical_devices("GPU") or "amx_bf16" not in cpu_flags():
+    facts = read_machine_facts()
+    if machine_kind(facts) != "cpu-bfloat16" or "amx_bf16" not in facts.flags:
         return 0
     return AMX_LARGEST_SIDE
 

@@ -1,9 +1,11 @@
 """The training recipes: the optimiser settings, and the named presets of network and recipe.
 
 A preset pairs a ModelConfig (the network, visionflow/network/build_model.py) with a TrainConfig (how it
-is optimised). A run may override TrainConfig fields (the CLI's --epochs, --seed, --distribution and
---train-on-validation); resolve_preset merges the overrides once, and the merged preset is what
-trains and what the registry records.
+is optimised). The presets here are sized for a CPU that computes in bfloat16; the machine's kind changes
+some settings (tasks/train/recipe/machine_recipes.py). A run may override ModelConfig fields (the CLI's
+--precision and --widths) and TrainConfig fields (--epochs, --seed, --distribution and
+--train-on-validation); resolve_preset merges the kind's changes and the overrides once, and the merged
+preset is what trains and what the registry records.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from visionflow.errors import InvalidSettingError, first_validation_problem
+from visionflow.models.metadata_records import MachineChoiceRecord
 from visionflow.network.build_model import ModelConfig
+from visionflow.network.hardware import MachineFacts, MachineKind, read_machine_facts
+from visionflow.tasks.train.recipe.machine_recipes import choose_recipe
 
+# The compute precision a run may ask for (ModelConfig.precision).
+Precision = Literal["auto", "float32", "mixed_bfloat16"]
 # How training spreads over devices (tasks/train/recipe/distribution.py, docs/SCALING.md).
 Distribution = Literal["auto", "none", "mirrored", "multi-worker"]
 
@@ -77,6 +84,8 @@ class Preset(BaseModel):
     name: str
     model: ModelConfig
     train: TrainConfig
+    # How the machine shaped it (resolve_preset); None for a preset as defined, not yet resolved for a machine.
+    machine: MachineChoiceRecord | None = None
 
 
 # Settings shared by the classic-CNN presets: the plain Keras recipe, no augmentation, float32.
@@ -148,19 +157,38 @@ def preset_overrides(
     return {name: value for name, value in given.items() if value is not None}
 
 
-def resolve_preset(preset_name: str, overrides: dict | None = None) -> Preset:
-    """The named preset with overrides applied to its TrainConfig, each one validated.
+def network_overrides(precision: Precision | None = None, widths: list[int] | None = None) -> dict:
+    """The ModelConfig overrides a run asks for: the precision and the widths (conv_filters), those given."""
+    given = {"precision": precision, "conv_filters": widths}
+    return {name: value for name, value in given.items() if value is not None}
 
-    Raises InvalidSettingError (the CLI's exit 2) naming the first setting out of range. A flow
-    resolves its preset before its ingest, so a mistyped setting costs nothing.
+
+def resolve_preset(
+    preset_name: str,
+    overrides: dict | None = None,
+    model_overrides: dict | None = None,
+    machine: MachineFacts | None = None,
+    kind: MachineKind | None = None,
+) -> Preset:
+    """The named preset as the machine's kind changes it, with the run's overrides applied (TrainConfig's
+    in overrides, ModelConfig's in model_overrides), each one validated.
+
+    machine: the facts the kind is read from (this machine's when None); kind: a kind to size the recipe
+    for instead. Raises InvalidSettingError (the CLI's exit 2) naming the first setting out of range. A
+    flow resolves its preset before its ingest, so a mistyped setting costs nothing.
     """
     _check_preset_name(preset_name)
     base = PRESETS[preset_name]
+    facts = machine if machine is not None else read_machine_facts()
+    changes, choice = choose_recipe(preset_name, facts, kind, model_overrides, overrides)
     try:
-        train_config = TrainConfig.model_validate({**base.train.model_dump(), **(overrides or {})})
+        model_config = ModelConfig.model_validate(
+            {**base.model.model_dump(), **changes.model, **(model_overrides or {})}
+        )
+        train_config = TrainConfig.model_validate({**base.train.model_dump(), **changes.train, **(overrides or {})})
     except ValidationError as error:
         raise InvalidSettingError(f"invalid option: {first_validation_problem(error)}") from None
-    return base.model_copy(update={"train": train_config})
+    return base.model_copy(update={"model": model_config, "train": train_config, "machine": choice})
 
 
 def _check_preset_name(preset_name: str) -> None:

@@ -95,8 +95,9 @@ def test_the_task_registers_everything_and_promotes_as_the_gate_decided(candidat
     assert list(stored) == [
         "dataset_fingerprint", "dataset_dir", "contract_versions", "class_names", "input_shape", "training_profile",
         "preset", "hyperparameters", "seed", "precision", "epochs_run", "train_seconds", "train_images_per_second",
-        "metrics", "packages", "git_commit", "gate", "registered_at", "version", "exports",
+        "metrics", "packages", "git_commit", "gate", "registered_at", "version", "exports", "machine",
     ], "metadata.json keeps its fields, in the order registries have always held them, new ones last"  # fmt: skip
+    assert stored["machine"]["kind"] in ("gpu", "cpu-bfloat16", "cpu-avx512", "cpu-avx2")
     assert stored["exports"] is None, "registered without an export, it scores on Keras"
     assert stored["metrics"] == {"accuracy": 0.75, "macro_precision": 0.7, "macro_recall": 0.75, "macro_f1": 0.72,
                                  "per_class": []}  # fmt: skip

@@ -91,6 +91,7 @@ REQUIRED_TRAIN_KEYS = {
     "dataset_fingerprint",
     "parquet",
     "preset",
+    "machine_kind",
     "epochs_run",
     "test_accuracy",
     "macro_f1",
@@ -117,6 +118,26 @@ def test_train_json_reports_the_registered_model(run_cli, make_image_folder):
     assert metadata["seed"] == 3 and metadata["hyperparameters"]["train"]["seed"] == 3
     assert metadata["hyperparameters"]["train"]["train_on_validation"] is True
     assert "fitting on the validation split too" in result.stderr
+    assert summary["machine_kind"] == metadata["machine"]["kind"]
+    assert "recipe for " + summary["machine_kind"] in result.stderr, "training logs the machine's choice"
+
+
+def test_the_machine_kind_widths_and_precision_reach_the_model_and_its_record(run_cli, make_image_folder, home):
+    root = make_image_folder(layout="flat", per_class=50)
+    options = ["--preset", "tiny", "--image-size", "12", "--epochs", "1", "--json"]
+    chosen = ["--machine-kind", "cpu-avx2", "--widths", "4,8", "--precision", "float32"]
+    result = run_cli("train", "--data", str(root), *options, *chosen)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["machine_kind"] == "cpu-avx2"
+    metadata = json.loads((Path(summary["model_path"]).parent / "metadata.json").read_text())
+    assert metadata["machine"]["chosen_by"] == "request" and metadata["machine"]["kind"] == "cpu-avx2"
+    assert metadata["hyperparameters"]["model"]["conv_filters"] == [4, 8] and metadata["precision"] == "float32"
+    shown = run_cli("models", "show", summary["model_version"])
+    assert "recipe for cpu-avx2 (named by the run;" in shown.stdout
+    for widths in ("4,x", "4,0", ""):
+        refused = run_cli("train", "--data", str(root), *options, "--widths", widths)
+        assert refused.returncode == 2 and "--widths" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_an_unknown_preset_exits_2_listing_the_presets(run_cli, make_image_folder):

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from visionflow.network import patch_gradient_conv
 from visionflow.network.build_model import ModelConfig, build_model
+from visionflow.network.hardware import GpuFacts, MachineFacts
 from visionflow.network.patch_gradient_conv import (
     PatchGradientConv2D,
     convolve_with_patch_gradient,
@@ -115,12 +116,12 @@ def test_larger_images_than_the_machines_rule_run_conv2ds_own_code(counted_patch
 
 @pytest.mark.parametrize(
     ("flags", "gpus", "side"),
-    [({"amx_bf16", "avx512_bf16"}, [], 7), ({"avx512_bf16"}, [], 0), ({"amx_bf16"}, ["GPU:0"], 0)],
+    [({"amx_bf16", "avx512_bf16"}, [], 7), ({"avx512_bf16"}, [], 0), ({"amx_bf16"}, [GpuFacts(name="GPU:0")], 0)],
     ids=["amx", "avx512-only", "gpu"],
 )
 def test_the_machines_rule(monkeypatch, flags, gpus, side):
-    monkeypatch.setattr(patch_gradient_conv, "cpu_flags", lambda: frozenset(flags))
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+    facts = MachineFacts(flags=sorted(flags), gpus=gpus)
+    monkeypatch.setattr(patch_gradient_conv, "read_machine_facts", lambda: facts)
     largest_patch_gradient_side.cache_clear()
     try:
         assert largest_patch_gradient_side() == side
