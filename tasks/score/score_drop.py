@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +28,12 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from visionflow.engines.engine_exports import Engine
+from visionflow.errors import VisionflowError
 from visionflow.images.file_listing import STATUS_OK
 from visionflow.images.image_profile import ImageProfile
 from visionflow.ledger.drops import DropOutputs
 from visionflow.ledger.ledger import PredictionLedger, reservation_owner
-from visionflow.models.registry import ModelRecord
+from visionflow.models.registry import ModelRecord, find_model
 from visionflow.models.scoring_model import ScoringModel, load_scoring_model
 from visionflow.processes.dask_shards import DaskConfig
 from visionflow.run_context import progress_reporter, run_logger, start_progress, update_progress
@@ -73,6 +75,8 @@ class ScoreResult(ScoringCounts):
     orphan_parts_removed: int  # Uncommitted parts of an interrupted earlier run, deleted.
     parts_adopted: int = 0  # Whole parts the ledger did not know (it was lost or replaced), read back into it.
     parts_set_aside: list[str] = []  # Unreadable parts the ledger did not know, moved aside (never deleted).
+    parts_rebuilt: list[str] = []  # Committed parts found missing or damaged, written again from the ledger.
+    recovery_warnings: list[str] = []  # What settling the drop's outputs adopted, set aside or wrote again.
     predictions_path: str  # Folder of the drop's prediction parts (a pyarrow dataset).
     rejections_path: str  # Folder of the drop's rejection parts (a pyarrow dataset).
     seconds: float  # Wall-clock seconds of decoding, predicting and writing.
@@ -114,7 +118,7 @@ def score_drop(
     started = time.perf_counter()
     tally = ScoringTally()
     with outputs.exclusive():
-        recovery = outputs.recover(ledger)
+        recovery = outputs.recover(ledger, _class_names_of(record))
         recorded = ledger.recorded_files(outputs.name, record.version)
         buffer = PartBuffer(outputs, ledger, record, config.part_rows)
         sizes: dict[str, int | None] = {}
@@ -157,8 +161,13 @@ def score_drop(
                 tally.already_scored += _wait_for_other_runs(others, ledger, buffer, owner, predict)
             buffer.flush_predictions()
             buffer.flush_rejections()
-        finally:
-            ledger.release_contents(owner)
+        except BaseException:
+            # The error that stopped the run is the one to tell: releasing may fail the same way (a
+            # full disk), and reservations of a process that has ended are taken over anyway.
+            with suppress(Exception):
+                ledger.release_contents(owner)
+            raise
+        ledger.release_contents(owner)
     seconds = time.perf_counter() - started
     profile = buffer.profile.profile()
     return ScoreResult(
@@ -175,6 +184,8 @@ def score_drop(
         orphan_parts_removed=len(recovery.removed),
         parts_adopted=len(recovery.adopted),
         parts_set_aside=[str(path) for path in recovery.set_aside],
+        parts_rebuilt=[str(repair.part) for repair in recovery.repaired if not repair.problem],
+        recovery_warnings=recovery.warnings(outputs.name),
         predictions_path=str(outputs.predictions),
         rejections_path=str(outputs.rejections),
         seconds=round(seconds, 3),
@@ -184,6 +195,21 @@ def score_drop(
         profile=profile,
         rejection_examples=buffer.rejection_examples,
     )
+
+
+def _class_names_of(record: ModelRecord) -> Callable[[str], list[str] | None]:
+    """The class names of a model version, for parts written again from the ledger: the scoring
+    model's own, or those of the registered version beside it (None when it is not there)."""
+
+    def class_names(version: str) -> list[str] | None:
+        if version == record.version:
+            return list(record.class_names)
+        try:
+            return find_model(record.folder.parent, version).class_names
+        except VisionflowError:
+            return None
+
+    return class_names
 
 
 def _take_known(contents: dict[str, list[str]], ledger: PredictionLedger, buffer: PartBuffer) -> int:
@@ -266,9 +292,6 @@ def score_drop_task(
         result.engine,
         f"; removed {result.orphan_parts_removed} parts of an interrupted run" if result.orphan_parts_removed else "",
     )
-    if result.parts_adopted:
-        count = result.parts_adopted
-        log.warning("drop %s: the ledger did not know %d parts; read their rows back into it", result.drop_name, count)
-    for path in result.parts_set_aside:
-        log.warning("drop %s: an unreadable part the ledger did not know was moved to %s", result.drop_name, path)
+    for warning in result.recovery_warnings:
+        log.warning("%s", warning)
     return result

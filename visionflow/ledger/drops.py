@@ -7,14 +7,14 @@ VISIONFLOW_HOME/predictions/<drop name>/ holds predictions/ and rejections/ (eac
 Parquet part files, one pyarrow dataset), reports/ (one JSON report per run) and a lock file.
 Parts are reserved in the ledger, written under a hidden name, committed, and only then given
 their visible name (DropOutputs.save_part; see visionflow/ledger/ledger.py). Part files the ledger
-cannot account for are adopted or set aside, never deleted (DropOutputs.recover). The drop's name
-is its identity: the same folder moved from an inbox to a done folder keeps its outputs and its
-exactly-once record.
+cannot account for are adopted or set aside, never deleted, and committed parts that are lost or
+damaged are written again from the ledger (DropOutputs.recover). The drop's name is its identity:
+the same folder moved from an inbox to a done folder keeps its outputs and its exactly-once record.
+The parts' schemas and tables are in visionflow/ledger/part_tables.py (named here too).
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import time
@@ -28,43 +28,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from visionflow.atomic import atomic_path
-from visionflow.errors import BusyError, NoSpaceError
+from visionflow.errors import BusyError
 from visionflow.ledger.ledger import PENDING, PredictionLedger, part_files
-
-PREDICTIONS = "predictions"
-REJECTIONS = "rejections"
-PROBABILITY_PREFIX = "probability_"  # Per-class probability columns are probability_<class name>.
-
-REJECTION_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),  # Relative to the drop.
-        ("sha256", pa.string()),  # Null when the file could not be read.
-        ("bytes", pa.int64()),  # File size; null when unknown.
-        ("reason", pa.string()),  # Why the file was not scored, in words a person can act on.
-        ("model_version", pa.string()),
-        ("rejected_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-
-def predictions_schema(class_names: list[str]) -> pa.Schema:
-    """Prediction rows: the file, the predicted class and its confidence, every probability."""
-    fields = [
-        ("path", pa.string()),  # Relative to the drop.
-        ("sha256", pa.string()),  # Content digest; the ledger's key.
-        ("label", pa.string()),  # The predicted class name.
-        ("confidence", pa.float32()),  # Probability of the predicted class, 0 to 1.
-        *[(f"{PROBABILITY_PREFIX}{name}", pa.float32()) for name in class_names],
-        ("model_version", pa.string()),
-        ("scored_at", pa.timestamp("us", tz="UTC")),  # When the model computed this content's probabilities.
-    ]
-    return pa.schema(fields, metadata={"class_names": ",".join(class_names)})
-
-
-def now_utc() -> str:
-    """The current time as ISO 8601 UTC with microseconds."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+from visionflow.ledger.part_repair import ClassNames, PartRepair, repair_committed_parts
+from visionflow.ledger.part_tables import PREDICTIONS as PREDICTIONS
+from visionflow.ledger.part_tables import PROBABILITY_PREFIX as PROBABILITY_PREFIX
+from visionflow.ledger.part_tables import REJECTION_SCHEMA as REJECTION_SCHEMA
+from visionflow.ledger.part_tables import REJECTIONS as REJECTIONS
+from visionflow.ledger.part_tables import now_utc as now_utc
+from visionflow.ledger.part_tables import predictions_schema as predictions_schema
+from visionflow.ledger.part_tables import predictions_table as predictions_table
+from visionflow.ledger.part_tables import rejections_table as rejections_table
+from visionflow.ledger.part_tables import write_part
 
 
 @dataclass(frozen=True)
@@ -113,18 +88,22 @@ class DropOutputs:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def recover(self, ledger: PredictionLedger) -> Recovery:
-        """Settle what an interrupted run or a lost ledger left, before this run writes.
+    def recover(self, ledger: PredictionLedger, class_names_of: ClassNames = lambda version: None) -> Recovery:
+        """Settle what an interrupted run, a lost ledger or lost part files left, before this run writes.
 
         Temporary files of unfinished writes and parts the ledger holds as pending (written, never
         committed) are deleted: their rows were never counted, and this run scores those files
         again. A committed part still under its hidden name gets its visible name. Parts the
         ledger does not know at all were written whole, so they are adopted: their rows are read
-        back into the ledger. A part that cannot be read is moved aside, never deleted.
+        back into the ledger. A part that cannot be read is moved aside, never deleted. Committed
+        parts that are missing or damaged are written again from the ledger (part_repair.py),
+        prediction parts with the class names class_names_of gives for their model version.
         """
         recovery = Recovery()
         for kind, folder in ((PREDICTIONS, self.predictions), (REJECTIONS, self.rejections)):
             committed, pending = ledger.parts(self.name, kind), ledger.parts(self.name, kind, PENDING)
+            if committed and not folder.is_dir():
+                recovery.lost_folders.append(folder)
             for path in part_files(folder):
                 if path.name in committed:
                     continue
@@ -144,6 +123,8 @@ class DropOutputs:
                     recovery.set_aside.append(aside)
             for name in pending:
                 ledger.forget_part(self.name, kind, name)
+            aside = self.root / "set-aside" / kind
+            recovery.repaired += repair_committed_parts(self.name, folder, kind, aside, ledger, class_names_of)
         return recovery
 
     def _adopt(self, ledger: PredictionLedger, kind: str, path: Path) -> bool:
@@ -187,17 +168,7 @@ class DropOutputs:
         name = f"part-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}-{os.getpid()}.parquet"
         ledger.reserve_part(self.name, kind, name)
         staged = self.root / kind / f".{name}"
-        # Durable: on disk before the ledger records it as committed, power cuts included.
-        try:
-            with atomic_path(staged, durable=True) as temporary:
-                pq.write_table(table, temporary)
-        except OSError as error:
-            if error.errno == errno.ENOSPC:
-                raise NoSpaceError(
-                    f"the disk holding {self.root} is full; free some space and run the same command again: "
-                    "parts committed before are kept, and the rest is scored then"
-                ) from error
-            raise
+        write_part(table, staged, self.root)  # On disk before the ledger records it as committed.
         ledger.commit_part(self.name, kind, name, files, new_predictions, model_version)
         os.replace(staged, self.root / kind / name)
         return name
@@ -211,41 +182,25 @@ class Recovery:
     published: list[Path] = field(default_factory=list)  # Committed parts a killed run left hidden, now visible.
     adopted: list[Path] = field(default_factory=list)  # Whole parts the ledger did not know, read back into it.
     set_aside: list[Path] = field(default_factory=list)  # Unreadable unknown parts, moved to set-aside/.
+    lost_folders: list[Path] = field(default_factory=list)  # Output folders gone though the ledger knew parts in them.
+    repaired: list[PartRepair] = field(default_factory=list)  # Committed parts missing or damaged, written again.
 
-
-def predictions_table(
-    paths: list[str],
-    sha256s: list[str],
-    probabilities: np.ndarray,
-    scored_at: list[str],
-    class_names: list[str],
-    model_version: str,
-) -> pa.Table:
-    """Prediction rows for files whose probabilities (N x classes, float32) are known."""
-    probabilities = np.asarray(probabilities, dtype=np.float32).reshape(len(paths), len(class_names))
-    best = probabilities.argmax(axis=1) if len(paths) else np.empty(0, dtype=np.int64)
-    columns = {
-        "path": paths,
-        "sha256": sha256s,
-        "label": np.asarray(class_names, dtype=object)[best].tolist(),
-        "confidence": probabilities[np.arange(len(paths)), best],
-    }
-    for index, name in enumerate(class_names):
-        columns[f"{PROBABILITY_PREFIX}{name}"] = probabilities[:, index]
-    columns["model_version"] = [model_version] * len(paths)
-    columns["scored_at"] = pa.array([datetime.fromisoformat(text) for text in scored_at], pa.timestamp("us", "UTC"))
-    return pa.Table.from_pydict(columns, schema=predictions_schema(class_names))
-
-
-def rejections_table(rows: list[tuple[str, str | None, int | None, str]], model_version: str) -> pa.Table:
-    """Rejection rows from (path, sha256 or None, bytes or None, reason) tuples."""
-    now = datetime.fromisoformat(now_utc())
-    columns = {
-        "path": [row[0] for row in rows],
-        "sha256": [row[1] for row in rows],
-        "bytes": [row[2] for row in rows],
-        "reason": [row[3] for row in rows],
-        "model_version": [model_version] * len(rows),
-        "rejected_at": [now] * len(rows),
-    }
-    return pa.Table.from_pydict(columns, schema=REJECTION_SCHEMA)
+    def warnings(self, drop_name: str) -> list[str]:
+        """One sentence per finding a person should know of: parts adopted, set aside, or written again."""
+        adopted = f"drop {drop_name}: the ledger did not know {len(self.adopted)} parts; read their rows back into it"
+        lines = [adopted] if self.adopted else []
+        lines += [
+            f"drop {drop_name}: an unreadable part the ledger did not know was moved to {path}"
+            for path in self.set_aside
+        ]
+        for folder in self.lost_folders:
+            parts = [repair for repair in self.repaired if repair.part.parent == folder]
+            rows = sum(repair.rows for repair in parts)
+            lines.append(
+                f"drop {drop_name}: its output folder {folder} was lost; its committed rows ({rows} in "
+                f"{len(parts)} part{'' if len(parts) == 1 else 's'}) were written again from the scoring ledger"
+            )
+            lines += [repair.warning(drop_name) for repair in parts if repair.problem]
+        lost = set(self.lost_folders)
+        lines += [repair.warning(drop_name) for repair in self.repaired if repair.part.parent not in lost]
+        return lines

@@ -26,18 +26,18 @@ take a transaction-wide advisory lock, so two runs reserving at once never both 
 
 from __future__ import annotations
 
-import os
-import socket
+import sqlite3
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, RootTransaction, delete, func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from visionflow.ledger.reservation_owners import end_owner, owner_gone, take_over
+from visionflow.ledger.reservation_owners import reservation_owner as reservation_owner
 from visionflow.ledger.statements import LOOKUP_CHUNK, DriverStatement, ledger_statements, lookup_values
 from visionflow.ledger.store import (
     SQLITE,
@@ -49,10 +49,6 @@ from visionflow.ledger.store import (
     parts,
     reservations,
 )
-
-# A reservation held by a run on another host counts as abandoned after this long, in seconds;
-# on this host, a reservation counts as abandoned as soon as its process is gone.
-RESERVATION_STALE_SECONDS = 3600.0
 
 # The PostgreSQL advisory lock (any 64-bit number no other application on the database uses) that
 # makes reserving contents one run at a time, as SQLite's BEGIN IMMEDIATE does: "vflw-rsv".
@@ -71,8 +67,8 @@ class PredictionLedger:
         self._sqlite = self.url.get_backend_name() == SQLITE
         self._engine = open_engine(self.url)
         self._statements = ledger_statements(self._engine)
-        with self._explained(opening=True):
-            self._connection = self._engine.connect()
+        self._connection: Connection | None = None
+        self._connected()
         try:
             # Under the writers' lock, so that runs opening a new ledger at once create it once.
             with self._transaction(exclusive=True) as connection:
@@ -88,9 +84,16 @@ class PredictionLedger:
         self.close()
 
     def close(self) -> None:
-        if hasattr(self, "_connection"):
+        if getattr(self, "_connection", None) is not None:
             self._connection.close()
         self._engine.dispose()
+
+    def _connected(self) -> Connection:
+        """The ledger's connection; a new one when a failed write left the last one unusable."""
+        if self._connection is None:
+            with self._explained(opening=True):
+                self._connection = self._engine.connect()
+        return self._connection
 
     def known_probabilities(self, sha256s: Iterable[str], model_version: str) -> dict[str, tuple[np.ndarray, str]]:
         """(probabilities, scored_at) of every given content this model has already scored."""
@@ -117,9 +120,27 @@ class PredictionLedger:
 
     def parts(self, drop_name: str, kind: str, state: str = COMMITTED) -> set[str]:
         """Names of this drop's part files of one kind in one state (committed, or pending)."""
+        return set(self.part_sizes(drop_name, kind, state))
+
+    def part_sizes(self, drop_name: str, kind: str, state: str = COMMITTED) -> dict[str, int]:
+        """The rows each of this drop's part files of one kind in one state holds, by part name."""
         columns = parts.c
-        query = select(columns.name).where(columns.drop_name == drop_name, columns.kind == kind, columns.state == state)
-        return {name for (name,) in self._rows(query)}
+        wanted = (columns.drop_name == drop_name, columns.kind == kind, columns.state == state)
+        return {name: int(rows) for name, rows in self._rows(select(columns.name, columns.rows).where(*wanted))}
+
+    def part_rows(self, drop_name: str, part_names: Collection[str]) -> dict[str, list[tuple[str, str, str, str]]]:
+        """(path, sha256 or '', model_version, outcome) of every row the ledger files under each of
+        the named parts of a drop: what a lost or damaged part file is written again from."""
+        columns = drop_files.c
+        found: dict[str, list[tuple[str, str, str, str]]] = {name: [] for name in part_names}
+        names = sorted(found)
+        for start in range(0, len(names), LOOKUP_CHUNK):
+            query = select(columns.part, columns.path, columns.sha256, columns.model_version, columns.outcome).where(
+                columns.drop_name == drop_name, columns.part.in_(names[start : start + LOOKUP_CHUNK])
+            )
+            for part, *row in self._rows(query):
+                found[part].append(tuple(row))
+        return found
 
     def reserve_part(self, drop_name: str, kind: str, part_name: str) -> None:
         """Record a part as pending before its file is written, so a run killed before the commit
@@ -150,15 +171,18 @@ class PredictionLedger:
                     elif owner_gone(holder, reserved_at, now):
                         abandoned.setdefault(holder, []).append(sha256)
                 for holder, contents in abandoned.items():
-                    held |= _take_over(connection, contents, model_version, holder, owner, now)
+                    held |= take_over(connection, contents, model_version, holder, owner, now)
         return held
 
     def release_contents(self, owner: str) -> None:
         """Drop every reservation of owner (its run has committed or given up on those contents)."""
         # Under the reservations' lock: a run taking over these rows meanwhile would otherwise wait
         # for this one while it waits for that run, a deadlock on PostgreSQL.
-        with self._transaction(exclusive=True) as connection:
-            connection.execute(delete(reservations).where(reservations.c.owner == owner))
+        try:
+            with self._transaction(exclusive=True) as connection:
+                connection.execute(delete(reservations).where(reservations.c.owner == owner))
+        finally:
+            end_owner(owner)  # Rows a failed DELETE leaves are taken over, even by a run in this process.
 
     def forget_part(self, drop_name: str, kind: str, part_name: str) -> None:
         """Remove a pending part's record, once its file is gone."""
@@ -201,10 +225,10 @@ class PredictionLedger:
         """All rows of a read (a statement, or a DriverStatement with its values), with errors about
         the database itself explained. On SQLite each read stands alone, as the driver runs it; on
         PostgreSQL its transaction ends with it."""
-        with self._explained(), self._connection.begin():
+        with self._transaction(write=False) as connection:
             if isinstance(query, DriverStatement):
-                return self._run(self._connection, query, values).all()
-            return self._connection.execute(query).all()
+                return self._run(connection, query, values).all()
+            return connection.execute(query).all()
 
     @staticmethod
     def _run(connection: Connection, statement: DriverStatement, values: tuple | list[tuple]):
@@ -213,23 +237,40 @@ class PredictionLedger:
         return connection.exec_driver_sql(statement.sql, parameters)
 
     @contextmanager
-    def _transaction(self, exclusive: bool = False) -> Iterator[Connection]:
-        """One write transaction, committed at the end and rolled back on any error; the error
-        raised is the one that happened, never a failed rollback's (SQLite may already have rolled
-        back a full disk). exclusive: one such transaction at a time on PostgreSQL too."""
+    def _transaction(self, exclusive: bool = False, write: bool = True) -> Iterator[Connection]:
+        """One transaction, committed at the end and rolled back on any error, its COMMIT's
+        included (a full disk often fails only there); the error raised is the one that happened,
+        never a failed rollback's. exclusive: one such transaction at a time on PostgreSQL too;
+        write=False: a read, which on SQLite takes no writers' lock."""
         with self._explained():
-            transaction = self._connection.begin()
+            connection = self._connected()
+            transaction = connection.begin()
             try:
-                if self._sqlite:
-                    self._connection.exec_driver_sql("BEGIN IMMEDIATE")
+                if self._sqlite and write:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
                 elif exclusive:
-                    self._connection.execute(select(func.pg_advisory_xact_lock(RESERVATION_LOCK)))
-                yield self._connection
+                    connection.execute(select(func.pg_advisory_xact_lock(RESERVATION_LOCK)))
+                yield connection
+                transaction.commit()
             except BaseException:
-                with suppress(SQLAlchemyError):  # The connection is gone; the error that happened says more.
-                    transaction.rollback()
+                self._roll_back(transaction)
                 raise
-            transaction.commit()
+
+    def _roll_back(self, transaction: RootTransaction) -> None:
+        """End a failed transaction so that the ledger's next read or write works; when the
+        connection cannot be brought back to no transaction, it is dropped and the next use opens
+        a new one. After a failed COMMIT SQLAlchemy sends no ROLLBACK, and SQLite may or may not
+        have rolled back itself (it does for some full disks), so the driver is asked directly."""
+        try:
+            transaction.rollback()
+            driver = self._connection.connection.driver_connection
+            if self._sqlite and driver.in_transaction:
+                driver.rollback()
+        except (SQLAlchemyError, sqlite3.Error):
+            connection, self._connection = self._connection, None
+            with suppress(SQLAlchemyError, sqlite3.Error):  # The error that happened says more.
+                connection.invalidate()
+                connection.close()
 
     @contextmanager
     def _explained(self, opening: bool = False) -> Iterator[None]:
@@ -246,45 +287,6 @@ class PredictionLedger:
 def _blob(probabilities: np.ndarray) -> bytes:
     """A prediction's probabilities as the ledger keeps them: float32 values, in the model's class order."""
     return np.asarray(probabilities, dtype=np.float32).tobytes()
-
-
-def _take_over(
-    connection: Connection, contents: list[str], model_version: str, holder: str, owner: str, now: float
-) -> set[str]:
-    """Move to owner the reservations of a run that is gone; return those owner now holds.
-
-    The UPDATE names the old holder, so a reservation another run took over first, or its holder
-    released meanwhile, stays as it is: what the row count does not account for is looked up.
-    """
-    columns = reservations.c
-    matching = (columns.model_version == model_version, columns.sha256.in_(contents))
-    moved = connection.execute(
-        update(reservations).where(*matching, columns.owner == holder).values(owner=owner, reserved_at=now)
-    )
-    if moved.rowcount == len(contents):
-        return set(contents)
-    return {sha256 for (sha256,) in connection.execute(select(columns.sha256).where(*matching, columns.owner == owner))}
-
-
-def reservation_owner() -> str:
-    """A name for this run's reservations: host, process id and a token of its own."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-
-
-def owner_gone(owner: str, reserved_at: float, now: float) -> bool:
-    """True when the run that holds a reservation has ended: its process is gone (this host), or
-    the reservation is older than RESERVATION_STALE_SECONDS (another host)."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-    return now - reserved_at > RESERVATION_STALE_SECONDS
 
 
 def part_files(folder: Path) -> list[Path]:

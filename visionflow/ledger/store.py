@@ -10,6 +10,8 @@ cannot be reached) are told as such, naming the ledger with its password hidden.
 
 from __future__ import annotations
 
+import errno
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -43,6 +45,12 @@ BUSY_TIMEOUT_SECONDS = 60
 CONNECT_TIMEOUT_SECONDS = 10
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
+
+# SQLite tells a full disk as "database or disk is full" only where a write says so; growing its
+# shared-memory index (32 KiB at a time) or syncing on a full disk fails as "disk I/O error"
+# instead. Such an error, with less than this many bytes free beside the ledger (16 MiB), is
+# told as a full disk.
+NEARLY_FULL_BYTES = 16 * 1024 * 1024
 
 METADATA = MetaData()
 
@@ -131,7 +139,12 @@ def shown(url: URL) -> str:
 def open_engine(url: URL) -> Engine:
     """An engine for the ledger's database; SQLite set up for many processes writing in turn."""
     if url.get_backend_name() == SQLITE:
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            raise ledger_error(url, error) from error
         engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
         event.listen(engine, "connect", _prepare_sqlite)
         return engine
@@ -179,8 +192,13 @@ def ledger_error(url: URL, error: Exception, opening: bool = False) -> Exception
     cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
     text = " ".join(str(cause).split())
     where = url.database if url.get_backend_name() == SQLITE else shown(url)
-    # SQLite says "database or disk is full"; PostgreSQL's disk_full is SQLSTATE 53100.
-    if (url.get_backend_name() == SQLITE and "full" in text) or getattr(cause, "sqlstate", None) == "53100":
+    # SQLite says "database or disk is full" (or an I/O error, see NEARLY_FULL_BYTES); the file
+    # system, ENOSPC; PostgreSQL's disk_full is SQLSTATE 53100.
+    if (
+        (url.get_backend_name() == SQLITE and ("full" in text or _io_error_on_a_full_disk(cause, url.database)))
+        or getattr(cause, "errno", None) == errno.ENOSPC
+        or getattr(cause, "sqlstate", None) == "53100"
+    ):
         return NoSpaceError(
             f"the disk holding the scoring ledger {where} is full ({text}); free some space and run the same "
             "command again: parts committed before are kept, and the rest is scored then"
@@ -199,6 +217,19 @@ def ledger_error(url: URL, error: Exception, opening: bool = False) -> Exception
             "password and database, then run the same command again: parts committed before are kept"
         )
     return error
+
+
+def _io_error_on_a_full_disk(cause: BaseException, database: str) -> bool:
+    """True for SQLite's "disk I/O error" on a file system with less than NEARLY_FULL_BYTES free."""
+    if not (getattr(cause, "sqlite_errorname", None) or "").startswith("SQLITE_IOERR"):
+        return False
+    folder = Path(database).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 def _lost_connection(error: Exception, opening: bool) -> bool:
