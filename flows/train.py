@@ -93,7 +93,7 @@ def train_flow(
             instead of what the recipe chose for this machine; empty keeps the recipe's.
         widths: Filters of each block of the network (its conv_filters), e.g. [24, 96, 96], instead of the
             recipe's; empty keeps the recipe's.
-        machine_kind: Size the recipe for this kind of machine ("gpu", "cpu-bfloat16", "cpu-avx512",
+        machine_kind: Size the recipe for this kind of machine ("gpu", "cpu-amx", "cpu-avx512-bf16", "cpu-avx512",
             "cpu-avx2") instead of the one training runs on, e.g. to reproduce a model of another machine;
             empty reads the machine.
         with_labels: Train on the data plus every accepted label of the labels store (`visionflow labels

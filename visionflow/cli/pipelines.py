@@ -29,6 +29,7 @@ from visionflow.cli.common import (
     validated_config,
 )
 from visionflow.cli.pipeline_summaries import evaluate_lines, ingest_lines, score_lines, train_lines
+from visionflow.network.hardware import MachineKind
 
 # What the train, evaluate and score flows import late (Keras in their model stages, Great
 # Expectations in their contracts); prepare() starts importing them at once (see its docstring).
@@ -155,7 +156,7 @@ def train(
         ),
     ] = None,
     machine_kind: Annotated[
-        Literal["gpu", "cpu-bfloat16", "cpu-avx512", "cpu-avx2"] | None,
+        MachineKind | None,
         typer.Option(
             help="Size the recipe for this kind of machine instead of this one (to reproduce another's model).",
             show_default="this machine's, from its CPU flags and GPUs",

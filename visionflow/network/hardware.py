@@ -2,9 +2,10 @@
 need to know: the facts (CPU flags, cores, GPUs, oneDNN's instruction cap) and the kind they make.
 
 The kind is what a recipe is sized for (tasks/train/recipe/machine_recipes.py): a CPU whose matrix or
-vector units compute in bfloat16 (AMX, AVX-512 BF16) trains the airbench-style network about twice as
-fast as one that computes in float32 only (AVX-512, or AVX2), so the two need different recipes to stay
-within the `seed` network's training time. TensorFlow is imported only to list GPUs, so the registry can
+vector units compute in bfloat16 (AMX tiles, AVX-512 BF16) trains the airbench-style network at up to
+twice the rate of one that computes in float32 only (AVX-512, or AVX2), and AMX's tiles faster still,
+while `seed`'s small float32 network gains from neither; so each needs its own recipe to stay within
+`seed`'s training time. TensorFlow is imported only to list GPUs, so the registry can
 read these records without it.
 """
 
@@ -17,10 +18,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-# "gpu": at least one GPU that TensorFlow sees. "cpu-bfloat16": a CPU with bfloat16 units (flags
-# amx_bf16 or avx512_bf16). "cpu-avx512": AVX-512 in float32 only. "cpu-avx2": AVX2 or less.
-MachineKind = Literal["gpu", "cpu-bfloat16", "cpu-avx512", "cpu-avx2"]
-MACHINE_KINDS: tuple[MachineKind, ...] = ("gpu", "cpu-bfloat16", "cpu-avx512", "cpu-avx2")
+# "gpu": at least one GPU that TensorFlow sees. "cpu-amx": a CPU with AMX tiles for bfloat16 (flag
+# amx_bf16), bfloat16 matrix units. "cpu-avx512-bf16": AVX-512 vectors that compute bfloat16 (flag
+# avx512_bf16), no tiles. "cpu-avx512": AVX-512 in float32 only. "cpu-avx2": AVX2 or less.
+MachineKind = Literal["gpu", "cpu-amx", "cpu-avx512-bf16", "cpu-avx512", "cpu-avx2"]
+MACHINE_KINDS: tuple[MachineKind, ...] = ("gpu", "cpu-amx", "cpu-avx512-bf16", "cpu-avx512", "cpu-avx2")
+BFLOAT16_KINDS: tuple[MachineKind, ...] = ("cpu-amx", "cpu-avx512-bf16")
 
 # The CPU flags the kind depends on; the facts keep only these, so a record stays short.
 KNOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -57,6 +60,10 @@ def _isa_cap_allows_bfloat16(cap: str | None) -> bool:
     return cap is None or cap.upper() in _UNCAPPED_ISA or any(mark in cap.upper() for mark in _BFLOAT16_ISA_MARKS)
 
 
+def _isa_cap_allows_amx(cap: str | None) -> bool:
+    return cap is None or cap.upper() in _UNCAPPED_ISA or "AMX" in cap.upper()
+
+
 def _isa_cap_allows_avx512(cap: str | None) -> bool:
     return _isa_cap_allows_bfloat16(cap) or str(cap).upper().startswith("AVX512")
 
@@ -66,8 +73,10 @@ def machine_kind(facts: MachineFacts) -> MachineKind:
     if facts.gpus:
         return "gpu"
     flags = set(facts.flags)
+    if "amx_bf16" in flags and _isa_cap_allows_amx(facts.onednn_max_isa):
+        return "cpu-amx"
     if flags & BFLOAT16_FLAGS and _isa_cap_allows_bfloat16(facts.onednn_max_isa):
-        return "cpu-bfloat16"
+        return "cpu-avx512-bf16"
     if "avx512f" in flags and _isa_cap_allows_avx512(facts.onednn_max_isa):
         return "cpu-avx512"
     return "cpu-avx2"
@@ -78,7 +87,7 @@ def computes_bfloat16_natively(facts: MachineFacts) -> bool:
     bfloat16 units that oneDNN may use."""
     if facts.gpus:
         return any(tuple(gpu.compute_capability) >= (8, 0) for gpu in facts.gpus)
-    return machine_kind(facts) == "cpu-bfloat16"
+    return machine_kind(facts) in BFLOAT16_KINDS
 
 
 def _cpuinfo_field(cpuinfo: str, name: str) -> str | None:

@@ -40,7 +40,7 @@ AMX_LARGEST_SIDE = 7
 def largest_patch_gradient_side() -> int:
     """Largest input side (pixels) for the shifted products on this machine; 0 for none."""
     facts = read_machine_facts()
-    if machine_kind(facts) != "cpu-bfloat16" or "amx_bf16" not in facts.flags:
+    if machine_kind(facts) != "cpu-amx":
         return 0
     return AMX_LARGEST_SIDE
 

@@ -15,6 +15,7 @@ from visionflow.images.imaging import ImageSpec
 from visionflow.images.splits import DatasetMetadata, DatasetRecord, split_schema
 from visionflow.models.champion_pointer import read_champion
 from visionflow.models.evaluation_metrics import EvaluationMetrics
+from visionflow.network.hardware import MACHINE_KINDS
 from visionflow.tasks.train.evaluate_model import EvaluationResult
 from visionflow.tasks.train.gate_model import GateDecision
 from visionflow.tasks.train.recipe.presets import resolve_preset
@@ -97,7 +98,7 @@ def test_the_task_registers_everything_and_promotes_as_the_gate_decided(candidat
         "preset", "hyperparameters", "seed", "precision", "epochs_run", "train_seconds", "train_images_per_second",
         "metrics", "packages", "git_commit", "gate", "registered_at", "version", "exports", "machine",
     ], "metadata.json keeps its fields, in the order registries have always held them, new ones last"  # fmt: skip
-    assert stored["machine"]["kind"] in ("gpu", "cpu-bfloat16", "cpu-avx512", "cpu-avx2")
+    assert stored["machine"]["kind"] in MACHINE_KINDS
     assert stored["exports"] is None, "registered without an export, it scores on Keras"
     assert stored["metrics"] == {"accuracy": 0.75, "macro_precision": 0.7, "macro_recall": 0.75, "macro_f1": 0.72,
                                  "per_class": []}  # fmt: skip

@@ -24,16 +24,17 @@ ZEN3 = ["avx2", "fma"]
 @pytest.mark.parametrize(
     ("flags", "cap", "kind"),
     [
-        (AMX, None, "cpu-bfloat16"),
-        (ZEN4, None, "cpu-bfloat16"),
+        (AMX, None, "cpu-amx"),
+        (ZEN4, None, "cpu-avx512-bf16"),
         (SKYLAKE_X, None, "cpu-avx512"),
         (ZEN3, None, "cpu-avx2"),
         ([], None, "cpu-avx2"),
         # oneDNN capped below bfloat16 computes in float32 whatever the flags say.
         (ZEN4, "AVX2", "cpu-avx2"),
         (AMX, "avx512_core", "cpu-avx512"),
-        (AMX, "AVX512_CORE_AMX", "cpu-bfloat16"),
-        (ZEN4, "ALL", "cpu-bfloat16"),
+        (AMX, "AVX512_CORE_AMX", "cpu-amx"),
+        (AMX, "AVX512_CORE_BF16", "cpu-avx512-bf16"),
+        (ZEN4, "ALL", "cpu-avx512-bf16"),
         (ZEN3, "AVX512_CORE_BF16", "cpu-avx2"),
     ],
     ids=[
@@ -45,6 +46,7 @@ ZEN3 = ["avx2", "fma"]
         "bf16-capped-avx2",
         "amx-capped-avx512",
         "amx-cap-allows",
+        "amx-capped-avx512-bf16",
         "cap-all",
         "cap-above-the-cpu",
     ],  # fmt: skip
@@ -52,7 +54,7 @@ ZEN3 = ["avx2", "fma"]
 def test_the_kind_follows_the_flags_and_the_onednn_cap(flags, cap, kind):
     facts = MachineFacts(flags=flags, onednn_max_isa=cap)
     assert machine_kind(facts) == kind
-    assert computes_bfloat16_natively(facts) == (kind == "cpu-bfloat16")
+    assert computes_bfloat16_natively(facts) == (kind in ("cpu-amx", "cpu-avx512-bf16"))
 
 
 def test_a_gpu_makes_a_gpu_machine_and_bfloat16_needs_ampere_or_newer():
@@ -81,8 +83,10 @@ def test_this_machines_kind_is_the_one_its_flags_give(monkeypatch):
     assert set(facts.flags) == flags & set(hardware.KNOWN_FLAGS) and facts.cores >= 1 and facts.cpu
     if facts.gpus:
         expected = "gpu"
-    elif flags & {"amx_bf16", "avx512_bf16"}:
-        expected = "cpu-bfloat16"
+    elif "amx_bf16" in flags:
+        expected = "cpu-amx"
+    elif "avx512_bf16" in flags:
+        expected = "cpu-avx512-bf16"
     elif "avx512f" in flags:
         expected = "cpu-avx512"
     else:

@@ -14,17 +14,27 @@ from visionflow.tasks.train.train_model import training_run_dir
 
 ZEN3 = MachineFacts(cpu="AMD EPYC 7763", generation="family 25 model 1", cores=2, flags=["avx2", "fma"])
 ZEN4 = MachineFacts(cpu="AMD EPYC", cores=2, flags=["avx2", "avx512_bf16", "avx512f", "fma"])
+SAPPHIRE_RAPIDS = MachineFacts(
+    cpu="Intel Xeon", cores=2, flags=["amx_bf16", "amx_tile", "avx2", "avx512_bf16", "avx512f"]
+)
 SKYLAKE_X = MachineFacts(cpu="Intel Xeon", cores=2, flags=["avx2", "avx512f", "fma"])
 GPU = MachineFacts(flags=["avx2"], gpus=[GpuFacts(name="GPU:0", compute_capability=[9, 0])])
 
 
-def test_a_bfloat16_cpu_and_a_gpu_train_the_presets_as_they_are():
-    for facts in (ZEN4, GPU):
+def test_a_cpu_with_amx_and_a_gpu_train_the_presets_as_they_are():
+    for facts in (SAPPHIRE_RAPIDS, GPU):
         for name, preset in PRESETS.items():
             resolved = resolve_preset(name, machine=facts)
             assert (resolved.model, resolved.train) == (preset.model, preset.train)
             assert resolved.machine.changes == [] and resolved.machine.chosen_by == "machine"
     assert resolve_preset("default", machine=GPU).machine.kind == "gpu"
+
+
+def test_avx512_bf16_without_tiles_trains_default_one_epoch_shorter():
+    resolved = resolve_preset("default", machine=ZEN4)
+    assert resolved.machine.kind == "cpu-avx512-bf16" and resolved.train.epochs == PRESETS["default"].train.epochs - 1
+    assert resolved.model == PRESETS["default"].model, "the network and its bfloat16 compute stay"
+    assert resolve_preset("large", machine=ZEN4).train == PRESETS["large"].train
 
 
 @pytest.mark.parametrize("facts", [ZEN3, SKYLAKE_X], ids=["avx2", "avx512"])
@@ -76,7 +86,7 @@ def test_a_named_kind_sizes_the_recipe_for_it_on_any_machine():
 def test_the_same_kind_gives_the_same_run_folder_and_another_kind_another(tmp_path: Path):
     fingerprint = "ab" * 32
     zen3, other_zen3 = resolve_preset("default", machine=ZEN3), resolve_preset("default", machine=SKYLAKE_X)
-    zen4 = resolve_preset("default", machine=ZEN4)
+    zen4 = resolve_preset("default", machine=SAPPHIRE_RAPIDS)
     assert training_run_dir(tmp_path, fingerprint, zen3) == training_run_dir(tmp_path, fingerprint, other_zen3)
     assert training_run_dir(tmp_path, fingerprint, zen3) != training_run_dir(tmp_path, fingerprint, zen4)
 
