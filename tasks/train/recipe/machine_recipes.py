@@ -36,9 +36,10 @@ class KindChanges(BaseModel):
 # Its cost is mostly the first two blocks at 31 and 15 pixels a side: widths 24, 64, 128 train 2.0x the
 # images per second of 32, 128, 128 under oneDNN's AVX2 kernels (1.00x `seed`'s rate against 0.51x), and
 # reached 0.851 in eight epochs, where 24, 96, 96 reached 0.853 at 0.78x `seed`'s rate and 16, 64, 128
-# 0.848 in nine (CIFAR-10, seed 0; docs/experiments/2026-12-07-machine-kinds.md). `large` and `xlarge`
-# take the network and epochs one step down the bfloat16 ladder, so each stays about as far from `seed`
-# as on a bfloat16 CPU.
+# 0.848 in nine (CIFAR-10, seed 0; docs/experiments/2026-12-07-machine-kinds.md); nine epochs reached
+# 0.8532 over two seeds in 0.92x `seed`'s training time with oneDNN capped at AVX2 (docs/BENCHMARKS.md).
+# `large` and `xlarge` take the network and epochs one step down the bfloat16 ladder (about 1.9x and 3x
+# `seed`'s time there by their step rates), so each stays about as far from `seed` as on a bfloat16 CPU.
 _FLOAT32_CPU: dict[str, KindChanges] = {
     "default": KindChanges(model={"precision": "float32", "conv_filters": [24, 64, 128]}, train={"epochs": 9}),
     "large": KindChanges(
@@ -55,8 +56,9 @@ RECIPES_BY_KIND: dict[MachineKind, dict[str, KindChanges]] = {
     # A GPU and a CPU with AMX tiles train the presets as they are (mixed bfloat16 where the hardware has it).
     "gpu": {},
     "cpu-amx": {},
-    # AVX-512 BF16 without tiles: `default`'s ten epochs took 1.05 to 1.10x `seed`'s training time on an AMD
-    # EPYC of this kind; nine keep it within `seed`'s time for about 0.3 points (docs/BENCHMARKS.md).
+    # AVX-512 BF16 without tiles: `default`'s ten epochs took 1.08x `seed`'s training time on an AMD EPYC of
+    # this kind (0.8700, two seeds); nine took 1.02x in another run (0.8740, seed 0), level within the
+    # noise of `seed`'s own time (docs/BENCHMARKS.md).
     "cpu-avx512-bf16": {"default": KindChanges(train={"epochs": 9})},
     "cpu-avx512": _FLOAT32_CPU,
     "cpu-avx2": _FLOAT32_CPU,
