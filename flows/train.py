@@ -20,6 +20,7 @@ from visionflow.home import resolve_home
 from visionflow.models.metadata_records import LabelsSnapshotRecord
 from visionflow.models.model_export import ExportConfig
 from visionflow.network.hardware import MachineKind
+from visionflow.network.model_config import Precision
 from visionflow.tasks.ingest.add_labels import LabelsUse, add_labels_task, read_labels_task
 from visionflow.tasks.ingest.prepare_source import source_folders
 from visionflow.tasks.train.check_new_labels import check_new_labels_task
@@ -29,7 +30,6 @@ from visionflow.tasks.train.gate_model import GateConfig, gate_model_task
 from visionflow.tasks.train.recipe.distribution import check_distribution
 from visionflow.tasks.train.recipe.presets import (
     Distribution,
-    Precision,
     network_overrides,
     preset_overrides,
     resolve_preset,

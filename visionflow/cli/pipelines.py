@@ -30,6 +30,7 @@ from visionflow.cli.common import (
 )
 from visionflow.cli.pipeline_summaries import evaluate_lines, ingest_lines, score_lines, train_lines
 from visionflow.network.hardware import MachineKind
+from visionflow.network.model_config import Precision
 
 # What the train, evaluate and score flows import late (Keras in their model stages, Great
 # Expectations in their contracts); prepare() starts importing them at once (see its docstring).
@@ -142,7 +143,7 @@ def train(
         ),
     ] = None,
     precision: Annotated[
-        Literal["auto", "float32", "mixed_bfloat16"] | None,
+        Precision | None,
         typer.Option(
             help="Compute precision: bfloat16 where the hardware has it (auto), float32, or mixed_bfloat16.",
             show_default="the recipe's for this machine",

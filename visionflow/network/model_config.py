@@ -6,6 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+# The compute precision (ModelConfig.precision): "auto" (bfloat16 where the hardware has it), or one Keras policy.
+Precision = Literal["auto", "float32", "mixed_bfloat16"]
+
 
 class ModelConfig(BaseModel):
     """The network's architecture and the layers that sit in front of it."""
@@ -58,4 +61,4 @@ class ModelConfig(BaseModel):
     horizontal_flip: bool = True  # Mirror half of the training images left to right.
     # "auto": bfloat16 compute with float32 weights when the hardware does bfloat16 natively
     # (CPU flags avx512_bf16 or amx_bf16, or a GPU of compute capability 8.0 or newer), else float32.
-    precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
+    precision: Precision = "auto"

@@ -18,10 +18,9 @@ from visionflow.errors import InvalidSettingError, first_validation_problem
 from visionflow.models.metadata_records import MachineChoiceRecord
 from visionflow.network.build_model import ModelConfig
 from visionflow.network.hardware import MachineFacts, MachineKind, read_machine_facts
+from visionflow.network.model_config import Precision
 from visionflow.tasks.train.recipe.machine_recipes import choose_recipe
 
-# The compute precision a run may ask for (ModelConfig.precision).
-Precision = Literal["auto", "float32", "mixed_bfloat16"]
 # How training spreads over devices (tasks/train/recipe/distribution.py, docs/SCALING.md).
 Distribution = Literal["auto", "none", "mirrored", "multi-worker"]
 
