@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint docs bench-ingest bench-score bench-presets bench-ablation bench-frontier clean
+.PHONY: demo test test-fast lint docs team-up team-down bench-ingest bench-score bench-presets bench-ablation bench-frontier clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ test-fast: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check visionflow flows tasks data_contracts deployments tests benchmarks
 	$(BIN)/ruff format --check visionflow flows tasks data_contracts deployments tests benchmarks
+
+# Prefect in high availability on this machine, all on 127.0.0.1 (docs/SCALING.md#high-availability):
+# PostgreSQL, Redis, two API servers behind HAProxy on port 4200, the services, the deployments, a
+# worker and the inbox watcher; state under VISIONFLOW_HOME/team. `team-up` again restarts a lost piece.
+team-up: $(VENV)/.installed-dev
+	$(BIN)/python -m visionflow.deployments.team_stack up
+
+team-down: $(VENV)/.installed-dev
+	$(BIN)/python -m visionflow.deployments.team_stack down
 
 # The documentation site (mkdocs.yml, docs/) into site/. --strict makes a broken link, an anchor
 # that is not there or a page missing from the nav an error; the variable silences the theme's
