@@ -28,7 +28,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m "not e2e and not label_studio"
+	$(BIN)/python -m pytest -m "not e2e and not label_studio and not team_ha"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check visionflow flows tasks data_contracts deployments tests benchmarks

@@ -114,8 +114,8 @@ def serve(
         else:
             typer.echo(f"visionflow is serving: UI at {ready['ui_url']}; drop folders into {ready['inbox']}")
             every = config.score_every_seconds
-            typer.echo(f"deployments: train (cron {config.train_cron}), score-drops (every {every} s and when "
-                       "drops are ready), score, review, ingest, evaluate, promote, rollback; Ctrl-C stops")  # fmt: skip
+            schedules = f"train (cron {config.train_cron}), score-drops (every {every} s and when drops are ready)"
+            typer.echo(f"deployments: {schedules}, score, review, ingest, evaluate, promote, rollback; Ctrl-C stops")
 
     record_command()  # Served runs record who started them.
     start_reaper()  # The server and the flow runs it starts end with it, even after a SIGKILL.
