@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint docs team-up team-down bench-ingest bench-score bench-presets bench-ablation bench-frontier clean
+.PHONY: demo test test-fast lint docs team-up team-down bench-ingest bench-score bench-presets bench-ablation bench-frontier bench-team-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,10 @@ lint: $(VENV)/.installed-dev
 
 # Prefect in high availability on this machine, all on 127.0.0.1 (docs/SCALING.md#high-availability):
 # PostgreSQL, Redis, two API servers behind HAProxy on port 4200, the services, the deployments, a
-# worker and the inbox watcher; state under VISIONFLOW_HOME/team. `team-up` again restarts a lost piece.
+# worker and the inbox watcher; state under VISIONFLOW_HOME/team. `team-up` again restarts a lost piece;
+# WORKERS=2 starts two process workers (and lets two score-drops runs go at once).
 team-up: $(VENV)/.installed-dev
-	$(BIN)/python -m visionflow.deployments.team_stack up
+	$(BIN)/python -m visionflow.deployments.team_stack up $(if $(WORKERS),--workers $(WORKERS))
 
 team-down: $(VENV)/.installed-dev
 	$(BIN)/python -m visionflow.deployments.team_stack down
@@ -77,6 +78,11 @@ bench-ablation: $(VENV)/.installed
 # prefix ONEDNN_MAX_CPU_ISA=AVX2 to train as an AVX2-only CPU would).
 bench-frontier: $(VENV)/.installed
 	$(BIN)/python benchmarks/frontier_benchmark.py --data ../shared/datasets/cifar10 --seeds 0 1 --plot-dir docs
+
+# 300 drops of 10 images through the team stack with two workers, beside `visionflow serve` on the
+# same drops and model (docs/SCALING.md#load-on-the-team-set-up; about 13 minutes on 2 cores).
+bench-team-load: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/team_load_benchmark.py --drops 300 --images 10
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -2,10 +2,10 @@
 
 The self-hosted layout Prefect documents for several servers, bound to 127.0.0.1: PostgreSQL,
 Redis, two API servers without services behind HAProxy, the background services on their own,
-then `visionflow deploy` through the balancer, a process worker on its pool and the inbox watcher
-of `visionflow serve`. `up` starts whatever is not running (run it again to bring back a lost API
-server), `down` stops everything it recorded and checks that nothing is left, `status` tells
-what runs and answers. docs/SCALING.md#high-availability shows it at work.
+then `visionflow deploy` through the balancer, process workers on its pool (one, or --workers N)
+and the inbox watcher of `visionflow serve`. `up` starts whatever is not running (run it again to
+bring back a lost API server), `down` stops everything it recorded and checks that nothing is
+left, `status` tells what runs and answers. docs/SCALING.md#high-availability shows it at work.
 """
 
 from __future__ import annotations
@@ -31,11 +31,9 @@ from visionflow.deployments.team_stack_processes import (
     stop_process,
     wait_for_ports_free,
 )
+from visionflow.deployments.team_stack_workers import deploy, start_worker
 from visionflow.errors import VisionflowError, first_validation_problem
 from visionflow.home import OFFLINE_DEFAULTS, resolve_home
-
-# Every piece, in the order `up` starts them; `down` stops them the other way round.
-PIECES = ("postgres", "redis", "api-1", "api-2", "services", "balancer", "worker", "inbox-watcher")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 HomeOption = Annotated[Path | None, typer.Option(help="The team's VISIONFLOW_HOME.", show_default="$VISIONFLOW_HOME")]
@@ -89,10 +87,12 @@ def bring_up(config: TeamStackConfig) -> list[PieceReport]:
     """Start every piece that is not running, in order, each once the ones it needs are ready."""
     check_tools()
     state = StackState.load(config.state_file)
-    running = {name for name in PIECES if is_running(state.processes.get(name))}
+    running = {name for name, item in state.processes.items() if is_running(item)}
     saved = config.state / "config.json"
     if running and saved.exists() and json.loads(saved.read_text())["base_port"] != config.base_port:
         raise VisionflowError(f"the stack in {config.state} runs on other ports: run `down` first")
+    if surplus := sorted(running - set(config.pieces)):
+        raise VisionflowError(f"the stack in {config.state} runs {', '.join(surplus)}: run `down` first for fewer")
     for name, port in config.ports().items():
         if name not in running and port_in_use(port):
             raise VisionflowError(f"port {port} ({name}) is in use on 127.0.0.1: choose another --base-port")
@@ -129,7 +129,7 @@ def bring_up(config: TeamStackConfig) -> list[PieceReport]:
     )
     ensure(["services"], lambda _: pieces.start_services(config))
     ensure(["balancer"], lambda _: pieces.start_balancer(config))
-    ensure(["worker"], lambda _: pieces.start_worker(config), before=lambda: pieces.deploy(config))
+    ensure(config.worker_pieces, lambda name: start_worker(config, name), before=lambda: deploy(config))
     ensure(["inbox-watcher"], lambda _: pieces.start_inbox_watcher(config))
     return reports
 
@@ -142,7 +142,7 @@ def take_down(config: TeamStackConfig) -> tuple[list[PieceReport], list[int], li
     state = StackState.load(config.state_file)
     ports = [item.port for item in state.processes.values() if item.port]
     reports, left = [], []
-    for name in reversed(PIECES):
+    for name in reversed([*config.pieces, *(name for name in state.processes if name not in config.pieces)]):
         item = state.processes.get(name)
         if not is_running(item):
             reports.append(PieceReport(name=name, state="not running"))
@@ -152,7 +152,7 @@ def take_down(config: TeamStackConfig) -> tuple[list[PieceReport], list[int], li
         if name == "postgres":
             killed, alive = pieces.stop_postgres(config, item)
         else:
-            killed, alive = stop_process(item, second_sigterm=name == "worker")
+            killed, alive = stop_process(item, second_sigterm=name.startswith("worker"))
         left += alive
         reports.append(PieceReport(name=name, state="killed" if killed else "stopped", pid=item.pid, port=item.port,
                                    seconds=round(time.monotonic() - started, 1)))  # fmt: skip
@@ -199,6 +199,7 @@ def up(
         typer.Option(help="The balancer's port; the next four are the APIs, Redis, PostgreSQL.", show_default="4200"),
     ] = None,  # fmt: skip
     pool: Annotated[str | None, typer.Option(help="The work pool.", show_default="visionflow")] = None,
+    workers: Annotated[int | None, typer.Option(help="Process workers on the pool.", show_default="1")] = None,
     settle_seconds: Annotated[float | None, typer.Option(help="Quiet seconds before a drop is ready.")] = None,
     allow_root: Annotated[list[Path] | None, typer.Option(help="A folder runs may read (repeatable).")] = None,
     deploy_option: Annotated[
@@ -206,9 +207,10 @@ def up(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Start PostgreSQL, Redis, two API servers, the services, HAProxy, deploy, the worker and the inbox watcher."""
+    """Start PostgreSQL, Redis, two API servers, the services, HAProxy, deploy, the workers and the inbox watcher."""
     started = time.monotonic()
-    given = {"base_port": base_port, "pool": pool, "settle_seconds": settle_seconds, "deploy_options": deploy_option,
+    given = {"base_port": base_port, "pool": pool, "workers": workers, "settle_seconds": settle_seconds,
+             "deploy_options": deploy_option,
              "allowed_roots": [root.expanduser().resolve() for root in allow_root] if allow_root else None}  # fmt: skip
     try:
         config = stack_config(home, state, {key: value for key, value in given.items() if value is not None})
@@ -216,8 +218,8 @@ def up(
     except (VisionflowError, ValueError) as error:
         fail(first_validation_problem(error).splitlines()[0], json_output)
     summary = report(config, reports, started)
-    emit(summary, json_output, f"team stack up in {summary.seconds} s: API and UI at {summary.ui_url} "
-                               f"(2 API servers behind HAProxy), work pool {config.pool}")  # fmt: skip
+    emit(summary, json_output, f"team stack up in {summary.seconds} s: API and UI at {summary.ui_url} (2 API "
+                               f"servers behind HAProxy), workers on pool {config.pool}: {config.workers}")  # fmt: skip
     if not json_output:
         typer.echo(f"drop folders into {summary.inbox}; logs in {config.logs}; stop with `make team-down`")
 
@@ -244,7 +246,7 @@ def status(home: HomeOption = None, state: StateOption = None, json_output: Json
     config = stack_config(home, state)
     processes = StackState.load(config.state_file).processes
     reports = []
-    for name in PIECES:
+    for name in config.pieces:
         item = processes.get(name)
         if not is_running(item):
             reports.append(PieceReport(name=name, state="not running", healthy=False))

@@ -2,7 +2,7 @@
 
 The stack (deployments/team_stack.py) runs on one machine, bound to 127.0.0.1: PostgreSQL, Redis,
 two Prefect API servers without services behind an HAProxy load balancer, Prefect's background
-services in a process of their own, a process worker and the inbox watcher. Every port derives
+services in a process of their own, process workers and the inbox watcher. Every port derives
 from one base port, and every file the stack keeps (databases, logs, process ids) lives in one
 state folder, VISIONFLOW_HOME/team unless given.
 """
@@ -25,7 +25,7 @@ from visionflow.ledger.inbox import InboxConfig
 
 SUPERUSER = "visionflow"  # The PostgreSQL role initdb creates; trust authentication, loopback only.
 PREFECT_DATABASE = "prefect"  # Prefect's own database: flow runs, deployments, events.
-LEDGER_DATABASE = "ledger"  # The scoring ledger every run of the stack's worker shares.
+LEDGER_DATABASE = "ledger"  # The scoring ledger every run of the stack's workers shares.
 API_SERVER_COUNT = 2
 # The stack sets these Prefect settings itself; values inherited from the shell would point the
 # pieces at another server, database or home.
@@ -44,7 +44,9 @@ class TeamStackConfig(BaseModel):
     state: Path  # Databases, logs and process ids of the stack.
     # The load balancer listens here; the two API servers, Redis and PostgreSQL on the next four ports.
     base_port: int = Field(default=4200, ge=1024, le=65530)
-    pool: str = "visionflow"  # The process work pool `visionflow deploy` creates and the worker serves.
+    pool: str = "visionflow"  # The process work pool `visionflow deploy` creates and the workers serve.
+    # Process workers on the pool, each a `prefect worker start` of its own; as many score-drops runs may go at once.
+    workers: int = Field(default=1, ge=1, le=8)
     # Quiet seconds before the inbox watcher counts a drop without _READY as ready.
     settle_seconds: float = Field(default=InboxConfig.model_fields["settle_seconds"].default, ge=0)
     poll_seconds: float = Field(default=2.0, gt=0)  # How often the inbox watcher looks, in seconds.
@@ -84,6 +86,16 @@ class TeamStackConfig(BaseModel):
     def state_file(self) -> Path:
         """The process records of the running pieces (deployments/team_stack_processes.py)."""
         return self.state / "processes.json"
+
+    @property
+    def worker_pieces(self) -> list[str]:
+        """The workers' piece names: "worker" (the name a one-worker stack has always had), "worker-2", ..."""
+        return ["worker", *(f"worker-{index}" for index in range(2, self.workers + 1))]
+
+    @property
+    def pieces(self) -> list[str]:
+        """Every piece, in the order `up` starts them; `down` stops them the other way round."""
+        return ["postgres", "redis", "api-1", "api-2", "services", "balancer", *self.worker_pieces, "inbox-watcher"]
 
     def ports(self) -> dict[str, int]:
         """Every port the stack listens on, by piece name."""
@@ -127,7 +139,7 @@ def server_environment(config: TeamStackConfig, prefect_home: Path) -> dict[str,
 
 
 def client_environment(config: TeamStackConfig, prefect_home: Path) -> dict[str, str]:
-    """The environment of the deployer, the worker and the inbox watcher: the API through the
+    """The environment of the deployer, the workers and the inbox watcher: the API through the
     balancer, the team's home, and its scoring ledger on the stack's PostgreSQL."""
     roots = [config.layout.drops, *config.allowed_roots]
     return {

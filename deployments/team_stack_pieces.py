@@ -2,7 +2,7 @@
 
 Every start returns the piece's record once it answers: PostgreSQL accepts connections, Redis
 answers PING, an API server and the load balancer answer /api/health, the services have joined
-the event stream's consumer groups on Redis, the worker is online in its pool, and the inbox
+the event stream's consumer groups on Redis, each worker is online in its pool, and the inbox
 watcher has reached the API. Each wait is bounded and fails with one line naming the piece's log.
 """
 
@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from visionflow.deployments.team_stack_config import (
@@ -43,8 +42,6 @@ from visionflow.errors import VisionflowError
 from visionflow.processes.temporary_server import answers_health_check
 
 START_SECONDS = 180.0  # The longest any piece may take to become ready; two busy cores are slow.
-DEPLOY_SECONDS = 300.0  # `visionflow deploy` imports every flow, TensorFlow included.
-WORKER_NAME = "visionflow-team-worker"
 # How long `status` waits for an event to come back through the services; the persister writes
 # its batch every 5 s (Prefect's default flush interval).
 EVENT_SECONDS = 15.0
@@ -114,17 +111,8 @@ def stop_postgres(config: TeamStackConfig, record: ProcessRecord) -> tuple[list[
     """Stop PostgreSQL with pg_ctl (fast: open sessions are ended); kill it if that fails.
 
     Returns the pids killed and those still alive, as stop_process does."""
-    stop = [
-        str(postgres_bin_dir() / "pg_ctl"),
-        "-D",
-        str(postgres_data(config)),
-        "-m",
-        "fast",
-        "-w",
-        "-t",
-        "60",
-        "stop",
-    ]
+    stop = [str(postgres_bin_dir() / "pg_ctl"), "-D", str(postgres_data(config)), "-m", "fast", "-w", "-t", "60",
+            "stop"]  # fmt: skip
     subprocess.run(_as_postgres_user(stop), capture_output=True, timeout=90, check=False)
     if not is_running(record):
         return [], []
@@ -220,45 +208,6 @@ def start_balancer(config: TeamStackConfig) -> ProcessRecord:
     command = [shutil.which("haproxy") or "haproxy", "-f", str(config_path), "-db"]
     return spawn_ready("balancer", command, dict(os.environ), log, lambda _: answers_health_check(config.api_url),
                        config.balancer_port)  # fmt: skip
-
-
-def deploy(config: TeamStackConfig) -> str:
-    """`visionflow deploy` through the balancer, once per state folder; returns its JSON summary line."""
-    marker = config.state / "deployed.json"
-    if marker.exists():
-        return marker.read_text()
-    environment = client_environment(config, config.state / "prefect" / "deploy")
-    command = [sys.executable, "-m", "visionflow", "deploy", "--pool", config.pool, "--json", *config.deploy_options]
-    summary = run_step("visionflow deploy", command, environment, config.logs / "deploy.log", DEPLOY_SECONDS)
-    marker.write_text(summary)
-    return summary
-
-
-def start_worker(config: TeamStackConfig) -> ProcessRecord:
-    """A process worker on the pool, running flows with the team's home and ledger."""
-    environment = client_environment(config, config.state / "prefect" / "worker")
-    environment.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")  # Pick up a new run within 2 s, not 10 s.
-    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", config.pool, "--name", WORKER_NAME,
-               "--no-create-pool-if-not-found", "--install-policy", "never"]  # fmt: skip
-    log = config.logs / "worker.log"
-    since = datetime.now(UTC)
-    return spawn_ready("worker", command, environment, log, lambda _: worker_online(config, since))
-
-
-def worker_online(config: TeamStackConfig, since: datetime) -> bool:
-    """True when the stack's worker has sent its pool a heartbeat since `since`."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: config.api_url}), get_client(sync_client=True) as client:
-            workers = client.read_workers_for_work_pool(config.pool)
-    except Exception:  # The pool or the API is not there yet.
-        return False
-    return any(
-        worker.name == WORKER_NAME and worker.last_heartbeat_time and worker.last_heartbeat_time >= since
-        for worker in workers
-    )
 
 
 def start_inbox_watcher(config: TeamStackConfig) -> ProcessRecord:
