@@ -28,7 +28,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m "not e2e and not label_studio and not team_ha"
+	$(BIN)/python -m pytest -m "not e2e and not label_studio and not team_ha and not dask_hosts"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check visionflow flows tasks data_contracts deployments tests benchmarks

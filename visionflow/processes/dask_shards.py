@@ -109,17 +109,47 @@ def map_shards(
     for _ in range(min(window, len(chunks))):
         submit_next()
     try:
-        for done, finished in enumerate(tracker, start=1):
-            index, future = futures.pop(finished)
-            result = future.result()
-            submit_next()
-            yield index, result
-            if on_progress:
-                on_progress(done, len(chunks), time.perf_counter() - started)
+        with reported_worker_losses(runner.client, name):
+            for done, finished in enumerate(tracker, start=1):
+                index, future = futures.pop(finished)
+                result = future.result()
+                submit_next()
+                yield index, result
+                if on_progress:
+                    on_progress(done, len(chunks), time.perf_counter() - started)
     finally:
         # A stage that stopped early (a failed shard, a full disk) leaves no work on a shared cluster.
         for wrapped in futures:
             wrapped.cancel()
+
+
+@contextlib.contextmanager
+def reported_worker_losses(client, name: str) -> Iterator[None]:
+    """Log, while a stage's shards run, each worker the scheduler loses or gains.
+
+    The scheduler tells its clients when it removes a worker (a killed process at once; a host cut
+    off once its TCP connection times out, distributed.comm.timeouts.tcp: docs/SCALING.md) and
+    gives that worker's shards to the others. Without these lines a run would only seem to stall.
+    """
+    log = run_logger(__name__)  # Taken here, in the run: the events arrive on the client's own thread.
+
+    def on_event(event: tuple[float, dict]) -> None:
+        message = event[1]
+        if message.get("action") == "remove-worker" and not message.get("expected"):
+            again = len(message.get("processing-tasks", ())) + len(message.get("lost-computed-tasks", ()))
+            log.warning(
+                "Dask worker %s left the cluster during the %s shards; the %d shards it held run again on the others",
+                message.get("worker"), name, again,
+            )  # fmt: skip
+        elif message.get("action") == "add-worker":
+            log.info("Dask worker %s joined the cluster during the %s shards", message.get("worker"), name)
+
+    client.subscribe_topic("all", on_event)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # A client already closed has nothing to unsubscribe.
+            client.unsubscribe_topic("all")
 
 
 def warm_up_workers(config: DaskConfig, record: ModelRecord | None = None) -> int:
