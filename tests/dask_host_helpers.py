@@ -10,13 +10,20 @@ watches the scheduler over the observer link.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from visionflow.processes.temporary_server import answers_health_check
 
@@ -28,6 +35,16 @@ START_SECONDS = 180.0  # How long the servers and workers have to come up, on tw
 OFFLINE = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 # Variables of the test process that must not reach the hosts: each process gets its own.
 PRIVATE = ("PREFECT_API_URL", "PREFECT_HOME", "VISIONFLOW_HOME", "VISIONFLOW_LEDGER_URL")
+
+# The drop the Dask-across-hosts test and benchmark score.
+IMAGES = 20_000  # Image files in the drop, the copies included.
+COPIES = 200  # Image files holding another file's bytes: their content is still predicted once.
+BROKEN = {"broken/text.png": b"not an image, only text in a file named .png\n"}  # Rejected before decoding.
+TRUNCATED = 3  # PNGs cut in half: rejected by the decoder, on a worker.
+FILES = IMAGES + len(BROKEN) + TRUNCATED
+# A model input of 128x128x3 pixels makes shards of at most 64 MiB / 49,152 bytes = 1,365 images
+# (visionflow/processes/dask_shards.py, SHARD_BYTES): 15 shards, four in flight on two workers.
+MODEL_SHAPE = (128, 128, 3)
 
 
 def shards_held(dask_scheduler, worker: str) -> tuple[int, int]:
@@ -131,3 +148,47 @@ def _wait_for(ready, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not start within {START_SECONDS:.0f} s")
         time.sleep(0.2)
+
+
+def build_drop(drop: Path) -> int:
+    """IMAGES 12x12 RGB PNGs of random pixels, COPIES of them copies of others, and broken files;
+    returns how many distinct decodable contents it holds."""
+    images = IMAGES - COPIES
+    pixels = np.random.default_rng(33).integers(0, 256, size=(images, 12, 12, 3), dtype=np.uint8)
+    for index in range(images):
+        folder = drop / f"batch-{index // 1000:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels[index]).save(folder / f"{index:05d}.png")
+    (drop / "copies").mkdir()
+    for index in range(COPIES):
+        original = drop / f"batch-{index * 37 // 1000:02d}" / f"{index * 37:05d}.png"
+        shutil.copyfile(original, drop / "copies" / f"copy of {index * 37:05d}.png")
+    (drop / "broken").mkdir()
+    for name, data in BROKEN.items():
+        (drop / name).write_bytes(data)
+    for index in range(TRUNCATED):
+        encoded = io.BytesIO()
+        Image.fromarray(pixels[index][::-1]).save(encoded, format="PNG")
+        (drop / "broken" / f"truncated-{index}.png").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
+    assert sum(1 for path in drop.rglob("*") if path.is_file()) == FILES
+    return images
+
+
+def fresh_home(home: Path, registry: Path) -> Path:
+    shutil.copytree(registry / "models", home / "models")
+    return home
+
+
+def warning_after(output: str, worker: str, fault_time: float) -> tuple[int, float]:
+    """From the run's log: (shards the lost worker held, seconds from the fault to the warning)."""
+    line = re.search(
+        rf"^(\d\d:\d\d:\d\d\.\d+) \| WARNING .*Dask worker {re.escape(worker)} left the cluster during the score "
+        r"shards; the (\d+) shards it held run again on the others$",
+        output,
+        re.MULTILINE,
+    )
+    assert line, f"no warning names the lost worker {worker}:\n{output[-3000:]}"
+    fault = datetime.fromtimestamp(fault_time)
+    warned = datetime.combine(fault.date(), datetime.strptime(line.group(1), "%H:%M:%S.%f").time())
+    seconds = (warned - fault).total_seconds()
+    return int(line.group(2)), seconds + 86_400 if seconds < -60 else seconds  # Past midnight: the next day.

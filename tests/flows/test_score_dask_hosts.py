@@ -12,42 +12,37 @@ Skipped with the reason where `ip netns add` is refused, unless VISIONFLOW_REQUI
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import re
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-from PIL import Image
 
 from tests.conftest import VISIONFLOW
-from tests.dask_host_helpers import PRIVATE, dask_hosts
+from tests.dask_host_helpers import (
+    FILES,
+    MODEL_SHAPE,
+    PRIVATE,
+    build_drop,
+    dask_hosts,
+    fresh_home,
+    warning_after,
+)
 from tests.network_host_helpers import REQUIRE_VARIABLE, ip, make_hosts, netns_refusal, require_netns
 from tests.scoring_helpers import register_tiny_model
 
 pytestmark = pytest.mark.dask_hosts
 
-IMAGES = 20_000  # Image files in the drop, the copies included.
-COPIES = 200  # Image files holding another file's bytes: their content is still predicted once.
-BROKEN = {"broken/text.png": b"not an image, only text in a file named .png\n"}  # Rejected before decoding.
-TRUNCATED = 3  # PNGs cut in half: rejected by the decoder, on a worker.
-FILES = IMAGES + len(BROKEN) + TRUNCATED
-# A model input of 128x128x3 pixels makes shards of at most 64 MiB / 49,152 bytes = 1,365 images
-# (visionflow/processes/dask_shards.py, SHARD_BYTES): 15 shards, four in flight on two workers.
-MODEL_SHAPE = (128, 128, 3)
 # What docs/SCALING.md asks of a team's scheduler and workers: a connection whose packets go
 # unacknowledged for 15 s is dead, so a host cut off is noticed in 15 to 30 s (Dask's default,
 # 30 s, measured 30-52 s).
@@ -89,35 +84,6 @@ def scene(tmp_path_factory) -> Scene:
     return Scene(root / "drop", root / "registry", contents, summary, predictions, rejections, ledger)
 
 
-def build_drop(drop: Path) -> int:
-    """IMAGES 12x12 RGB PNGs of random pixels, COPIES of them copies of others, and broken files;
-    returns how many distinct decodable contents it holds."""
-    images = IMAGES - COPIES
-    pixels = np.random.default_rng(33).integers(0, 256, size=(images, 12, 12, 3), dtype=np.uint8)
-    for index in range(images):
-        folder = drop / f"batch-{index // 1000:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels[index]).save(folder / f"{index:05d}.png")
-    (drop / "copies").mkdir()
-    for index in range(COPIES):
-        original = drop / f"batch-{index * 37 // 1000:02d}" / f"{index * 37:05d}.png"
-        shutil.copyfile(original, drop / "copies" / f"copy of {index * 37:05d}.png")
-    (drop / "broken").mkdir()
-    for name, data in BROKEN.items():
-        (drop / name).write_bytes(data)
-    for index in range(TRUNCATED):
-        encoded = io.BytesIO()
-        Image.fromarray(pixels[index][::-1]).save(encoded, format="PNG")
-        (drop / "broken" / f"truncated-{index}.png").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
-    assert sum(1 for path in drop.rglob("*") if path.is_file()) == FILES
-    return images
-
-
-def fresh_home(home: Path, registry: Path) -> Path:
-    shutil.copytree(registry / "models", home / "models")
-    return home
-
-
 def rows(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A run's (predictions, rejections), each sorted by path."""
     found = []
@@ -140,21 +106,6 @@ def ledger_counts(home: Path) -> dict[str, int]:
     }
     with sqlite3.connect(home / "ledger" / "scoring.sqlite") as ledger:
         return {name: ledger.execute(query).fetchone()[0] for name, query in queries.items()}
-
-
-def warning_after(output: str, worker: str, fault_time: float) -> tuple[int, float]:
-    """From the run's log: (shards the lost worker held, seconds from the fault to the warning)."""
-    line = re.search(
-        rf"^(\d\d:\d\d:\d\d\.\d+) \| WARNING .*Dask worker {re.escape(worker)} left the cluster during the score "
-        r"shards; the (\d+) shards it held run again on the others$",
-        output,
-        re.MULTILINE,
-    )
-    assert line, f"no warning names the lost worker {worker}:\n{output[-3000:]}"
-    fault = datetime.fromtimestamp(fault_time)
-    warned = datetime.combine(fault.date(), datetime.strptime(line.group(1), "%H:%M:%S.%f").time())
-    seconds = (warned - fault).total_seconds()
-    return int(line.group(2)), seconds + 86_400 if seconds < -60 else seconds  # Past midnight: the next day.
 
 
 def test_without_iproute2_the_hosts_are_skipped_with_the_reason_unless_required(tmp_path, monkeypatch):
