@@ -22,57 +22,40 @@ rows are read back into the ledger, and nothing written is ever deleted for want
 Writes are transactions: BEGIN IMMEDIATE on SQLite, so one process writes at a time; READ
 COMMITTED on PostgreSQL, where reserving and releasing contents (and creating the tables) also
 take a transaction-wide advisory lock, so two runs reserving at once never both hold one content.
+An operation whose PostgreSQL server restarts or stops is run again whole once it answers, for up
+to a bound (visionflow/ledger/connection.py); one run again checks first for its own earlier
+writes, whose COMMIT may have gone through though its connection was lost.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, RootTransaction, delete, func, select
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy import Connection, delete, func, select
 
+from visionflow.ledger.connection import LedgerConnection
 from visionflow.ledger.reservation_owners import end_owner, owner_gone, take_over
 from visionflow.ledger.reservation_owners import reservation_owner as reservation_owner
 from visionflow.ledger.statements import LOOKUP_CHUNK, DriverStatement, ledger_statements, lookup_values
-from visionflow.ledger.store import (
-    SQLITE,
-    create_schema,
-    drop_files,
-    ledger_error,
-    ledger_url,
-    open_engine,
-    parts,
-    reservations,
-)
-
-# The PostgreSQL advisory lock (any 64-bit number no other application on the database uses) that
-# makes reserving contents one run at a time, as SQLite's BEGIN IMMEDIATE does: "vflw-rsv".
-RESERVATION_LOCK = 0x76666C772D727376
+from visionflow.ledger.store import create_schema, drop_files, parts, reservations
 
 PENDING = "pending"
 COMMITTED = "committed"
 
 
-class PredictionLedger:
+class PredictionLedger(LedgerConnection):
     """One connection to the ledger at a location (a SQLite file's Path, or a database URL); use
-    as a context manager, or call close()."""
+    as a context manager, or call close(). reconnect_seconds: how long an operation waits for a
+    PostgreSQL server that cannot be reached; None reads $VISIONFLOW_LEDGER_RECONNECT_SECONDS."""
 
-    def __init__(self, location: str | Path) -> None:
-        self.url = ledger_url(location)
-        self._sqlite = self.url.get_backend_name() == SQLITE
-        self._engine = open_engine(self.url)
+    def __init__(self, location: str | Path, reconnect_seconds: float | None = None) -> None:
+        super().__init__(location, reconnect_seconds)
         self._statements = ledger_statements(self._engine)
-        self._connection: Connection | None = None
-        self._connected()
         try:
-            # Under the writers' lock, so that runs opening a new ledger at once create it once.
-            with self._transaction(exclusive=True) as connection:
-                create_schema(connection)
+            self._retried(self._create_schema)
         except BaseException:
             self.close()
             raise
@@ -83,17 +66,10 @@ class PredictionLedger:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def close(self) -> None:
-        if getattr(self, "_connection", None) is not None:
-            self._connection.close()
-        self._engine.dispose()
-
-    def _connected(self) -> Connection:
-        """The ledger's connection; a new one when a failed write left the last one unusable."""
-        if self._connection is None:
-            with self._explained(opening=True):
-                self._connection = self._engine.connect()
-        return self._connection
+    def _create_schema(self, _again: bool) -> None:
+        """The tables, under the writers' lock, so that runs opening a new ledger at once create them once."""
+        with self._transaction(exclusive=True) as connection:
+            create_schema(connection)
 
     def known_probabilities(self, sha256s: Iterable[str], model_version: str) -> dict[str, tuple[np.ndarray, str]]:
         """(probabilities, scored_at) of every given content this model has already scored."""
@@ -145,8 +121,14 @@ class PredictionLedger:
     def reserve_part(self, drop_name: str, kind: str, part_name: str) -> None:
         """Record a part as pending before its file is written, so a run killed before the commit
         leaves a part that is provably uncommitted."""
-        with self._transaction() as connection:
-            self._run(connection, self._statements.add_part, (drop_name, kind, part_name, 0, PENDING))
+
+        def reserve(again: bool) -> None:
+            with self._transaction() as connection:
+                if again and self._part_rows(connection, drop_name, kind, part_name) is not None:
+                    return  # The lost connection's COMMIT went through.
+                self._run(connection, self._statements.add_part, (drop_name, kind, part_name, 0, PENDING))
+
+        self._retried(reserve)
 
     def reserve_contents(self, sha256s: Iterable[str], model_version: str, owner: str) -> set[str]:
         """Reserve for owner the contents no live run has reserved; return all that owner now holds.
@@ -156,6 +138,10 @@ class PredictionLedger:
         committed. Reservations of runs that are gone are taken over.
         """
         unique = sorted(set(sha256s))
+        # Run again, the same rows find this owner's reservations as its lost COMMIT left them.
+        return self._retried(lambda _again: self._reserve(unique, model_version, owner))
+
+    def _reserve(self, unique: list[str], model_version: str, owner: str) -> set[str]:
         held: set[str] = set()
         now = time.time()
         with self._transaction(exclusive=True) as connection:
@@ -179,8 +165,8 @@ class PredictionLedger:
         # Under the reservations' lock: a run taking over these rows meanwhile would otherwise wait
         # for this one while it waits for that run, a deadlock on PostgreSQL.
         try:
-            with self._transaction(exclusive=True) as connection:
-                connection.execute(delete(reservations).where(reservations.c.owner == owner))
+            statement = delete(reservations).where(reservations.c.owner == owner)
+            self._retried(lambda _again: self._delete(statement, exclusive=True))
         finally:
             end_owner(owner)  # Rows a failed DELETE leaves are taken over, even by a run in this process.
 
@@ -188,8 +174,12 @@ class PredictionLedger:
         """Remove a pending part's record, once its file is gone."""
         columns = parts.c
         wanted = (columns.drop_name == drop_name, columns.kind == kind, columns.name == part_name)
-        with self._transaction() as connection:
-            connection.execute(delete(parts).where(*wanted, columns.state == PENDING))
+        self._retried(lambda _again: self._delete(delete(parts).where(*wanted, columns.state == PENDING)))
+
+    def _delete(self, statement, exclusive: bool = False) -> None:
+        """Delete rows in a transaction of its own (exclusive: under the reservations' lock); done twice, the same."""
+        with self._transaction(exclusive=exclusive) as connection:
+            connection.execute(statement)
 
     def commit_part(
         self,
@@ -214,74 +204,48 @@ class PredictionLedger:
         # over from a run that looked gone) lock the rows in one order and never deadlock.
         ordered = sorted(new_predictions, key=lambda row: row[0])
         prediction_rows = [(sha256, model_version, _blob(values), scored_at) for sha256, values, scored_at in ordered]
-        with self._transaction() as connection:
-            self._run(connection, statements.commit_part, (drop_name, kind, part_name, len(files), COMMITTED))
-            if file_rows:
-                self._run(connection, statements.adopt_files if adopt else statements.add_files, file_rows)
-            if prediction_rows:
-                self._run(connection, statements.add_predictions, prediction_rows)
+
+        def commit(again: bool) -> None:
+            with self._transaction() as connection:
+                # Committed with these rows: the lost connection's COMMIT went through, as a whole.
+                if again and self._part_rows(connection, drop_name, kind, part_name, COMMITTED) == len(files):
+                    return
+                self._run(connection, statements.commit_part, (drop_name, kind, part_name, len(files), COMMITTED))
+                if file_rows:
+                    self._run(connection, statements.adopt_files if adopt else statements.add_files, file_rows)
+                if prediction_rows:
+                    self._run(connection, statements.add_predictions, prediction_rows)
+
+        self._retried(commit)
+
+    @staticmethod
+    def _part_rows(
+        connection: Connection, drop_name: str, kind: str, name: str, state: str | None = None
+    ) -> int | None:
+        """The rows the ledger records for a part (in state, when given), or None when it records no such part."""
+        columns = parts.c
+        wanted = [columns.drop_name == drop_name, columns.kind == kind, columns.name == name]
+        wanted += [columns.state == state] if state else []
+        return connection.execute(select(columns.rows).where(*wanted)).scalar()
 
     def _rows(self, query, values: tuple | None = None) -> list:
         """All rows of a read (a statement, or a DriverStatement with its values), with errors about
         the database itself explained. On SQLite each read stands alone, as the driver runs it; on
         PostgreSQL its transaction ends with it."""
-        with self._transaction(write=False) as connection:
-            if isinstance(query, DriverStatement):
-                return self._run(connection, query, values).all()
-            return connection.execute(query).all()
+
+        def read(_again: bool) -> list:
+            with self._transaction(write=False) as connection:
+                if isinstance(query, DriverStatement):
+                    return self._run(connection, query, values).all()
+                return connection.execute(query).all()
+
+        return self._retried(read)
 
     @staticmethod
     def _run(connection: Connection, statement: DriverStatement, values: tuple | list[tuple]):
         """Run a DriverStatement for one row's values (a tuple) or many rows' (a list, executemany)."""
         parameters = statement.rows(values) if isinstance(values, list) else statement.row(values)
         return connection.exec_driver_sql(statement.sql, parameters)
-
-    @contextmanager
-    def _transaction(self, exclusive: bool = False, write: bool = True) -> Iterator[Connection]:
-        """One transaction, committed at the end and rolled back on any error, its COMMIT's
-        included (a full disk often fails only there); the error raised is the one that happened,
-        never a failed rollback's. exclusive: one such transaction at a time on PostgreSQL too;
-        write=False: a read, which on SQLite takes no writers' lock."""
-        with self._explained():
-            connection = self._connected()
-            transaction = connection.begin()
-            try:
-                if self._sqlite and write:
-                    connection.exec_driver_sql("BEGIN IMMEDIATE")
-                elif exclusive:
-                    connection.execute(select(func.pg_advisory_xact_lock(RESERVATION_LOCK)))
-                yield connection
-                transaction.commit()
-            except BaseException:
-                self._roll_back(transaction)
-                raise
-
-    def _roll_back(self, transaction: RootTransaction) -> None:
-        """End a failed transaction so that the ledger's next read or write works; when the
-        connection cannot be brought back to no transaction, it is dropped and the next use opens
-        a new one. After a failed COMMIT SQLAlchemy sends no ROLLBACK, and SQLite may or may not
-        have rolled back itself (it does for some full disks), so the driver is asked directly."""
-        try:
-            transaction.rollback()
-            driver = self._connection.connection.driver_connection
-            if self._sqlite and driver.in_transaction:
-                driver.rollback()
-        except (SQLAlchemyError, sqlite3.Error):
-            connection, self._connection = self._connection, None
-            with suppress(SQLAlchemyError, sqlite3.Error):  # The error that happened says more.
-                connection.invalidate()
-                connection.close()
-
-    @contextmanager
-    def _explained(self, opening: bool = False) -> Iterator[None]:
-        """Turn errors about the database itself into errors that say where it is and what to do."""
-        try:
-            yield
-        except DBAPIError as error:
-            explained = ledger_error(self.url, error, opening)
-            if explained is error:
-                raise
-            raise explained from error
 
 
 def _blob(probabilities: np.ndarray) -> bytes:

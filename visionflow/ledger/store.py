@@ -190,7 +190,7 @@ def ledger_error(url: URL, error: Exception, opening: bool = False) -> Exception
     """A full disk, a damaged file or a server out of reach as an error a person can act on; any
     other error as it was. opening: the error happened while connecting."""
     cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
-    text = " ".join(str(cause).split())
+    text = error_text(error)
     where = url.database if url.get_backend_name() == SQLITE else shown(url)
     # SQLite says "database or disk is full" (or an I/O error, see NEARLY_FULL_BYTES); the file
     # system, ENOSPC; PostgreSQL's disk_full is SQLSTATE 53100.
@@ -211,12 +211,24 @@ def ledger_error(url: URL, error: Exception, opening: bool = False) -> Exception
             "the same command again: the ledger is rebuilt from each drop's Parquet parts as drops are scored"
         )
     if url.get_backend_name() == POSTGRESQL and _lost_connection(error, opening):
-        return UnreachableError(
-            f"cannot reach the scoring ledger {where} ({text}); check that its PostgreSQL server is running and "
-            "reachable from this machine, and that VISIONFLOW_LEDGER_URL names the right host, port, user, "
-            "password and database, then run the same command again: parts committed before are kept"
-        )
+        return unreachable_error(url, text)
     return error
+
+
+def error_text(error: BaseException) -> str:
+    """What the database or its driver said, on one line."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    return " ".join(str(cause).split())
+
+
+def unreachable_error(url: URL, text: str, waited_seconds: float = 0.0) -> UnreachableError:
+    """A PostgreSQL ledger out of reach (text: what failed), after waiting waited_seconds for it."""
+    waited = f" for {waited_seconds:.0f} s" if waited_seconds else ""
+    return UnreachableError(
+        f"cannot reach the scoring ledger {shown(url)}{waited} ({text}); check that its PostgreSQL server is running "
+        "and reachable from this machine, and that VISIONFLOW_LEDGER_URL names the right host, port, user, "
+        "password and database, then run the same command again: parts committed before are kept"
+    )
 
 
 def _io_error_on_a_full_disk(cause: BaseException, database: str) -> bool:

@@ -199,9 +199,9 @@ def test_an_unreachable_postgresql_ledger_says_which_what_failed_and_what_to_do(
 
 
 @pytest.mark.postgres
-def test_a_connection_lost_mid_run_is_reported_as_out_of_reach(postgres_server):
+def test_a_connection_lost_mid_run_is_reported_as_out_of_reach_with_no_reconnect_bound(postgres_server):
     url = postgres_server.url(postgres_server.create_database("ledger"))
-    with PredictionLedger(url) as ledger:
+    with PredictionLedger(url, reconnect_seconds=0) as ledger:
         [(backend,)] = run_sql(ledger, "SELECT pg_backend_pid()")
         with PredictionLedger(url) as administrator:
             run_sql(administrator, f"SELECT pg_terminate_backend({backend})")  # As a server restart would.
