@@ -44,7 +44,7 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # The helpers live in the tests package at the repository's root.
-from load_benchmark import machine  # noqa: E402
+from load_benchmark import machine, write_report  # noqa: E402
 
 from visionflow.home import configure_environment  # noqa: E402
 
@@ -183,9 +183,7 @@ def main() -> None:
             print(f"kept {scratch}", file=sys.stderr)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report) if arguments.json else table(report["results"]))
+    write_report(report, arguments.output, arguments.json, table(report["results"]))
 
 
 if __name__ == "__main__":

@@ -177,6 +177,13 @@ def machine() -> dict:
     return {**facts.model_dump(exclude={"gpus"}), "gpus": len(facts.gpus), "kind": machine_kind(facts)}
 
 
+def write_report(report: dict, output: Path, as_json: bool, table: str) -> None:
+    """Write a benchmark's report to output as JSON and print it: one JSON object, or the table."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report) if as_json else table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-home", type=Path, required=True, help="a VISIONFLOW_HOME with a champion model")

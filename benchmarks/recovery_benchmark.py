@@ -34,7 +34,7 @@ from PIL import Image
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # The tiny model's helper lives in the tests package at the repository's root.
-from load_benchmark import machine  # noqa: E402
+from load_benchmark import machine, write_report  # noqa: E402
 
 from tests.scoring_helpers import register_tiny_model  # noqa: E402
 
@@ -141,9 +141,7 @@ def main() -> None:
         report["results"] = run(arguments.images, arguments.repeats, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report) if arguments.json else table(report["results"]))
+    write_report(report, arguments.output, arguments.json, table(report["results"]))
 
 
 if __name__ == "__main__":

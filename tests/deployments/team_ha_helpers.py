@@ -131,3 +131,19 @@ def alive(pid: int, start_ticks: str) -> bool:
     from visionflow.processes.reaper import process_start
 
     return process_start(pid)[0] == start_ticks
+
+
+def take_down(location: list[str], state: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """Run `team_stack down`; (its result, its report, the processes the stack had recorded before)."""
+    saved = state / "processes.json"
+    recorded = StackState.model_validate_json(saved.read_text() if saved.exists() else "{}").processes
+    result, down = run_stack("down", *location)
+    return result, down, recorded
+
+
+def assert_nothing_left(result: subprocess.CompletedProcess, down: dict, recorded: dict, base: int) -> None:
+    """`down` succeeded, no recorded process runs any more and every port of the stack is free."""
+    assert result.returncode == 0 and down["ok"], f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    for record in recorded.values():
+        assert not alive(record.pid, record.start_ticks), f"{record.name} (pid {record.pid}) still runs"
+    assert not [port for port in range(base, base + 5) if port_in_use(port)], "every port of the stack is free"

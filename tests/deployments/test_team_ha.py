@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 
 from visionflow.deployments.settings import DEPLOYMENT_NAMES
-from visionflow.deployments.team_stack_processes import StackState, port_in_use
 
 from tests.deployments.team_ha_helpers import (
-    alive,
+    assert_nothing_left,
     free_base_port,
     kill_piece,
     put_drop,
@@ -34,6 +33,7 @@ from tests.deployments.team_ha_helpers import (
     run_stack,
     stack_logs,
     start_run,
+    take_down,
     wait_for_run,
     write_training_images,
 )
@@ -177,14 +177,10 @@ def test_runs_survive_the_loss_of_an_api_server():
         assert not (home / "ledger").exists()
         assert read_run(api_url, train["id"]).state.is_completed(), "the API still answers through the balancer"
     finally:
-        records = (state / "processes.json").read_text() if (state / "processes.json").exists() else "{}"
-        result, down = run_stack("down", *location)
+        result, down, recorded = take_down(location, state)
         print(f"test: {time.monotonic() - started:.1f} s in all; down: {down.get('seconds')} s")
         shutil.rmtree(root, ignore_errors=True)
 
-    assert result.returncode == 0 and down["ok"], f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    assert_nothing_left(result, down, recorded, base)
     states = {piece["name"]: piece["state"] for piece in down["pieces"]}
     assert states.pop("api-2") == "not running" and set(states.values()) <= {"stopped", "killed"}, down
-    for record in StackState.model_validate_json(records).processes.values():
-        assert not alive(record.pid, record.start_ticks), f"{record.name} (pid {record.pid}) still runs"
-    assert not [port for port in range(base, base + 5) if port_in_use(port)], "every port of the stack is free"

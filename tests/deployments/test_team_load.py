@@ -20,17 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from visionflow.deployments.team_stack_processes import StackState, port_in_use
-
 from tests.conftest import write_image
 from tests.deployments.team_ha_helpers import (
-    alive,
+    assert_nothing_left,
     free_base_port,
     query_prefect_database,
     require_stack_tools,
     run_stack,
     stack_logs,
     start_run,
+    take_down,
     wait_for_run,
 )
 from tests.scoring_helpers import register_tiny_model
@@ -143,15 +142,10 @@ def test_two_workers_share_a_burst_and_score_each_file_once():
         assert not {str(run.id) for run in runs} & {flow_run_id for (flow_run_id,) in waited}, waited
         print(f"score-drops runs: {len(states)}, of which waited for a slot: {len(waited)}")
     finally:
-        records = (state / "processes.json").read_text() if (state / "processes.json").exists() else "{}"
-        result, down = run_stack("down", *location)
+        result, down, recorded = take_down(location, state)
         print(f"test: {time.monotonic() - started:.1f} s in all; down: {down.get('seconds')} s")
         shutil.rmtree(root, ignore_errors=True)
 
-    assert result.returncode == 0 and down["ok"], f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    assert_nothing_left(result, down, recorded, base)
     assert {piece["state"] for piece in down["pieces"]} <= {"stopped", "killed"}, down
-    recorded = StackState.model_validate_json(records).processes
     assert {"worker", "worker-2"} <= set(recorded)
-    for record in recorded.values():
-        assert not alive(record.pid, record.start_ticks), f"{record.name} (pid {record.pid}) still runs"
-    assert not [port for port in range(base, base + 5) if port_in_use(port)], "every port of the stack is free"

@@ -12,9 +12,6 @@ the ledger, asking it every half second whether that content is done, until the 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +20,18 @@ import pyarrow.dataset as ds
 import pytest
 from sqlalchemy import create_engine
 
-from visionflow.home import LEDGER_URL_VARIABLE
-from visionflow.ledger.connection import RECONNECT_VARIABLE
 from visionflow.ledger.ledger import PredictionLedger, reservation_owner
 from visionflow.ledger.reservation_owners import owner_gone
 
-from tests.conftest import VISIONFLOW, write_image
-from tests.postgres_restarts import OwnPostgresServer, own_postgres_server
+from tests.conftest import write_image
+from tests.postgres_restarts import (
+    OwnPostgresServer,
+    finished,
+    ledger_counts,
+    own_postgres_server,
+    start_scoring,
+    wait_until,
+)
 from tests.scoring_helpers import register_tiny_model
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600), pytest.mark.usefixtures("prefect_server")]
@@ -43,56 +45,6 @@ def own_server() -> Iterator[OwnPostgresServer]:
     yield from own_postgres_server()
 
 
-def start_scoring(home: Path, ledger_url: str, drop: Path, reconnect_seconds: float | None = None) -> subprocess.Popen:
-    """Start `visionflow score DROP --json` as a user would; its stdout and stderr go to files in home."""
-    from prefect.settings import PREFECT_API_URL
-
-    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "VISIONFLOW_HOME": str(home)}
-    environment[LEDGER_URL_VARIABLE] = ledger_url
-    environment.pop(RECONNECT_VARIABLE, None)
-    if reconnect_seconds is not None:
-        environment[RECONNECT_VARIABLE] = str(reconnect_seconds)
-    environment.pop("PREFECT_HOME", None)
-    arguments = ["score", str(drop), "--json", "--workers", "1", "--batch-size", "64"]
-    with open(home / "score.out", "w") as stdout, open(home / "score.err", "w") as stderr:
-        return subprocess.Popen([*VISIONFLOW, *arguments], stdout=stdout, stderr=stderr, env=environment)
-
-
-def finished(run: subprocess.Popen, home: Path) -> tuple[int, dict, str]:
-    """Wait for a run: (exit code, its JSON summary, its stderr); the run is killed if the wait fails."""
-    try:
-        code = run.wait(timeout=300)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    stdout = (home / "score.out").read_text()
-    return code, json.loads(stdout.strip().splitlines()[-1]), (home / "score.err").read_text()
-
-
-def ledger_counts(ledger_url: str) -> dict[str, int]:
-    """Rows of each kind the ledger holds now (a connection of the test's own)."""
-    queries = {
-        "reservations": "SELECT COUNT(*) FROM reservations",
-        "predictions": "SELECT COUNT(*) FROM predictions",
-        "distinct_predictions": "SELECT COUNT(DISTINCT (sha256, model_version)) FROM predictions",
-        "files": "SELECT COUNT(*) FROM drop_files",
-        "distinct_files": "SELECT COUNT(DISTINCT (drop_name, path)) FROM drop_files",
-        "committed_parts": "SELECT COUNT(*) FROM parts WHERE state = 'committed'",
-        "committed_rows": "SELECT COALESCE(SUM(rows), 0) FROM parts WHERE state = 'committed'",
-        "pending_parts": "SELECT COUNT(*) FROM parts WHERE state <> 'committed'",
-    }
-    engine = create_engine(ledger_url)
-    try:
-        with engine.connect() as connection:
-            tables = connection.exec_driver_sql("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'reservations'")
-            if not tables.scalar():
-                return {name: 0 for name in queries}
-            return {name: int(connection.exec_driver_sql(sql).scalar()) for name, sql in queries.items()}
-    finally:
-        engine.dispose()
-
-
 def reservation_holders(ledger_url: str) -> set[str]:
     """The owners of the reservations the ledger holds now."""
     engine = create_engine(ledger_url)
@@ -101,16 +53,6 @@ def reservation_holders(ledger_url: str) -> set[str]:
             return {owner for (owner,) in connection.exec_driver_sql("SELECT DISTINCT owner FROM reservations")}
     finally:
         engine.dispose()
-
-
-def wait_until(done, run: subprocess.Popen, what: str) -> None:
-    """Wait (at most 240 s) until done() while the run goes on."""
-    deadline = time.monotonic() + 240
-    while run.poll() is None and time.monotonic() < deadline:
-        if done():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen (the run's exit code: {run.poll()})")
 
 
 def holding_one_content(ledger_url: str, drop: Path, version: str) -> tuple[PredictionLedger, str]:
