@@ -33,18 +33,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # The helpers live in the tests package at the repository's root.
-from load_benchmark import machine, write_report  # noqa: E402
+from load_benchmark import new_report, scratch_folder, write_report  # noqa: E402
 
 from visionflow.home import configure_environment  # noqa: E402
 
@@ -171,18 +168,12 @@ def main() -> None:
         raise SystemExit(SKIPPED_EXIT_CODE)
     # The default sides mean Dask's own default: a timeout set in this shell would reach every host.
     os.environ.pop(TCP_TIMEOUT, None)
-    scratch = Path(tempfile.mkdtemp(prefix="visionflow-dask-hosts-", dir=arguments.scratch))
-    report: dict = {"machine": machine(), "date": datetime.now(UTC).date().isoformat(), "command": " ".join(sys.argv)}
-    try:
+    report = new_report()
+    with scratch_folder("visionflow-dask-hosts-", arguments.scratch, arguments.keep) as scratch:
         # This process's own home and Prefect settings stay in scratch; the hosts get neither
         # (PRIVATE in tests/dask_host_helpers.py), so each process there keeps its own.
         configure_environment(scratch / "session-home")
         report["results"] = run_sides(arguments, scratch)
-    finally:
-        if arguments.keep:
-            print(f"kept {scratch}", file=sys.stderr)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
     write_report(report, arguments.output, arguments.json, table(report["results"]))
 
 

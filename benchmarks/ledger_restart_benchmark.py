@@ -32,14 +32,13 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # The helpers live in the tests package at the repository's root.
-from load_benchmark import machine, write_report  # noqa: E402
+from load_benchmark import new_report, scratch_folder, write_report  # noqa: E402
 
 from visionflow.home import configure_environment  # noqa: E402
 
@@ -184,18 +183,12 @@ def main() -> None:
     if postgres_bin_dir() is None:
         print("skipped: PostgreSQL's initdb is not installed (apt install postgresql-15)", file=sys.stderr)
         raise SystemExit(SKIPPED_EXIT_CODE)
-    scratch = Path(tempfile.mkdtemp(prefix="visionflow-ledger-restart-", dir=arguments.scratch))
-    report: dict = {"machine": machine(), "date": datetime.now(UTC).date().isoformat(), "command": " ".join(sys.argv)}
-    try:
+    report = new_report()
+    with scratch_folder("visionflow-ledger-restart-", arguments.scratch, arguments.keep) as scratch:
         # This process's own home and Prefect settings stay in scratch, set before Prefect is imported;
         # every score run gets the benchmark's home (start_scoring), and the Prefect server's URL.
         configure_environment(scratch / "session-home")
         report["results"] = run_sides(arguments, scratch)
-    finally:
-        if arguments.keep:
-            print(f"kept {scratch}", file=sys.stderr)
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
     write_report(report, arguments.output, arguments.json, table(report["results"]))
 
 

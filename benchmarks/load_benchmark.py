@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from process_memory import ProcessMemory
@@ -175,6 +177,26 @@ def machine() -> dict:
 
     facts = read_machine_facts()
     return {**facts.model_dump(exclude={"gpus"}), "gpus": len(facts.gpus), "kind": machine_kind(facts)}
+
+
+def new_report() -> dict:
+    """The start of a benchmark's report: the machine, the date (UTC) and the command that ran."""
+    from datetime import UTC, datetime
+
+    return {"machine": machine(), "date": datetime.now(UTC).date().isoformat(), "command": " ".join(sys.argv)}
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str, parent: Path | None = None, keep: bool = False) -> Iterator[Path]:
+    """A temporary folder for a benchmark's homes, drops and logs, removed at the end unless keep."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield folder
+    finally:
+        if keep:
+            print(f"kept {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_report(report: dict, output: Path, as_json: bool, table: str) -> None:

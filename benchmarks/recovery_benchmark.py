@@ -23,9 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,7 @@ from PIL import Image
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # The tiny model's helper lives in the tests package at the repository's root.
-from load_benchmark import machine, write_report  # noqa: E402
+from load_benchmark import new_report, scratch_folder, write_report  # noqa: E402
 
 from tests.scoring_helpers import register_tiny_model  # noqa: E402
 
@@ -135,12 +133,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/recovery.json"))
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object instead of a table")
     arguments = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="visionflow-recovery-"))
-    report: dict = {"machine": machine(), "date": datetime.now(UTC).date().isoformat(), "command": " ".join(sys.argv)}
-    try:
+    report = new_report()
+    with scratch_folder("visionflow-recovery-") as scratch:
         report["results"] = run(arguments.images, arguments.repeats, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     write_report(report, arguments.output, arguments.json, table(report["results"]))
 
 
