@@ -216,7 +216,9 @@ def up(
         config = stack_config(home, state, {key: value for key, value in given.items() if value is not None})
         reports = bring_up(config)
     except (VisionflowError, ValueError) as error:
-        fail(first_validation_problem(error).splitlines()[0], json_output)
+        # An option out of range (a ValueError from the config's validation) is exit 2, as in every
+        # visionflow command; a stack that cannot come up keeps its error's own code.
+        fail(first_validation_problem(error).splitlines()[0], json_output, getattr(error, "exit_code", 2))
     summary = report(config, reports, started)
     emit(summary, json_output, f"team stack up in {summary.seconds} s: API and UI at {summary.ui_url} (2 API "
                                f"servers behind HAProxy), workers on pool {config.pool}: {config.workers}")  # fmt: skip

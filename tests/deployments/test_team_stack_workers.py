@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
@@ -28,3 +31,15 @@ def test_one_worker_keeps_the_names_a_stack_has_always_had(tmp_path):
 def test_a_stack_without_workers_is_refused(tmp_path):
     with pytest.raises(ValidationError, match="workers"):
         TeamStackConfig(home=tmp_path / "home", state=tmp_path / "state", workers=0)
+
+
+def test_up_with_no_workers_exits_2_with_one_line_and_starts_nothing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "visionflow.deployments.team_stack", "up", "--home", str(tmp_path / "home"),
+         "--state", str(tmp_path / "state"), "--workers", "0"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "workers" in result.stdout + result.stderr and "greater than or equal to 1" in result.stdout + result.stderr
+    assert not (tmp_path / "state" / "processes.json").exists()
